@@ -1,0 +1,369 @@
+"""Waymark wire protocol, version 1: framing, validation and error codes, with no I/O.
+
+Feed bytes to a LineDecoder and get lines back; decode each line into a Request; encode
+responses with encode(). Every layer raises ProtocolError, which the server turns into an
+error line. See ../shared/PROTOCOL.md for the contract this implements.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_LINE_BYTES = 65_536
+
+BAD_REQUEST = "bad_request"
+UNKNOWN_COMMAND = "unknown_command"
+LINE_TOO_LONG = "line_too_long"
+UNAUTHORIZED = "unauthorized"
+FORBIDDEN = "forbidden"
+INVALID_CREDENTIALS = "invalid_credentials"
+RATE_LIMITED = "rate_limited"
+USERNAME_TAKEN = "username_taken"
+WEAK_PASSWORD = "weak_password"  # noqa: S105 (an error code, not a password)
+NOT_FOUND = "not_found"
+LIMIT_EXCEEDED = "limit_exceeded"
+UNAVAILABLE = "unavailable"
+CONFLICT = "conflict"
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+SERVER_BUSY = "server_busy"
+INTERNAL = "internal"
+
+ERROR_CODES = frozenset(
+    {
+        BAD_REQUEST, UNKNOWN_COMMAND, LINE_TOO_LONG, UNAUTHORIZED, FORBIDDEN,
+        INVALID_CREDENTIALS, RATE_LIMITED, USERNAME_TAKEN, WEAK_PASSWORD, NOT_FOUND,
+        LIMIT_EXCEEDED, UNAVAILABLE, CONFLICT, UPSTREAM_UNAVAILABLE, SERVER_BUSY, INTERNAL,
+    }
+)  # fmt: skip
+
+
+class ProtocolError(Exception):
+    """A failure every layer may raise; the server sends it as one error line."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+# Argument types. bool is a subclass of int in Python, so it is excluded explicitly:
+# {"quantity": true} must be a bad_request, not one copy.
+STR, INT, NUMBER, LIST, OBJECT = "text", "whole number", "number", "list", "object"
+BOOK_REF = "book"
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a command: its name, type, whether required, and bounds."""
+
+    name: str
+    kind: str
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command's arguments and whether it needs a logged-in connection."""
+
+    args: tuple[Arg, ...] = ()
+    needs_login: bool = True
+
+
+_PAGING = (Arg("limit", INT, minimum=1, maximum=200), Arg("offset", INT, minimum=0))
+_ID = 2**53  # ids beyond JSON's safe integers cannot name a row
+
+COMMANDS: dict[str, Command] = {
+    "hello": Command(needs_login=False),
+    "register": Command(
+        (Arg("username", STR, True, max_length=64), Arg("password", STR, True, max_length=4096)),
+        needs_login=False,
+    ),
+    "login": Command(
+        (Arg("username", STR, True, max_length=64), Arg("password", STR, True, max_length=4096)),
+        needs_login=False,
+    ),
+    "resume": Command((Arg("token", STR, True, max_length=256),), needs_login=False),
+    "logout": Command(),
+    "whoami": Command(),
+    "list_areas": Command(needs_login=False),
+    "search_walks": Command(
+        (
+            Arg("area", STR, max_length=200),
+            Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
+            Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
+            Arg("difficulty", STR, max_length=50),
+            *_PAGING,
+        ),
+        needs_login=False,
+    ),
+    "buy": Command((Arg("items", LIST, True),)),
+    "orders": Command(),
+    "restock": Command(
+        (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=100_000))
+    ),
+    "backorders": Command(),
+    "search_books": Command(
+        (Arg("query", STR, True, max_length=200), Arg("limit", INT, minimum=1, maximum=100)),
+        needs_login=False,
+    ),
+    "catalogue": Command((Arg("query", STR, max_length=200), *_PAGING), needs_login=False),
+    "add_book": Command(
+        (Arg("key", STR, True, max_length=64), Arg("copies", INT, True, minimum=1, maximum=1000))
+    ),
+    "borrow": Command((Arg("book_id", INT, True, minimum=1, maximum=_ID),)),
+    "return": Command((Arg("loan_id", INT, True, minimum=1, maximum=_ID),)),
+    "renew": Command((Arg("loan_id", INT, True, minimum=1, maximum=_ID),)),
+    "history": Command(),
+    "hold": Command((Arg("book_id", INT, True, minimum=1, maximum=_ID),)),
+    "holds": Command(),
+    "cancel_hold": Command((Arg("hold_id", INT, True, minimum=1, maximum=_ID),)),
+}
+
+MAX_ORDER_ITEMS = 50
+ORDER_ITEM = (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=1000))
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded, validated request line."""
+
+    id: str | int | float | None
+    cmd: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+class LineDecoder:
+    """Splits a byte stream into lines, whatever the chunk boundaries, enforcing a size cap.
+
+    feed() returns complete lines (without the newline). Once a line exceeds the cap it
+    returns a ProtocolError(line_too_long) as its last item; the caller must then close.
+    """
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+        self.max_line_bytes = max_line_bytes
+        self._buffer = bytearray()
+        self.failed = False
+
+    def feed(self, data: bytes) -> list[bytes | ProtocolError]:
+        """Add received bytes; return the lines they complete."""
+        if self.failed:
+            return []
+        self._buffer += data
+        items: list[bytes | ProtocolError] = []
+        start = 0
+        while (end := self._buffer.find(b"\n", start)) != -1:
+            line = bytes(self._buffer[start:end])
+            if len(line) > self.max_line_bytes:
+                return self._fail(items)
+            items.append(line.rstrip(b"\r"))
+            start = end + 1
+        del self._buffer[:start]
+        if len(self._buffer) > self.max_line_bytes:
+            return self._fail(items)
+        return items
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a whole line."""
+        return len(self._buffer)
+
+    def _fail(self, items: list[bytes | ProtocolError]) -> list[bytes | ProtocolError]:
+        self.failed = True
+        self._buffer.clear()
+        message = f"The request line is longer than the limit of {self.max_line_bytes} bytes."
+        items.append(ProtocolError(LINE_TOO_LONG, message, {"max_line_bytes": self.max_line_bytes}))
+        return items
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a compact JSON line ending in a newline."""
+    return (json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def ok_response(request_id: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A success response."""
+    return {"id": request_id, "ok": True, "result": result}
+
+
+def error_response(request_id: Any, error: ProtocolError) -> dict[str, Any]:
+    """An error response."""
+    return {
+        "id": request_id,
+        "ok": False,
+        "error": {"code": error.code, "message": error.message, "details": error.details},
+    }
+
+
+def request_id_of(line: bytes) -> Any:
+    """The id of a request line if one can be read from it, else None (for error replies)."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and _is_valid_id(obj.get("id")):
+        return obj["id"]
+    return None
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse one line into a Request whose cmd is known and whose args are valid.
+
+    Raises ProtocolError (bad_request or unknown_command). The arguments are checked
+    against COMMANDS; unknown keys are dropped.
+    """
+    obj = _parse_object(line)
+    request_id = obj.get("id")
+    if not _is_valid_id(request_id):
+        raise ProtocolError(BAD_REQUEST, "The request id must be a string or a number.")
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str) or not cmd:
+        raise ProtocolError(BAD_REQUEST, "The request needs a 'cmd' naming a command.")
+    if cmd not in COMMANDS:
+        raise ProtocolError(
+            UNKNOWN_COMMAND, f"This server has no command called {_quote(cmd)}.", {"cmd": cmd[:64]}
+        )
+    args = obj.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError(BAD_REQUEST, "The request's 'args' must be an object.")
+    return Request(request_id, cmd, args)
+
+
+def validate_args(cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The known arguments of a command, type-checked; raises bad_request naming the argument."""
+    return validate_fields(COMMANDS[cmd].args, args)
+
+
+def validate_fields(spec: tuple[Arg, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """Check each Arg of spec in values; return only the known ones (absent optional = missing)."""
+    clean: dict[str, Any] = {}
+    for arg in spec:
+        value = values.get(arg.name)
+        if value is None:
+            if arg.required:
+                raise ProtocolError(
+                    BAD_REQUEST, f"The argument '{arg.name}' is required.", {"argument": arg.name}
+                )
+            continue
+        clean[arg.name] = _check(arg, value)
+    return clean
+
+
+def validate_order_items(items: list[Any]) -> list[dict[str, Any]]:
+    """Each item of a buy: {"book": number or title, "quantity": whole number >= 1}."""
+    if not items:
+        raise ProtocolError(
+            BAD_REQUEST, "The argument 'items' must list at least one book.", {"argument": "items"}
+        )
+    if len(items) > MAX_ORDER_ITEMS:
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"The argument 'items' may list at most {MAX_ORDER_ITEMS} lines.",
+            {"argument": "items"},
+        )
+    clean = []
+    for position, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"Item {position} of 'items' must be an object with 'book' and 'quantity'.",
+                {"argument": "items"},
+            )
+        try:
+            clean.append(validate_fields(ORDER_ITEM, item))
+        except ProtocolError as error:
+            error.message = f"In item {position} of 'items': {error.message}"
+            raise
+    return clean
+
+
+def _check(arg: Arg, value: Any) -> Any:
+    if arg.kind == BOOK_REF:
+        kind_ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+        wanted = "a book number or a title"
+    elif arg.kind == STR:
+        kind_ok, wanted = isinstance(value, str), "text"
+    elif arg.kind == INT:
+        kind_ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif arg.kind == NUMBER:
+        kind_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind_ok = kind_ok and math.isfinite(value)
+        wanted = "a number"
+    elif arg.kind == LIST:
+        kind_ok, wanted = isinstance(value, list), "a list"
+    else:
+        kind_ok, wanted = isinstance(value, dict), "an object"
+    if not kind_ok:
+        raise ProtocolError(
+            BAD_REQUEST, f"The argument '{arg.name}' must be {wanted}.", {"argument": arg.name}
+        )
+    if isinstance(value, str):
+        if arg.max_length is not None and len(value) > arg.max_length:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"The argument '{arg.name}' is longer than {arg.max_length} characters.",
+                {"argument": arg.name},
+            )
+        if "\x00" in value:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"The argument '{arg.name}' contains a NUL character.",
+                {"argument": arg.name},
+            )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if arg.minimum is not None and value < arg.minimum:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"The argument '{arg.name}' must be at least {_number(arg.minimum)}.",
+                {"argument": arg.name},
+            )
+        if arg.maximum is not None and value > arg.maximum:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"The argument '{arg.name}' must be at most {_number(arg.maximum)}.",
+                {"argument": arg.name},
+            )
+    return value
+
+
+def _parse_object(line: bytes) -> dict[str, Any]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(BAD_REQUEST, "The request line is not valid UTF-8.") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError(BAD_REQUEST, "The request line is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_REQUEST, "The request must be a JSON object.")
+    return obj
+
+
+def _reject_constant(name: str) -> None:
+    # NaN and Infinity are not JSON; Python's parser accepts them unless told not to.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _is_valid_id(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text[:64], ensure_ascii=False)

@@ -1,0 +1,153 @@
+"""TLS contexts for both ends, and the self-signed leaf certificate made on first start."""
+
+from __future__ import annotations
+
+import _ssl
+import ctypes
+import datetime
+import ipaddress
+import logging
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+log = logging.getLogger(__name__)
+
+# Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only.
+# (TLS 1.3 suites are all AEAD and are not affected by set_ciphers.)
+MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+SERVER_CURVES = "X25519:prime256v1:secp384r1"
+_SSL_CTRL_SET_GROUPS_LIST = 92  # from OpenSSL's ssl.h
+CERT_VALIDITY = datetime.timedelta(days=825)  # the longest lifetime clients accept for a leaf
+SERVER_NAMES = ("localhost",)
+SERVER_ADDRESSES = ("127.0.0.1", "::1")
+
+
+def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
+    """Create a self-signed leaf certificate and key unless both exist; True if created."""
+    if cert_path.exists() and key_path.exists():
+        return False
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _self_signed_leaf(key)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Create the key file 0600 from the start so it is never readable by others.
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as key_file:
+        key_file.write(key_bytes)
+    os.chmod(key_path, 0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    log.info("created a self-signed certificate at %s", cert_path)
+    return True
+
+
+def _self_signed_leaf(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Waymark"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    public_key = key.public_key()
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
+    alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in SERVER_ADDRESSES]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + CERT_VALIDITY)
+        # A leaf, not a CA: scanners reject a CA:TRUE server certificate.
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        # Python 3.13's strict verification refuses a certificate without an AKI.
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """A server context: TLS 1.2 or newer, Mozilla intermediate ciphers and curves."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(MOZILLA_INTERMEDIATE_CIPHERS)
+    _limit_curves(context)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def _limit_curves(context: ssl.SSLContext) -> None:
+    # Python has no public API for a curve list before 3.13's set_groups; ask OpenSSL directly
+    # through the context's SSL_CTX so secp521r1 and X448 are not offered.
+    set_groups = getattr(context, "set_groups", None)
+    if set_groups is not None:
+        set_groups(SERVER_CURVES)
+        return
+    library = ctypes.CDLL(_ssl.__file__)
+    ctx_pointer = _ssl_ctx_pointer(context)
+    result = library.SSL_CTX_ctrl(
+        ctypes.c_void_p(ctx_pointer),
+        _SSL_CTRL_SET_GROUPS_LIST,
+        ctypes.c_long(0),
+        ctypes.c_char_p(SERVER_CURVES.encode()),
+    )
+    if result != 1:
+        raise ssl.SSLError("could not restrict the TLS key exchange groups")
+
+
+def _ssl_ctx_pointer(context: ssl.SSLContext) -> int:
+    # PySSLContext is {PyObject_HEAD; SSL_CTX *ctx; ...}: the pointer follows the object header.
+    header = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)
+    return ctypes.c_void_p.from_address(id(context) + header).value or 0
+
+
+def client_context(cafile: Path) -> ssl.SSLContext:
+    """A client context that trusts only the pinned server certificate and checks the name."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode=CERT_REQUIRED, check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=str(cafile))
+    # The pinned certificate is a self-signed leaf, not a CA: let it anchor the chain itself.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
