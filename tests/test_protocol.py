@@ -1,0 +1,141 @@
+"""The sans-I/O protocol: framing at any chunk boundary, decoding, validation, encoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import protocol
+from protocol import LineDecoder, ProtocolError, decode_request, validate_args
+
+
+def feed_in_chunks(data: bytes, cuts: list[int], limit: int = 100) -> list[bytes | str]:
+    decoder = LineDecoder(limit)
+    out: list[bytes | str] = []
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    for start, end in zip([0, *points], [*points, len(data)], strict=True):
+        for item in decoder.feed(data[start:end]):
+            out.append(item.code if isinstance(item, ProtocolError) else item)
+    return out
+
+
+lines = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=8)
+
+
+@given(lines, st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_any_split_of_the_input_gives_the_same_lines(messages: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(m + b"\n" for m in messages)
+    assert feed_in_chunks(data, cuts) == feed_in_chunks(data, []) == [
+        m.rstrip(b"\r") for m in messages
+    ]
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=10))
+def test_any_split_gives_the_same_result_even_for_overlong_lines(data: bytes, cuts: list[int]) -> None:
+    assert feed_in_chunks(data, cuts, limit=30) == feed_in_chunks(data, [], limit=30)
+
+
+def test_a_line_at_the_limit_passes_and_one_byte_more_fails() -> None:
+    assert LineDecoder(10).feed(b"x" * 10 + b"\n") == [b"x" * 10]
+    items = LineDecoder(10).feed(b"ok\n" + b"x" * 11 + b"\n")
+    assert items[0] == b"ok"
+    assert isinstance(items[1], ProtocolError) and items[1].code == protocol.LINE_TOO_LONG
+
+
+def test_an_overlong_line_is_caught_before_its_newline_arrives() -> None:
+    decoder = LineDecoder(10)
+    assert decoder.feed(b"x" * 10) == []
+    [error] = decoder.feed(b"y")
+    assert isinstance(error, ProtocolError) and error.code == protocol.LINE_TOO_LONG
+    assert decoder.feed(b"\n{}\n") == []  # the connection is finished
+
+
+def test_a_request_decodes_with_its_id_and_args() -> None:
+    request = decode_request(b'{"id": "a", "cmd": "search_walks", "args": {"area": "peak"}}')
+    assert (request.id, request.cmd, request.args) == ("a", "search_walks", {"area": "peak"})
+    assert decode_request(b'{"cmd": "hello"}').id is None
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"\xff\xfe", protocol.BAD_REQUEST),
+        (b"{not json", protocol.BAD_REQUEST),
+        (b"[1, 2]", protocol.BAD_REQUEST),
+        (b'"hello"', protocol.BAD_REQUEST),
+        (b"{}", protocol.BAD_REQUEST),
+        (b'{"cmd": 5}', protocol.BAD_REQUEST),
+        (b'{"cmd": "hello", "args": []}', protocol.BAD_REQUEST),
+        (b'{"cmd": "hello", "id": {"x": 1}}', protocol.BAD_REQUEST),
+        (b'{"cmd": "hello", "id": NaN}', protocol.BAD_REQUEST),
+        (b'{"cmd": "fly"}', protocol.UNKNOWN_COMMAND),
+        (b"[" * 100_000, protocol.BAD_REQUEST),
+    ],
+)
+def test_bad_lines_get_clear_codes(line: bytes, code: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code == code
+    assert caught.value.message.endswith(".")
+
+
+def test_the_id_is_recovered_for_error_replies_when_possible() -> None:
+    assert protocol.request_id_of(b'{"id": 9, "cmd": "fly"}') == 9
+    assert protocol.request_id_of(b"{broken") is None
+
+
+@pytest.mark.parametrize(
+    ("cmd", "args", "argument"),
+    [
+        ("borrow", {"book_id": "3"}, "book_id"),
+        ("borrow", {"book_id": True}, "book_id"),
+        ("borrow", {"book_id": 1.5}, "book_id"),
+        ("borrow", {}, "book_id"),
+        ("search_walks", {"min_distance": "far"}, "min_distance"),
+        ("search_walks", {"min_distance": -1}, "min_distance"),
+        ("search_walks", {"limit": 201}, "limit"),
+        ("search_walks", {"area": ["peak"]}, "area"),
+        ("login", {"username": "ann", "password": 12345678}, "password"),
+        ("buy", {"items": {"book": 101}}, "items"),
+    ],
+)
+def test_a_wrong_type_names_the_argument(cmd: str, args: dict, argument: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        validate_args(cmd, args)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert f"'{argument}'" in caught.value.message
+
+
+def test_unknown_arguments_are_ignored() -> None:
+    assert validate_args("borrow", {"book_id": 3, "colour": "red"}) == {"book_id": 3}
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[], [{"book": 101, "quantity": 0}], [{"book": 101, "quantity": -1}],
+     [{"book": 101, "quantity": 1.5}], [{"book": 101, "quantity": "2"}],
+     [{"book": 101, "quantity": None}], [{"book": None, "quantity": 1}], ["101"]],
+)  # fmt: skip
+def test_bad_order_items_are_bad_requests(items: list) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.validate_order_items(items)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert "items" in caught.value.message
+
+
+def test_encode_is_one_compact_utf8_line() -> None:
+    data = protocol.encode({"id": 1, "ok": True, "result": {"name": "Lord’s Seat"}})
+    assert data.endswith(b"\n") and data.count(b"\n") == 1
+    assert json.loads(data) == {"id": 1, "ok": True, "result": {"name": "Lord’s Seat"}}
+
+
+def test_error_responses_have_the_documented_shape() -> None:
+    error = ProtocolError(protocol.NOT_FOUND, "No book numbered 999.")
+    assert protocol.error_response(7, error) == {
+        "id": 7,
+        "ok": False,
+        "error": {"code": "not_found", "message": "No book numbered 999.", "details": {}},
+    }
