@@ -1,0 +1,1318 @@
+"""All SQL: the Store over two backends (MySQL/MariaDB and embedded SQLite).
+
+Every statement is written once with "?" placeholders; a Backend supplies only what really
+differs (placeholder style, the row-locking clause, DDL details and how a write transaction
+starts). Each write runs in one transaction that locks the rows its rules read: MySQL
+`SELECT ... FOR UPDATE`, SQLite `BEGIN IMMEDIATE` (one writer at a time). Several server
+processes may share the database, so no invariant relies on a Python lock.
+
+Store methods raise protocol.ProtocolError for outcomes a client must hear about.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.pool import QueuePool
+
+import rules
+import sample_data
+from catalogue import ImportReport, ShopBook, WalkRow
+from protocol import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, USERNAME_TAKEN, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+T = TypeVar("T")
+Row = dict[str, Any]
+
+MYSQL_DEADLOCK = 1213
+MYSQL_LOCK_WAIT_TIMEOUT = 1205
+MYSQL_DUPLICATE_KEY = 1062
+MYSQL_CONNECTION_LOST = frozenset({2006, 2013, 2055})
+
+
+class DuplicateKeyError(Exception):
+    """A unique key refused a row."""
+
+
+class ConnectionLostError(Exception):
+    """The database connection dropped; the pool discards it."""
+
+
+def iso(timestamp: int | None) -> str | None:
+    """UTC seconds as an ISO-8601 string with a Z suffix."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def to_datetime(timestamp: int) -> datetime:
+    """UTC seconds as an aware datetime."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def to_timestamp(moment: datetime) -> int:
+    """An aware datetime as UTC seconds."""
+    return int(moment.timestamp())
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: only what differs between MySQL and SQLite.
+
+
+class Backend:
+    """What one database engine needs said differently."""
+
+    name = ""
+    lock_clause = ""
+
+    def connect(self) -> Any:
+        """A new DB-API connection in autocommit mode."""
+        raise NotImplementedError
+
+    def begin(self, connection: Any) -> None:
+        """Start a write transaction."""
+        raise NotImplementedError
+
+    def sql(self, statement: str) -> str:
+        """The statement in this driver's placeholder style."""
+        return statement
+
+    def ddl(self, schema: str) -> list[str]:
+        """The schema's statements, adapted for this engine."""
+        return [s.strip() for s in schema.split(";\n") if _strip_comments(s).strip()]
+
+    def classify(self, error: BaseException) -> type[Exception] | None:
+        """DuplicateKeyError, ConnectionLostError, or None for an error to pass on."""
+        return None
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """True for a deadlock or lock timeout: the whole transaction may be run again."""
+        return False
+
+    def describe(self) -> str:
+        """Where the data lives, with no password."""
+        raise NotImplementedError
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+class SQLiteBackend(Backend):
+    """Embedded SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for every write."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000):
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves.
+        # check_same_thread=False: the pool hands a connection to one thread at a time.
+        connection = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    def begin(self, connection: Any) -> None:
+        # IMMEDIATE takes the write lock now, so two writers can never read the same stock
+        # and both decide to sell it.
+        connection.execute("BEGIN IMMEDIATE")
+
+    def ddl(self, schema: str) -> list[str]:
+        statements = []
+        for statement in super().ddl(schema):
+            statement = _strip_comments(statement)
+            statement = re.sub(r"\)\s*ENGINE=[^;]*$", ")", statement.strip())
+            statement = statement.replace("AUTO_INCREMENT", "AUTOINCREMENT")
+            table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+            indexes = re.findall(r",\s*INDEX (\w+) \(([^)]*)\)", statement)
+            statement = re.sub(r",\s*INDEX \w+ \([^)]*\)", "", statement)
+            statements.append(statement)
+            for index_name, columns in indexes:
+                assert table is not None
+                statements.append(
+                    f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.group(1)} ({columns})"
+                )
+        return statements
+
+    def classify(self, error: BaseException) -> type[Exception] | None:
+        if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
+            return DuplicateKeyError
+        return None
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def describe(self) -> str:
+        return f"SQLite database {self.path}"
+
+
+class MySQLBackend(Backend):
+    """MySQL or MariaDB through mysql-connector-python (its C extension when it loads)."""
+
+    name = "mysql"
+    lock_clause = " FOR UPDATE"
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str):
+        import mysql.connector
+
+        self._connector = mysql.connector
+        self.host, self.port, self.user, self.password, self.database = (
+            host, port, user, password, database,
+        )  # fmt: skip
+        self._sql_cache: dict[str, str] = {}
+
+    @property
+    def has_c_extension(self) -> bool:
+        """True when the connector's C extension is loaded (about 6x faster under threads)."""
+        return bool(self._connector.HAVE_CEXT)
+
+    def connect(self) -> Any:
+        connection = self._connector.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=self.database,
+            autocommit=True,
+            charset="utf8mb4",
+            collation="utf8mb4_bin",
+            connection_timeout=10,
+            use_pure=not self.has_c_extension,
+        )
+        cursor = connection.cursor()
+        # READ COMMITTED: after a locking read every later read sees the rows as committed
+        # now, and InnoDB takes fewer gap locks, so fewer deadlocks.
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+        cursor.close()
+        return connection
+
+    def begin(self, connection: Any) -> None:
+        connection.start_transaction()
+
+    def sql(self, statement: str) -> str:
+        converted = self._sql_cache.get(statement)
+        if converted is None:
+            # The connector's paramstyle is %s; no statement here holds a literal %.
+            assert "%" not in statement, statement
+            converted = self._sql_cache[statement] = statement.replace("?", "%s")
+        return converted
+
+    def classify(self, error: BaseException) -> type[Exception] | None:
+        errno = getattr(error, "errno", None)
+        if errno == MYSQL_DUPLICATE_KEY:
+            return DuplicateKeyError
+        if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._connector.InterfaceError):
+            return ConnectionLostError
+        return None
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return getattr(error, "errno", None) in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT)
+
+    def describe(self) -> str:
+        return f"MySQL database {self.database} on {self.host}:{self.port}"
+
+
+def backend_from_url(url: str) -> Backend:
+    """A Backend from sqlite:///path.db or mysql://user:password@host:port/database.
+
+    Raises ValueError with a sentence when the URL cannot be used.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "sqlite":
+        # sqlite:///data/x.db is relative; sqlite:////abs/x.db is absolute.
+        raw_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not raw_path:
+            raise ValueError("A SQLite URL looks like sqlite:///path/to/waymark.db.")
+        return SQLiteBackend(Path(raw_path))
+    if parsed.scheme in ("mysql", "mariadb"):
+        database = parsed.path.lstrip("/")
+        if not parsed.hostname or not database:
+            raise ValueError("A MySQL URL looks like mysql://user:password@host:3306/database.")
+        return MySQLBackend(
+            host=parsed.hostname,
+            port=parsed.port or 3306,
+            user=urllib.parse.unquote(parsed.username or "root"),
+            password=urllib.parse.unquote(parsed.password or ""),
+            database=urllib.parse.unquote(database),
+        )
+    raise ValueError(f"The database URL must start with sqlite:/// or mysql://, not {url!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+
+
+class Tx:
+    """One connection inside a transaction (or a read); runs "?"-style statements."""
+
+    def __init__(self, connection: Any, backend: Backend):
+        self._connection = connection
+        self._backend = backend
+        self.lock = backend.lock_clause
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """All rows as dicts."""
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(self._backend.sql(statement), tuple(params))
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def row(self, statement: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row, or None."""
+        found = self.rows(statement, params)
+        return found[0] if found else None
+
+    def value(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, or None."""
+        found = self.row(statement, params)
+        return next(iter(found.values())) if found else None
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        """Execute a write; returns (rows affected, last inserted id)."""
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(self._backend.sql(statement), tuple(params))
+            return cursor.rowcount, cursor.lastrowid
+        finally:
+            cursor.close()
+
+
+def placeholders(count: int) -> str:
+    """'?, ?, ?' for an IN list of count values (still fully parameterised)."""
+    return ", ".join("?" * count)
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Pool and retry settings; every limit has a safe default."""
+
+    pool_size: int = 16
+    pool_timeout_s: float = 30.0
+    deadlock_retries: int = 5
+    session_ttl_s: int = 12 * 3600
+
+
+class Store:
+    """Waymark's data, with one method per thing the application does."""
+
+    def __init__(self, backend: Backend, config: StoreConfig | None = None):
+        self.backend = backend
+        self.config = config or StoreConfig()
+        # SQLAlchemy's QueuePool, configured to cost no round trip per checkout: no ping
+        # (pre_ping off) and no reset on return (every transaction ends itself).
+        self._pool = QueuePool(
+            backend.connect,
+            pool_size=self.config.pool_size,
+            max_overflow=0,
+            timeout=self.config.pool_timeout_s,
+            reset_on_return=None,
+        )
+
+    @classmethod
+    def open(cls, url: str, config: StoreConfig | None = None) -> Store:
+        """Connect, create the schema if missing and load the sample catalogue if empty."""
+        store = cls(backend_from_url(url), config)
+        store.initialise()
+        return store
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.dispose()
+
+    def describe(self) -> str:
+        """Which database and driver this store uses (no secrets)."""
+        text = self.backend.describe()
+        if isinstance(self.backend, MySQLBackend):
+            driver = "C extension" if self.backend.has_c_extension else "pure Python"
+            text += f" (mysql-connector-python, {driver})"
+        return text
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        fairy = self._pool.connect()
+        try:
+            yield fairy
+        except BaseException as error:
+            if self.backend.classify(error) is ConnectionLostError:
+                fairy.invalidate()
+            raise
+        finally:
+            fairy.close()
+
+    def _write(self, work: Callable[[Tx], T]) -> T:
+        """Run work in one write transaction; retry it whole on deadlock, a bounded number of times."""
+        for attempt in range(self.config.deadlock_retries + 1):
+            try:
+                with self._connection() as connection:
+                    self.backend.begin(connection)
+                    try:
+                        result = work(Tx(connection, self.backend))
+                        connection.commit()
+                        return result
+                    except BaseException:
+                        _rollback_quietly(connection)
+                        raise
+            except Exception as error:
+                if self.backend.is_retryable(error) and attempt < self.config.deadlock_retries:
+                    log.info("transaction retried after %s (attempt %d)", error, attempt + 1)
+                    time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                    continue
+                self._translate(error)
+                raise
+        raise AssertionError("unreachable")
+
+    def _read(self, work: Callable[[Tx], T]) -> T:
+        """Run work on a pooled connection in autocommit mode."""
+        try:
+            with self._connection() as connection:
+                return work(Tx(connection, self.backend))
+        except Exception as error:
+            self._translate(error)
+            raise
+
+    def _translate(self, error: Exception) -> None:
+        kind = self.backend.classify(error)
+        if kind is not None:
+            raise kind(str(error)) from error
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def initialise(self) -> None:
+        """Create missing tables, then load the sample catalogue once into an empty database."""
+        statements = self.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
+        with self._connection() as connection:
+            tx = Tx(connection, self.backend)
+            for statement in statements:
+                tx.run(statement)
+        with suppress(DuplicateKeyError):  # another process seeded it first
+            self._write(self._claim_and_seed)
+
+    def _claim_and_seed(self, tx: Tx) -> None:
+        if tx.value("SELECT version FROM schema_version WHERE id = 1") is not None:
+            return
+        # The insert takes the row's key first, so a second process starting at the same
+        # moment waits here, then fails on the duplicate and leaves the seeding to us.
+        tx.run(
+            "INSERT INTO schema_version (id, version, applied_at) VALUES (1, ?, ?)",
+            (SCHEMA_VERSION, int(time.time())),
+        )
+        self._upsert_shop_books(tx, sample_data.shop_books())
+        known = {book.title: book.number for book in sample_data.shop_books()}
+        self._upsert_walks(tx, sample_data.walks().walks, known)
+        for book in sample_data.lending_books():
+            self._insert_lending_book(tx, **book)
+        log.info("loaded the sample catalogue into %s", self.backend.describe())
+
+    def schema_version(self) -> int | None:
+        """The recorded schema version."""
+        return self._read(lambda tx: tx.value("SELECT version FROM schema_version WHERE id = 1"))
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def create_user(self, username: str, password_hash: str, now: int, role: str = "member") -> Row:
+        """A new user; username_taken if the name exists ignoring case."""
+
+        def work(tx: Tx) -> Row:
+            _, user_id = tx.run(
+                "INSERT INTO users (username, username_key, password_hash, role, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (username, rules.username_key(username), password_hash, role, now),
+            )
+            return {"id": user_id, "username": username, "role": role}
+
+        try:
+            return self._write(work)
+        except DuplicateKeyError:
+            raise ProtocolError(
+                USERNAME_TAKEN, f"The username {username!r} is already taken.", {}
+            ) from None
+
+    def make_admin(self, username: str, password_hash: str, now: int) -> tuple[Row, bool]:
+        """Create an admin, or promote an existing user and set the password; (user, created)."""
+
+        def work(tx: Tx) -> tuple[Row, bool]:
+            key = rules.username_key(username)
+            found = tx.row(
+                f"SELECT id, username FROM users WHERE username_key = ?{tx.lock}", (key,)
+            )
+            if found:
+                tx.run(
+                    "UPDATE users SET role = 'admin', password_hash = ? WHERE id = ?",
+                    (password_hash, found["id"]),
+                )
+                return {"id": found["id"], "username": found["username"], "role": "admin"}, False
+            _, user_id = tx.run(
+                "INSERT INTO users (username, username_key, password_hash, role, created_at)"
+                " VALUES (?, ?, ?, 'admin', ?)",
+                (username, key, password_hash, now),
+            )
+            return {"id": user_id, "username": username, "role": "admin"}, True
+
+        return self._write(work)
+
+    def user_for_login(self, username_key: str) -> Row | None:
+        """id, username, role and password_hash of a user, or None."""
+        return self._read(
+            lambda tx: tx.row(
+                "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
+                (username_key,),
+            )
+        )
+
+    def login_failures(
+        self, username_key: str, address: str, since: int
+    ) -> tuple[list[int], list[int]]:
+        """Failure times since `since`: (for this username, from this address)."""
+
+        def work(tx: Tx) -> tuple[list[int], list[int]]:
+            by_user = tx.rows(
+                "SELECT failed_at FROM login_failures WHERE username_key = ? AND failed_at >= ?"
+                " ORDER BY failed_at",
+                (username_key, since),
+            )
+            by_address = tx.rows(
+                "SELECT failed_at FROM login_failures WHERE address = ? AND failed_at >= ?"
+                " ORDER BY failed_at",
+                (address, since),
+            )
+            return [r["failed_at"] for r in by_user], [r["failed_at"] for r in by_address]
+
+        return self._read(work)
+
+    def record_login_failure(self, username_key: str, address: str, now: int, keep_s: int) -> None:
+        """Remember a failed login; forget failures older than keep_s."""
+
+        def work(tx: Tx) -> None:
+            tx.run(
+                "INSERT INTO login_failures (username_key, address, failed_at) VALUES (?, ?, ?)",
+                (username_key, address, now),
+            )
+            tx.run("DELETE FROM login_failures WHERE failed_at < ?", (now - keep_s,))
+
+        self._write(work)
+
+    def clear_login_failures(self, username_key: str) -> None:
+        """Forget a username's failures after it logs in."""
+        self._write(
+            lambda tx: tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
+        )
+
+    def create_session(self, user_id: int, token_hash: str, now: int) -> int:
+        """Store a session by the hash of its token; returns its expiry."""
+        expires_at = now + self.config.session_ttl_s
+
+        def work(tx: Tx) -> None:
+            tx.run("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            tx.run(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, now, expires_at),
+            )
+
+        self._write(work)
+        return expires_at
+
+    def session_user(self, token_hash: str, now: int) -> Row | None:
+        """The user of an unexpired session (with its expires_at), or None."""
+        return self._read(
+            lambda tx: tx.row(
+                "SELECT u.id, u.username, u.role, s.expires_at"
+                " FROM sessions s JOIN users u ON u.id = s.user_id"
+                " WHERE s.token_hash = ? AND s.expires_at > ?",
+                (token_hash, now),
+            )
+        )
+
+    def end_session(self, token_hash: str) -> None:
+        """Delete a session so its token stops working."""
+        self._write(lambda tx: tx.run("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
+
+    # -- shop: walks ----------------------------------------------------------------------------
+
+    def list_areas(self) -> list[Row]:
+        """Each area with its number of walks, sorted by area."""
+        return self._read(
+            lambda tx: tx.rows(
+                "SELECT MIN(area) AS area, COUNT(*) AS walks FROM walks"
+                " GROUP BY area_key ORDER BY area_key"
+            )
+        )
+
+    def search_walks(
+        self,
+        area_key: str | None,
+        min_distance: float | None,
+        max_distance: float | None,
+        difficulty: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Row], int]:
+        """One page of matching walks and the count of all matches."""
+        conditions, params = ["1 = 1"], []
+        if area_key:
+            conditions.append("w.area_key LIKE ? ESCAPE '!'")
+            params.append(f"%{_escape_like(area_key)}%")
+        if min_distance is not None:
+            conditions.append("w.distance_miles >= ?")
+            params.append(min_distance)
+        if max_distance is not None:
+            conditions.append("w.distance_miles <= ?")
+            params.append(max_distance)
+        if difficulty:
+            conditions.append("w.difficulty = ?")
+            params.append(difficulty)
+        where = " AND ".join(conditions)
+
+        def work(tx: Tx) -> tuple[list[Row], int]:
+            total = tx.value(f"SELECT COUNT(*) FROM walks w WHERE {where}", params)
+            found = tx.rows(
+                "SELECT w.id, w.name, w.area, w.distance_miles, w.difficulty, w.page,"
+                " w.ascent_m, w.time_hours, w.route_type, w.start_grid_ref,"
+                " b.number, b.title, b.price_pence, b.in_stock"
+                f" FROM walks w JOIN shop_books b ON b.number = w.book_number WHERE {where}"
+                " ORDER BY w.area_key, w.distance_miles, w.name_key, w.id LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+            return [_walk(r) for r in found], int(total)
+
+        return self._read(work)
+
+    def shop_books(self) -> list[Row]:
+        """Every guide book for sale: number, title, price_pence, in_stock."""
+        return self._read(
+            lambda tx: tx.rows(
+                "SELECT number, title, price_pence, in_stock FROM shop_books ORDER BY number"
+            )
+        )
+
+    def import_walks(self, books: Sequence[ShopBook], report: ImportReport) -> dict[str, int]:
+        """Add or update guide books and walks (matched by book and walk name); idempotent."""
+
+        def work(tx: Tx) -> dict[str, int]:
+            books_changed = self._upsert_shop_books(tx, books)
+            known = {
+                r["title"]: r["number"] for r in tx.rows("SELECT number, title FROM shop_books")
+            }
+            return {"books": books_changed, **self._upsert_walks(tx, report.walks, known)}
+
+        return self._write(work)
+
+    def _upsert_shop_books(self, tx: Tx, books: Iterable[ShopBook]) -> int:
+        changed = 0
+        for book in books:
+            existing = tx.row(
+                f"SELECT title, price_pence FROM shop_books WHERE number = ?{tx.lock}",
+                (book.number,),
+            )
+            if existing is None:
+                tx.run(
+                    "INSERT INTO shop_books (number, title, title_key, price_pence, in_stock)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        book.number,
+                        book.title,
+                        rules.match_key(book.title),
+                        book.price_pence,
+                        book.in_stock,
+                    ),
+                )
+                changed += 1
+            elif (existing["title"], existing["price_pence"]) != (book.title, book.price_pence):
+                # Re-importing updates titles and prices but never touches live stock.
+                tx.run(
+                    "UPDATE shop_books SET title = ?, title_key = ?, price_pence = ? WHERE number = ?",
+                    (book.title, rules.match_key(book.title), book.price_pence, book.number),
+                )
+                changed += 1
+        return changed
+
+    def _upsert_walks(
+        self, tx: Tx, walks: Iterable[WalkRow], book_numbers: dict[str, int]
+    ) -> dict[str, int]:
+        by_title_key = {rules.match_key(title): number for title, number in book_numbers.items()}
+        added = updated = 0
+        for walk in walks:
+            number = by_title_key[rules.match_key(walk.book_title)]
+            values = (
+                walk.name, rules.match_key(walk.area), walk.area, walk.distance_miles,
+                walk.difficulty, walk.page, walk.ascent_m, walk.time_hours, walk.route_type,
+                walk.start_grid_ref,
+            )  # fmt: skip
+            existing = tx.row(
+                "SELECT id, name, area_key, area, distance_miles, difficulty, page, ascent_m,"
+                f" time_hours, route_type, start_grid_ref FROM walks"
+                f" WHERE book_number = ? AND name_key = ?{tx.lock}",
+                (number, rules.match_key(walk.name)),
+            )
+            if existing is None:
+                tx.run(
+                    "INSERT INTO walks (name, area_key, area, distance_miles, difficulty, page,"
+                    " ascent_m, time_hours, route_type, start_grid_ref, name_key, book_number)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, rules.match_key(walk.name), number),
+                )
+                added += 1
+            elif _walk_values(existing) != values:
+                tx.run(
+                    "UPDATE walks SET name = ?, area_key = ?, area = ?, distance_miles = ?,"
+                    " difficulty = ?, page = ?, ascent_m = ?, time_hours = ?, route_type = ?,"
+                    " start_grid_ref = ? WHERE id = ?",
+                    (*values, existing["id"]),
+                )
+                updated += 1
+        return {"walks_added": added, "walks_updated": updated}
+
+    # -- shop: orders ---------------------------------------------------------------------------
+
+    def place_order(self, user_id: int, requested: dict[int, int], now: int) -> Row:
+        """Sell what is in stock and back-order the rest, all or nothing, under row locks."""
+        numbers = sorted(requested)
+
+        def work(tx: Tx) -> Row:
+            # Lock the customer first: their concurrent orders queue here, so the per-customer
+            # total read below cannot change before this order commits.
+            tx.rows(f"SELECT id FROM users WHERE id = ?{tx.lock}", (user_id,))
+            already = {
+                r["book_number"]: int(r["copies"])
+                for r in tx.rows(
+                    "SELECT l.book_number, SUM(l.quantity) AS copies FROM order_lines l"
+                    " JOIN orders o ON o.id = l.order_id"
+                    f" WHERE o.user_id = ? AND l.book_number IN ({placeholders(len(numbers))})"
+                    " GROUP BY l.book_number",
+                    (user_id, *numbers),
+                )
+            }
+            rules.check_copy_limits(requested, already)
+            # Stock rows are locked in book-number order, the same order in every transaction,
+            # so two orders for the same books wait for each other instead of deadlocking.
+            books = {
+                r["number"]: r
+                for r in tx.rows(
+                    "SELECT number, title, price_pence, in_stock FROM shop_books"
+                    f" WHERE number IN ({placeholders(len(numbers))}) ORDER BY number{tx.lock}",
+                    numbers,
+                )
+            }
+            missing = [n for n in numbers if n not in books]
+            if missing:
+                raise ProtocolError(
+                    NOT_FOUND, f"No guide book numbered {missing[0]}.", {"book": missing[0]}
+                )
+            lines = []
+            for number, quantity in requested.items():
+                book = books[number]
+                fulfilled, backordered = rules.split_fulfilment(quantity, book["in_stock"])
+                book["in_stock"] -= fulfilled
+                lines.append((book, quantity, fulfilled, backordered))
+            pricing = rules.price_order((q, b["price_pence"]) for b, q, _, _ in lines)
+            _, order_id = tx.run(
+                "INSERT INTO orders (user_id, created_at, subtotal_pence, discount_pence, total_pence)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (user_id, now, pricing.subtotal_pence, pricing.discount_pence, pricing.total_pence),
+            )
+            for book, quantity, fulfilled, backordered in lines:
+                if fulfilled:
+                    # The WHERE clause is a second guard: stock can never go below zero.
+                    changed, _ = tx.run(
+                        "UPDATE shop_books SET in_stock = in_stock - ? WHERE number = ? AND in_stock >= ?",
+                        (fulfilled, book["number"], fulfilled),
+                    )
+                    if changed != 1:
+                        raise RuntimeError(f"stock of book {book['number']} changed under a lock")
+                tx.run(
+                    "INSERT INTO order_lines (order_id, book_number, quantity, fulfilled,"
+                    " backordered, backorder_outstanding, unit_price_pence)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        order_id,
+                        book["number"],
+                        quantity,
+                        fulfilled,
+                        backordered,
+                        backordered,
+                        book["price_pence"],
+                    ),
+                )
+            assert order_id is not None
+            return self._orders(tx, "o.id = ?", (order_id,))[0]
+
+        return self._write(work)
+
+    def orders_for(self, user_id: int) -> list[Row]:
+        """This user's orders, newest first, with back orders still outstanding per line."""
+        return self._read(lambda tx: self._orders(tx, "o.user_id = ?", (user_id,)))
+
+    def _orders(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Row]:
+        found = tx.rows(
+            "SELECT o.id AS order_id, o.created_at, o.subtotal_pence, o.discount_pence,"
+            " o.total_pence, l.book_number, b.title, l.quantity, l.fulfilled, l.backordered,"
+            " l.backorder_outstanding, l.unit_price_pence"
+            " FROM orders o JOIN order_lines l ON l.order_id = o.id"
+            " JOIN shop_books b ON b.number = l.book_number"
+            f" WHERE {where} ORDER BY o.id DESC, l.id",
+            params,
+        )
+        orders: dict[int, Row] = {}
+        for r in found:
+            order = orders.setdefault(
+                r["order_id"],
+                {
+                    "id": r["order_id"],
+                    "created_at": iso(r["created_at"]),
+                    "lines": [],
+                    "subtotal_pence": r["subtotal_pence"],
+                    "discount_pence": r["discount_pence"],
+                    "total_pence": r["total_pence"],
+                },
+            )
+            order["lines"].append(
+                {
+                    "book": {"number": r["book_number"], "title": r["title"]},
+                    "quantity": r["quantity"],
+                    "fulfilled": r["fulfilled"],
+                    "backordered": r["backordered"],
+                    "backorder_outstanding": r["backorder_outstanding"],
+                    "unit_price_pence": r["unit_price_pence"],
+                    "line_total_pence": r["quantity"] * r["unit_price_pence"],
+                }
+            )
+        return list(orders.values())
+
+    def restock(self, number: int, quantity: int) -> Row:
+        """Supply outstanding back orders oldest first, then add the rest to stock."""
+
+        def work(tx: Tx) -> Row:
+            book = tx.row(
+                f"SELECT number, title, in_stock FROM shop_books WHERE number = ?{tx.lock}",
+                (number,),
+            )
+            if book is None:
+                raise ProtocolError(
+                    NOT_FOUND, f"No guide book numbered {number}.", {"book": number}
+                )
+            outstanding = tx.rows(
+                "SELECT id, order_id, backorder_outstanding FROM order_lines"
+                " WHERE book_number = ? AND backorder_outstanding > 0"
+                f" ORDER BY order_id, id{tx.lock}",
+                (number,),
+            )
+            fills, left = rules.allocate_restock(
+                quantity, [(r["id"], r["backorder_outstanding"]) for r in outstanding]
+            )
+            order_of = {r["id"]: r["order_id"] for r in outstanding}
+            for line_id, copies in fills:
+                tx.run(
+                    "UPDATE order_lines SET backorder_outstanding = backorder_outstanding - ?"
+                    " WHERE id = ?",
+                    (copies, line_id),
+                )
+            tx.run("UPDATE shop_books SET in_stock = in_stock + ? WHERE number = ?", (left, number))
+            return {
+                "book": {
+                    "number": number,
+                    "title": book["title"],
+                    "in_stock": book["in_stock"] + left,
+                },
+                "backorders_filled": [
+                    {"order_id": order_of[line_id], "quantity": copies} for line_id, copies in fills
+                ],
+            }
+
+        return self._write(work)
+
+    def outstanding_backorders(self) -> list[Row]:
+        """Every order line still waiting for copies, oldest first."""
+        found = self._read(
+            lambda tx: tx.rows(
+                "SELECT l.order_id, o.created_at, u.username, l.book_number, b.title,"
+                " l.backorder_outstanding FROM order_lines l"
+                " JOIN orders o ON o.id = l.order_id JOIN users u ON u.id = o.user_id"
+                " JOIN shop_books b ON b.number = l.book_number"
+                " WHERE l.backorder_outstanding > 0 ORDER BY l.order_id, l.id"
+            )
+        )
+        return [
+            {
+                "order_id": r["order_id"],
+                "created_at": iso(r["created_at"]),
+                "username": r["username"],
+                "book": {"number": r["book_number"], "title": r["title"]},
+                "outstanding": r["backorder_outstanding"],
+            }
+            for r in found
+        ]
+
+    # -- lending: catalogue ----------------------------------------------------------------------
+
+    def catalogue(
+        self, query_key: str | None, limit: int, offset: int, now: int
+    ) -> tuple[list[Row], int]:
+        """Lending books matching title or author, sorted by title, and the count of matches."""
+        where, params = "1 = 1", []
+        if query_key:
+            where, params = "b.search_key LIKE ? ESCAPE '!'", [f"%{_escape_like(query_key)}%"]
+
+        def work(tx: Tx) -> tuple[list[Row], int]:
+            total = tx.value(f"SELECT COUNT(*) FROM lending_books b WHERE {where}", params)
+            found = tx.rows(
+                f"{_CATALOGUE_SELECT} WHERE {where} ORDER BY b.title_key, b.id LIMIT ? OFFSET ?",
+                [now, *params, limit, offset],
+            )
+            return [_catalogue_book(r) for r in found], int(total)
+
+        return self._read(work)
+
+    def lending_books_by_key(self, keys: Sequence[str], now: int) -> dict[str, Row]:
+        """Held books among Open Library work keys, by key."""
+        if not keys:
+            return {}
+        found = self._read(
+            lambda tx: tx.rows(
+                f"{_CATALOGUE_SELECT} WHERE b.ol_key IN ({placeholders(len(keys))})",
+                [now, *keys],
+            )
+        )
+        return {r["ol_key"]: _catalogue_book(r) for r in found}
+
+    def add_copies(self, key: str, copies: int, now: int) -> Row | None:
+        """Add copies to a held work; None if the library does not hold it."""
+
+        def work(tx: Tx) -> Row | None:
+            book = tx.row(f"SELECT id FROM lending_books WHERE ol_key = ?{tx.lock}", (key,))
+            if book is None:
+                return None
+            tx.run(
+                "UPDATE lending_books SET copies = copies + ? WHERE id = ?", (copies, book["id"])
+            )
+            self._settle_holds(tx, book["id"], now)
+            return self._catalogue_book(tx, book["id"], now)
+
+        return self._write(work)
+
+    def add_lending_book(
+        self, key: str, title: str, authors: Sequence[str], first_publish_year: int | None,
+        copies: int, now: int,
+    ) -> Row:  # fmt: skip
+        """Hold a new work with this many copies (or add copies if another admin just did)."""
+
+        def work(tx: Tx) -> Row:
+            book = tx.row(f"SELECT id FROM lending_books WHERE ol_key = ?{tx.lock}", (key,))
+            if book is not None:
+                tx.run(
+                    "UPDATE lending_books SET copies = copies + ? WHERE id = ?",
+                    (copies, book["id"]),
+                )
+                self._settle_holds(tx, book["id"], now)
+                return self._catalogue_book(tx, book["id"], now)
+            book_id = self._insert_lending_book(
+                tx, key=key, title=title, authors=list(authors),
+                first_publish_year=first_publish_year, copies=copies,
+            )  # fmt: skip
+            return self._catalogue_book(tx, book_id, now)
+
+        try:
+            return self._write(work)
+        except DuplicateKeyError:
+            return self._write(work)  # two admins added the same new work at once
+
+    def _insert_lending_book(
+        self, tx: Tx, key: str | None, title: str, authors: list[str],
+        first_publish_year: int | None, copies: int,
+    ) -> int:  # fmt: skip
+        search_key = rules.match_key(" | ".join([title, *authors]))
+        _, book_id = tx.run(
+            "INSERT INTO lending_books (ol_key, title, title_key, authors, search_key,"
+            " first_publish_year, copies) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                title,
+                rules.match_key(title),
+                json.dumps(authors),
+                search_key,
+                first_publish_year,
+                copies,
+            ),
+        )
+        assert book_id is not None
+        return book_id
+
+    def _catalogue_book(self, tx: Tx, book_id: int, now: int) -> Row:
+        found = tx.row(f"{_CATALOGUE_SELECT} WHERE b.id = ?", (now, book_id))
+        assert found is not None
+        return _catalogue_book(found)
+
+    # -- lending: circulation --------------------------------------------------------------------
+
+    def lend_copy(self, user_id: int, book_id: int, now: int) -> Row:
+        """Lend a copy: the member's kept copy if a hold is ready, else a free one."""
+
+        def work(tx: Tx) -> Row:
+            # Lock order everywhere: the member, then the book.
+            tx.rows(f"SELECT id FROM users WHERE id = ?{tx.lock}", (user_id,))
+            book = self._lock_book(tx, book_id)
+            self._settle_holds(tx, book_id, now)
+            if tx.value(
+                "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
+            ):
+                raise ProtocolError(CONFLICT, f"You already have {book['title']!r} on loan.")
+            active = tx.value(
+                "SELECT COUNT(*) FROM loans WHERE user_id = ? AND returned_at IS NULL", (user_id,)
+            )
+            rules.check_can_borrow(int(active))
+            my_hold = tx.row(
+                "SELECT id, ready_until FROM holds WHERE book_id = ? AND active_user_id = ?",
+                (book_id, user_id),
+            )
+            if my_hold and my_hold["ready_until"] is not None:
+                tx.run(
+                    "UPDATE holds SET ended_at = ?, end_reason = 'borrowed', active_user_id = NULL"
+                    " WHERE id = ?",
+                    (now, my_hold["id"]),
+                )
+            elif self._free_copies(tx, book_id, book["copies"], now) <= 0:
+                raise ProtocolError(
+                    UNAVAILABLE,
+                    f"Every copy of {book['title']!r} is out or kept for a member with a hold;"
+                    " you can place a hold.",
+                    {"book_id": book_id},
+                )
+            due = to_timestamp(rules.due_date(to_datetime(now)))
+            _, loan_id = tx.run(
+                "INSERT INTO loans (user_id, book_id, borrowed_at, due_at, active_user_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (user_id, book_id, now, due, user_id),
+            )
+            assert loan_id is not None
+            return self._loan(tx, loan_id, now)
+
+        try:
+            return self._write(work)
+        except DuplicateKeyError:
+            raise ProtocolError(CONFLICT, "You already have this book on loan.") from None
+
+    def return_loan(self, user_id: int, loan_id: int, now: int) -> Row:
+        """End a loan; the copy goes to the first member waiting, if any."""
+
+        def work(tx: Tx) -> Row:
+            loan = self._own_loan(tx, user_id, loan_id)
+            self._lock_book(tx, loan["book_id"])
+            if loan["returned_at"] is not None:
+                raise ProtocolError(CONFLICT, f"Loan {loan_id} was already returned.")
+            tx.run(
+                "UPDATE loans SET returned_at = ?, active_user_id = NULL WHERE id = ?",
+                (now, loan_id),
+            )
+            self._settle_holds(tx, loan["book_id"], now)
+            return self._loan(tx, loan_id, now)
+
+        return self._write(work)
+
+    def renew_loan(self, user_id: int, loan_id: int, now: int) -> Row:
+        """Extend a loan unless another member is waiting or it was renewed twice."""
+
+        def work(tx: Tx) -> Row:
+            loan = self._own_loan(tx, user_id, loan_id)
+            self._lock_book(tx, loan["book_id"])
+            if loan["returned_at"] is not None:
+                raise ProtocolError(CONFLICT, f"Loan {loan_id} was already returned.")
+            self._settle_holds(tx, loan["book_id"], now)
+            waiting = tx.value(
+                "SELECT COUNT(*) FROM holds WHERE book_id = ? AND ended_at IS NULL AND user_id <> ?",
+                (loan["book_id"], user_id),
+            )
+            rules.check_can_renew(loan["renewals"], held_by_others=int(waiting) > 0)
+            due = rules.renewed_due_date(to_datetime(now), to_datetime(loan["due_at"]))
+            tx.run(
+                "UPDATE loans SET due_at = ?, renewals = renewals + 1 WHERE id = ?",
+                (to_timestamp(due), loan_id),
+            )
+            return self._loan(tx, loan_id, now)
+
+        return self._write(work)
+
+    def loans_for(self, user_id: int, now: int) -> list[Row]:
+        """Every loan of this member, current and returned, newest first."""
+        found = self._read(
+            lambda tx: tx.rows(f"{_LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,))
+        )
+        return [_loan(r, now) for r in found]
+
+    def place_hold(self, user_id: int, book_id: int, now: int) -> Row:
+        """Join a book's queue; only when no copy is free to borrow."""
+
+        def work(tx: Tx) -> Row:
+            book = self._lock_book(tx, book_id)
+            self._settle_holds(tx, book_id, now)
+            if tx.value(
+                "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
+            ):
+                raise ProtocolError(CONFLICT, f"You already have {book['title']!r} on loan.")
+            if tx.value(
+                "SELECT id FROM holds WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
+            ):
+                raise ProtocolError(
+                    CONFLICT, f"You already hold a place in the queue for {book['title']!r}."
+                )
+            if self._free_copies(tx, book_id, book["copies"], now) > 0:
+                raise ProtocolError(
+                    CONFLICT,
+                    f"A copy of {book['title']!r} is free: borrow it instead.",
+                    {"book_id": book_id},
+                )
+            _, hold_id = tx.run(
+                "INSERT INTO holds (user_id, book_id, created_at, active_user_id) VALUES (?, ?, ?, ?)",
+                (user_id, book_id, now, user_id),
+            )
+            hold = self._holds(tx, "h.id = ?", (hold_id,), now)[0]
+            del hold["ready"]
+            return hold
+
+        try:
+            return self._write(work)
+        except DuplicateKeyError:
+            raise ProtocolError(
+                CONFLICT, "You already hold a place in the queue for this book."
+            ) from None
+
+    def holds_for(self, user_id: int, now: int) -> list[Row]:
+        """This member's open holds with queue positions, settling expired reservations first."""
+
+        def work(tx: Tx) -> list[Row]:
+            book_ids = [
+                r["book_id"]
+                for r in tx.rows(
+                    "SELECT book_id FROM holds WHERE user_id = ? AND ended_at IS NULL ORDER BY book_id",
+                    (user_id,),
+                )
+            ]
+            for book_id in book_ids:
+                self._lock_book(tx, book_id)
+                self._settle_holds(tx, book_id, now)
+            return self._holds(tx, "h.user_id = ?", (user_id,), now)
+
+        return self._write(work)
+
+    def cancel_hold(self, user_id: int, hold_id: int, now: int) -> None:
+        """Leave a queue; a copy kept for this member passes to the next."""
+
+        def work(tx: Tx) -> None:
+            hold = tx.row("SELECT user_id, book_id, ended_at FROM holds WHERE id = ?", (hold_id,))
+            if hold is None:
+                raise ProtocolError(NOT_FOUND, f"No hold numbered {hold_id}.", {"hold_id": hold_id})
+            if hold["user_id"] != user_id:
+                raise ProtocolError(FORBIDDEN, f"Hold {hold_id} belongs to another member.")
+            self._lock_book(tx, hold["book_id"])
+            if hold["ended_at"] is not None:
+                raise ProtocolError(CONFLICT, f"Hold {hold_id} has already ended.")
+            tx.run(
+                "UPDATE holds SET ended_at = ?, end_reason = 'cancelled', active_user_id = NULL"
+                " WHERE id = ?",
+                (now, hold_id),
+            )
+            self._settle_holds(tx, hold["book_id"], now)
+
+        self._write(work)
+
+    def _lock_book(self, tx: Tx, book_id: int) -> Row:
+        book = tx.row(
+            f"SELECT id, title, copies FROM lending_books WHERE id = ?{tx.lock}", (book_id,)
+        )
+        if book is None:
+            raise ProtocolError(NOT_FOUND, f"No book numbered {book_id}.", {"book_id": book_id})
+        return book
+
+    def _own_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
+        loan = tx.row(
+            "SELECT user_id, book_id, due_at, returned_at, renewals FROM loans WHERE id = ?",
+            (loan_id,),
+        )
+        if loan is None:
+            raise ProtocolError(NOT_FOUND, f"No loan numbered {loan_id}.", {"loan_id": loan_id})
+        if loan["user_id"] != user_id:
+            raise ProtocolError(FORBIDDEN, f"Loan {loan_id} belongs to another member.")
+        return loan
+
+    def _free_copies(self, tx: Tx, book_id: int, copies: int, now: int) -> int:
+        on_loan = tx.value(
+            "SELECT COUNT(*) FROM loans WHERE book_id = ? AND returned_at IS NULL", (book_id,)
+        )
+        kept = tx.value(
+            "SELECT COUNT(*) FROM holds WHERE book_id = ? AND ended_at IS NULL AND ready_until > ?",
+            (book_id, now),
+        )
+        return rules.free_copies(copies, int(on_loan), int(kept))
+
+    def _settle_holds(self, tx: Tx, book_id: int, now: int) -> None:
+        """Expire reservations not collected in time, then keep free copies for the queue."""
+        tx.run(
+            "UPDATE holds SET ended_at = ?, end_reason = 'expired', active_user_id = NULL"
+            " WHERE book_id = ? AND ended_at IS NULL AND ready_until IS NOT NULL AND ready_until <= ?",
+            (now, book_id, now),
+        )
+        copies = tx.value("SELECT copies FROM lending_books WHERE id = ?", (book_id,))
+        free = self._free_copies(tx, book_id, int(copies), now)
+        if free <= 0:
+            return
+        waiting = tx.rows(
+            "SELECT id FROM holds WHERE book_id = ? AND ended_at IS NULL AND ready_until IS NULL"
+            " ORDER BY id LIMIT ?",
+            (book_id, free),
+        )
+        ready_until = to_timestamp(to_datetime(now) + rules.HOLD_KEPT_FOR)
+        for hold in waiting:
+            tx.run("UPDATE holds SET ready_until = ? WHERE id = ?", (ready_until, hold["id"]))
+
+    def _loan(self, tx: Tx, loan_id: int, now: int) -> Row:
+        found = tx.row(f"{_LOAN_SELECT} WHERE l.id = ?", (loan_id,))
+        assert found is not None
+        return _loan(found, now)
+
+    def _holds(self, tx: Tx, where: str, params: Sequence[Any], now: int) -> list[Row]:
+        found = tx.rows(
+            "SELECT h.id, h.book_id, b.title, h.created_at, h.ready_until,"
+            " (SELECT COUNT(*) FROM holds q WHERE q.book_id = h.book_id AND q.ended_at IS NULL"
+            "  AND q.id <= h.id) AS position"
+            " FROM holds h JOIN lending_books b ON b.id = h.book_id"
+            f" WHERE {where} AND h.ended_at IS NULL ORDER BY h.id",
+            params,
+        )
+        return [
+            {
+                "id": r["id"],
+                "book": {"id": r["book_id"], "title": r["title"]},
+                "position": int(r["position"]),
+                "ready": r["ready_until"] is not None and r["ready_until"] > now,
+                "ready_until": iso(r["ready_until"]),
+                "created_at": iso(r["created_at"]),
+            }
+            for r in found
+        ]
+
+
+def _rollback_quietly(connection: Any) -> None:
+    try:
+        connection.rollback()
+    except Exception:  # noqa: BLE001 - the original error matters more; a dead link rolls back anyway
+        log.debug("rollback failed", exc_info=True)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def _number(value: Any) -> float | int | None:
+    if value is None:
+        return None
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+def _walk_values(r: Row) -> tuple[Any, ...]:
+    return (
+        r["name"], r["area_key"], r["area"], float(r["distance_miles"]), r["difficulty"], r["page"],
+        r["ascent_m"], None if r["time_hours"] is None else float(r["time_hours"]),
+        r["route_type"], r["start_grid_ref"],
+    )  # fmt: skip
+
+
+def _walk(r: Row) -> Row:
+    walk = {
+        "id": r["id"],
+        "name": r["name"],
+        "area": r["area"],
+        "distance_miles": _number(r["distance_miles"]),
+        "difficulty": r["difficulty"],
+        "page": r["page"],
+        "book": {
+            "number": r["number"],
+            "title": r["title"],
+            "price_pence": r["price_pence"],
+            "in_stock": r["in_stock"],
+        },
+    }
+    extras = {
+        "ascent_m": r["ascent_m"],
+        "time_hours": _number(r["time_hours"]),
+        "route_type": r["route_type"],
+        "start_grid_ref": r["start_grid_ref"],
+    }
+    walk.update({k: v for k, v in extras.items() if v is not None})
+    return walk
+
+
+_CATALOGUE_SELECT = (
+    "SELECT b.id, b.ol_key, b.title, b.authors, b.first_publish_year, b.copies,"
+    " (SELECT COUNT(*) FROM loans l WHERE l.book_id = b.id AND l.returned_at IS NULL) AS on_loan,"
+    " (SELECT COUNT(*) FROM holds h WHERE h.book_id = b.id AND h.ended_at IS NULL"
+    "  AND h.ready_until > ?) AS kept"
+    " FROM lending_books b"
+)
+
+
+def _catalogue_book(r: Row) -> Row:
+    return {
+        "id": r["id"],
+        "key": r["ol_key"],
+        "title": r["title"],
+        "authors": json.loads(r["authors"]),
+        "first_publish_year": r["first_publish_year"],
+        "copies": r["copies"],
+        "copies_available": rules.free_copies(r["copies"], int(r["on_loan"]), int(r["kept"])),
+    }
+
+
+_LOAN_SELECT = (
+    "SELECT l.id, l.book_id, b.title, b.authors, l.borrowed_at, l.due_at, l.returned_at, l.renewals"
+    " FROM loans l JOIN lending_books b ON b.id = l.book_id"
+)
+
+
+def _loan(r: Row, now: int) -> Row:
+    overdue_days = (
+        0
+        if r["returned_at"] is not None
+        else rules.days_overdue(to_datetime(r["due_at"]), to_datetime(now))
+    )
+    return {
+        "id": r["id"],
+        "book": {"id": r["book_id"], "title": r["title"], "authors": json.loads(r["authors"])},
+        "borrowed_at": iso(r["borrowed_at"]),
+        "due_at": iso(r["due_at"]),
+        "returned_at": iso(r["returned_at"]),
+        "renewals": r["renewals"],
+        "overdue": overdue_days > 0,
+        "days_overdue": overdue_days,
+    }

@@ -1,0 +1,140 @@
+-- Waymark schema, MySQL/MariaDB dialect. Loads as it is with: mysql DBNAME < schema.sql
+-- db.py also derives the SQLite schema from this file (see Backend.ddl), so keep to the
+-- shared subset: one statement per ";" at a line end, no ";" inside a statement.
+-- Times are UTC seconds since the epoch (BIGINT); money is integer pence.
+-- *_key columns hold the casefolded, space-normalised form used for matching; the
+-- binary collation makes those comparisons exact on both backends. Indexes are declared
+-- inside CREATE TABLE so the whole file can run again harmlessly (IF NOT EXISTS).
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    id INTEGER NOT NULL PRIMARY KEY,
+    version INTEGER NOT NULL,
+    applied_at BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    username VARCHAR(32) NOT NULL,
+    username_key VARCHAR(32) NOT NULL UNIQUE,
+    password_hash VARCHAR(100) NOT NULL,
+    role VARCHAR(10) NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'admin')),
+    created_at BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash CHAR(64) NOT NULL PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE,
+    INDEX sessions_expiry (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS login_failures (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    username_key VARCHAR(64) NOT NULL,
+    address VARCHAR(64) NOT NULL,
+    failed_at BIGINT NOT NULL,
+    INDEX login_failures_by_user (username_key, failed_at),
+    INDEX login_failures_by_address (address, failed_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+
+CREATE TABLE IF NOT EXISTS shop_books (
+    number INTEGER NOT NULL PRIMARY KEY,
+    title VARCHAR(200) NOT NULL,
+    title_key VARCHAR(200) NOT NULL UNIQUE,
+    price_pence INTEGER NOT NULL CHECK (price_pence >= 0),
+    in_stock INTEGER NOT NULL CHECK (in_stock >= 0)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS walks (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    name VARCHAR(200) NOT NULL,
+    name_key VARCHAR(200) NOT NULL,
+    area VARCHAR(100) NOT NULL,
+    area_key VARCHAR(100) NOT NULL,
+    distance_miles DECIMAL(6, 2) NOT NULL CHECK (distance_miles > 0),
+    difficulty VARCHAR(10) NOT NULL CHECK (difficulty IN ('easy', 'medium', 'hard')),
+    page INTEGER NOT NULL,
+    book_number INTEGER NOT NULL,
+    ascent_m INTEGER,
+    time_hours DECIMAL(5, 2),
+    route_type VARCHAR(20),
+    start_grid_ref VARCHAR(20),
+    UNIQUE (book_number, name_key),
+    FOREIGN KEY (book_number) REFERENCES shop_books (number),
+    INDEX walks_by_area (area_key)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    user_id INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    subtotal_pence INTEGER NOT NULL,
+    discount_pence INTEGER NOT NULL,
+    total_pence INTEGER NOT NULL,
+    FOREIGN KEY (user_id) REFERENCES users (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS order_lines (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    order_id INTEGER NOT NULL,
+    book_number INTEGER NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    fulfilled INTEGER NOT NULL CHECK (fulfilled >= 0),
+    backordered INTEGER NOT NULL CHECK (backordered >= 0),
+    backorder_outstanding INTEGER NOT NULL CHECK (backorder_outstanding >= 0),
+    unit_price_pence INTEGER NOT NULL,
+    CHECK (fulfilled + backordered = quantity),
+    CHECK (backorder_outstanding <= backordered),
+    FOREIGN KEY (order_id) REFERENCES orders (id),
+    FOREIGN KEY (book_number) REFERENCES shop_books (number),
+    INDEX order_lines_backorders (book_number, backorder_outstanding)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS lending_books (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    ol_key VARCHAR(64) UNIQUE,
+    title VARCHAR(300) NOT NULL,
+    title_key VARCHAR(300) NOT NULL,
+    authors TEXT NOT NULL,
+    search_key TEXT NOT NULL,
+    first_publish_year INTEGER,
+    copies INTEGER NOT NULL CHECK (copies >= 0)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- active_user_id is user_id while a loan is out and NULL once returned, so the unique key
+-- allows one active loan of a book per member (NULLs never collide) and any number of past ones.
+CREATE TABLE IF NOT EXISTS loans (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    user_id INTEGER NOT NULL,
+    book_id INTEGER NOT NULL,
+    borrowed_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    returned_at BIGINT,
+    renewals INTEGER NOT NULL DEFAULT 0 CHECK (renewals >= 0),
+    active_user_id INTEGER,
+    UNIQUE (book_id, active_user_id),
+    FOREIGN KEY (user_id) REFERENCES users (id),
+    FOREIGN KEY (book_id) REFERENCES lending_books (id),
+    INDEX loans_by_user (user_id, returned_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A hold waits in its book's queue (ready_until NULL), then is kept ready until ready_until,
+-- then ends (ended_at set). active_user_id works as for loans: one open hold per member and book.
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    user_id INTEGER NOT NULL,
+    book_id INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    ready_until BIGINT,
+    ended_at BIGINT,
+    end_reason VARCHAR(20),
+    active_user_id INTEGER,
+    UNIQUE (book_id, active_user_id),
+    FOREIGN KEY (user_id) REFERENCES users (id),
+    FOREIGN KEY (book_id) REFERENCES lending_books (id),
+    INDEX holds_by_user (user_id, ended_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
