@@ -1,0 +1,406 @@
+"""One short handler per command: who may do what, then rules, the store and Open Library.
+
+Handlers take (session, args) with args already type-checked against protocol.COMMANDS,
+and return a result dict or raise ProtocolError. They know nothing of sockets or SQL.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import rules
+from db import Store
+from openlibrary import OpenLibrary, UpstreamNotFound, UpstreamUnavailable
+from passwords import PasswordHasher
+from protocol import (
+    BAD_REQUEST,
+    COMMANDS,
+    FORBIDDEN,
+    INVALID_CREDENTIALS,
+    NOT_FOUND,
+    PROTOCOL_VERSION,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UPSTREAM_UNAVAILABLE,
+    ProtocolError,
+    Request,
+    validate_args,
+    validate_order_items,
+)
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "waymark"
+SERVER_VERSION = "1.0.0"
+TOKEN_BYTES = 32  # 256 bits from secrets
+WORK_KEY_PREFIX = "/works/OL"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Login throttling: per username, and a much higher bar per address (one office, one NAT)."""
+
+    failures_per_user: int = 5
+    failures_per_address: int = 100
+    failure_window_s: int = 15 * 60
+
+
+@dataclass
+class Session:
+    """One connection's login state; lives on the connection, never in a global."""
+
+    address: str
+    user: dict[str, Any] | None = None
+    token_hash: str | None = None
+    expires_at: int = 0
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored only as their SHA-256, so a copy of the database logs nobody in."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Commands:
+    """The protocol's commands, dispatched by name."""
+
+    def __init__(
+        self,
+        store: Store,
+        openlibrary: OpenLibrary,
+        hasher: PasswordHasher,
+        auth: AuthConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.openlibrary = openlibrary
+        self.hasher = hasher
+        self.auth = auth or AuthConfig()
+        self.clock = clock
+        self.handlers: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
+            "hello": self.hello,
+            "register": self.register,
+            "login": self.login,
+            "resume": self.resume,
+            "logout": self.logout,
+            "whoami": self.whoami,
+            "list_areas": self.list_areas,
+            "search_walks": self.search_walks,
+            "buy": self.buy,
+            "orders": self.orders,
+            "restock": self.restock,
+            "backorders": self.backorders,
+            "search_books": self.search_books,
+            "catalogue": self.catalogue,
+            "add_book": self.add_book,
+            "borrow": self.borrow,
+            "return": self.return_loan,
+            "renew": self.renew,
+            "history": self.history,
+            "hold": self.hold,
+            "holds": self.holds,
+            "cancel_hold": self.cancel_hold,
+        }
+        assert self.handlers.keys() == COMMANDS.keys()
+
+    def handle(self, session: Session, request: Request) -> dict[str, Any]:
+        """Authorise, validate and run one request."""
+        if COMMANDS[request.cmd].needs_login:
+            self._require_login(session)
+        args = validate_args(request.cmd, request.args)
+        return self.handlers[request.cmd](session, args)
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _require_login(self, session: Session) -> dict[str, Any]:
+        if session.user is not None and session.expires_at <= self._now():
+            session.user, session.token_hash = None, None
+            raise ProtocolError(UNAUTHORIZED, "Your session has expired; please log in again.")
+        if session.user is None:
+            raise ProtocolError(UNAUTHORIZED, "Please log in first.")
+        return session.user
+
+    def _require_admin(self, session: Session) -> dict[str, Any]:
+        user = self._require_login(session)
+        if user["role"] != "admin":
+            raise ProtocolError(FORBIDDEN, "Only an administrator may do that.")
+        return user
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def hello(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"server": SERVER_NAME, "version": SERVER_VERSION, "protocol": PROTOCOL_VERSION}
+
+    def register(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        username = rules.validate_username(args["username"])
+        rules.validate_password(args["password"])
+        user = self.store.create_user(username, self.hasher.hash(args["password"]), self._now())
+        return {"user": {"id": user["id"], "username": user["username"]}}
+
+    def login(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        key = rules.username_key(args["username"])
+        self._check_throttle(key, session.address)
+        user = self.store.user_for_login(key)
+        # Without a user, verify against a dummy hash: same time, same answer.
+        if not self.hasher.verify(args["password"], user["password_hash"] if user else None):
+            self.store.record_login_failure(
+                key, session.address, self._now(), keep_s=self.auth.failure_window_s
+            )
+            raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
+        assert user is not None
+        self.store.clear_login_failures(key)
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        expires_at = self.store.create_session(user["id"], hash_token(token), self._now())
+        return self._logged_in(session, user, token, expires_at)
+
+    def _check_throttle(self, username_key: str, address: str) -> None:
+        now = self._now()
+        window = timedelta(seconds=self.auth.failure_window_s)
+        by_user, by_address = self.store.login_failures(
+            username_key, address, since=now - self.auth.failure_window_s
+        )
+        as_times = [datetime.fromtimestamp(t, UTC) for t in by_user]
+        moment = datetime.fromtimestamp(now, UTC)
+        wait = rules.retry_after_s(as_times, moment, self.auth.failures_per_user, window)
+        address_times = [datetime.fromtimestamp(t, UTC) for t in by_address]
+        wait_address = rules.retry_after_s(
+            address_times, moment, self.auth.failures_per_address, window
+        )
+        longest = max(wait or 0, wait_address or 0)
+        if longest:
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"Too many failed logins; try again in {longest} seconds.",
+                {"retry_after_s": longest},
+            )
+
+    def resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        token_hash = hash_token(args["token"])
+        now = self._now()
+        user = self.store.session_user(token_hash, now)
+        if user is None:
+            raise ProtocolError(UNAUTHORIZED, "That session has expired or ended; please log in.")
+        return self._logged_in(session, user, args["token"], user["expires_at"])
+
+    def _logged_in(
+        self, session: Session, user: dict[str, Any], token: str, expires_at: int
+    ) -> dict[str, Any]:
+        session.user = {"id": user["id"], "username": user["username"], "role": user["role"]}
+        session.token_hash = hash_token(token)
+        session.expires_at = expires_at
+        return {"token": token, "user": dict(session.user)}
+
+    def logout(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        if session.token_hash:
+            self.store.end_session(session.token_hash)
+        session.user, session.token_hash, session.expires_at = None, None, 0
+        return {}
+
+    def whoami(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"user": dict(self._require_login(session))}
+
+    # -- shop -----------------------------------------------------------------------------------
+
+    def list_areas(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"areas": self.store.list_areas()}
+
+    def search_walks(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        low, high = args.get("min_distance"), args.get("max_distance")
+        if low is not None and high is not None and low > high:
+            raise ProtocolError(
+                BAD_REQUEST,
+                "The argument 'min_distance' must not be more than 'max_distance'.",
+                {"argument": "min_distance"},
+            )
+        difficulty = args.get("difficulty")
+        walks, total = self.store.search_walks(
+            area_key=rules.match_key(args["area"]) if args.get("area") else None,
+            min_distance=low,
+            max_distance=high,
+            difficulty=rules.normalise_difficulty(difficulty) if difficulty is not None else None,
+            limit=args.get("limit", 50),
+            offset=args.get("offset", 0),
+        )
+        return {"walks": walks, "total": total}
+
+    def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        items = validate_order_items(args["items"])
+        books = self.store.shop_books()
+        requested = rules.merge_quantities(
+            (_resolve_guide(item["book"], books), item["quantity"]) for item in items
+        )
+        return {"order": self.store.place_order(user["id"], requested, self._now())}
+
+    def orders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"orders": self.store.orders_for(self._require_login(session)["id"])}
+
+    def restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(session)
+        number = _resolve_guide(args["book"], self.store.shop_books())
+        return self.store.restock(number, args["quantity"])
+
+    def backorders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(session)
+        return {"backorders": self.store.outstanding_backorders()}
+
+    # -- lending --------------------------------------------------------------------------------
+
+    def search_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        query = rules.normalise_spaces(args["query"])
+        if not query:
+            raise ProtocolError(
+                BAD_REQUEST, "The argument 'query' must not be empty.", {"argument": "query"}
+            )
+        limit = args.get("limit", 10)
+        try:
+            answer = self.openlibrary.search(query, limit)
+        except UpstreamUnavailable as error:
+            log.warning("Open Library search failed: %s", error)
+            return self._search_catalogue_instead(query, limit)
+        held = self.store.lending_books_by_key([hit.key for hit in answer.hits], self._now())
+        result: dict[str, Any] = {
+            "results": [_book_hit(hit, held.get(hit.key)) for hit in answer.hits],
+            "source": "cache" if answer.from_cache else "openlibrary",
+        }
+        if answer.stale:
+            result["warning"] = (
+                "Open Library could not be reached, so these results come from an earlier search."
+            )
+        return result
+
+    def _search_catalogue_instead(self, query: str, limit: int) -> dict[str, Any]:
+        books, _ = self.store.catalogue(rules.match_key(query), limit, 0, self._now())
+        if not books:
+            raise ProtocolError(
+                UPSTREAM_UNAVAILABLE,
+                "Open Library cannot be reached just now and the library's own catalogue has"
+                " no match; please try again later.",
+            )
+        return {
+            "results": [
+                {
+                    "key": book["key"],
+                    "title": book["title"],
+                    "authors": book["authors"],
+                    "first_publish_year": book["first_publish_year"],
+                    "held": True,
+                    "book_id": book["id"],
+                    "copies_available": book["copies_available"],
+                }
+                for book in books
+            ],
+            "source": "catalogue",
+            "warning": "Open Library cannot be reached just now, so these results come from"
+            " the library's own catalogue.",
+        }
+
+    def catalogue(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        query = args.get("query")
+        books, total = self.store.catalogue(
+            rules.match_key(query) if query else None,
+            args.get("limit", 50),
+            args.get("offset", 0),
+            self._now(),
+        )
+        return {"books": books, "total": total}
+
+    def add_book(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(session)
+        key, copies = args["key"].strip(), args["copies"]
+        if not (key.startswith(WORK_KEY_PREFIX) and key.endswith("W") and key[9:-1].isdigit()):
+            raise ProtocolError(
+                BAD_REQUEST,
+                "The argument 'key' must be an Open Library work key like /works/OL45804W.",
+                {"argument": "key"},
+            )
+        book = self.store.add_copies(key, copies, self._now())
+        if book is None:
+            try:
+                work = self.openlibrary.work(key)
+            except UpstreamNotFound:
+                raise ProtocolError(
+                    NOT_FOUND, f"Open Library has no work {key}.", {"key": key}
+                ) from None
+            except UpstreamUnavailable:
+                raise ProtocolError(
+                    UPSTREAM_UNAVAILABLE,
+                    "Open Library cannot be reached just now to look up a new work;"
+                    " please try again later.",
+                ) from None
+            book = self.store.add_lending_book(
+                key, work.title, list(work.authors), work.first_publish_year, copies, self._now()
+            )
+        return {"book": book}
+
+    def borrow(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        return {"loan": self.store.lend_copy(user["id"], args["book_id"], self._now())}
+
+    def return_loan(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        return {"loan": self.store.return_loan(user["id"], args["loan_id"], self._now())}
+
+    def renew(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        return {"loan": self.store.renew_loan(user["id"], args["loan_id"], self._now())}
+
+    def history(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        return {"loans": self.store.loans_for(user["id"], self._now())}
+
+    def hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        return {"hold": self.store.place_hold(user["id"], args["book_id"], self._now())}
+
+    def holds(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        return {"holds": self.store.holds_for(user["id"], self._now())}
+
+    def cancel_hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._require_login(session)
+        self.store.cancel_hold(user["id"], args["hold_id"], self._now())
+        return {}
+
+
+def _resolve_guide(reference: int | str, books: list[dict[str, Any]]) -> int:
+    """A guide book's number from its number or its title (ignoring case and spaces)."""
+    if isinstance(reference, int):
+        if any(book["number"] == reference for book in books):
+            return reference
+        raise ProtocolError(NOT_FOUND, f"No guide book numbered {reference}.", {"book": reference})
+    wanted = rules.match_key(reference)
+    if wanted.isdigit():
+        return _resolve_guide(int(wanted), books)
+    by_title = {rules.match_key(book["title"]): book["number"] for book in books}
+    if wanted in by_title:
+        return by_title[wanted]
+    close = difflib.get_close_matches(wanted, list(by_title), n=3, cutoff=0.5)
+    titles = {rules.match_key(book["title"]): book["title"] for book in books}
+    suggestions = [titles[key] for key in close]
+    hint = f" Did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+    raise ProtocolError(
+        NOT_FOUND,
+        f"No guide book is called {reference[:80]!r}.{hint}",
+        {"book": reference[:80], "suggestions": suggestions},
+    )
+
+
+def _book_hit(hit: Any, held: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "key": hit.key,
+        "title": hit.title,
+        "authors": list(hit.authors),
+        "first_publish_year": hit.first_publish_year,
+        "held": held is not None,
+        "book_id": held["id"] if held else None,
+        "copies_available": held["copies_available"] if held else None,
+    }

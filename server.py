@@ -1,0 +1,451 @@
+"""Waymark server: TLS sockets, a thread per connection, limits and shutdown. Wiring only.
+
+python server.py                        serve on 127.0.0.1:7443 with SQLite
+python server.py create-admin NAME      create or promote an admin
+python server.py import-walks FILE.csv  load a shop's walks
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import secrets
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import catalogue
+import passwords
+import protocol
+import rules
+import tls
+from commands import AuthConfig, Commands, Session
+from db import Store, StoreConfig
+from openlibrary import OpenLibrary
+
+log = logging.getLogger("waymark.server")
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+
+@dataclass
+class ServerConfig:
+    """Every setting, each with a safe default and an environment variable WAYMARK_<NAME>."""
+
+    host: str = "127.0.0.1"
+    port: int = 7443
+    db: str = f"sqlite:///{PROJECT_DIR / 'data' / 'waymark.db'}"
+    cert: Path = PROJECT_DIR / "certs" / "server.crt"
+    key: Path = PROJECT_DIR / "certs" / "server.key"
+    openlibrary_url: str = "https://openlibrary.org"
+    openlibrary_contact: str = "waymark-admin@example.org"
+    max_line_bytes: int = protocol.DEFAULT_MAX_LINE_BYTES
+    max_connections: int = 1024
+    handshake_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+    write_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    session_ttl_s: int = 12 * 3600
+    bcrypt_cost: int = passwords.PRODUCTION_COST
+    hash_concurrency: int = passwords.default_concurrency()
+    pool_size: int = 16
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 100
+    log_level: str = "INFO"
+
+
+HELP = {
+    "host": "address to listen on",
+    "port": "TCP port (0 picks a free one)",
+    "db": "sqlite:///path.db or mysql://user:password@host:port/database",
+    "cert": "TLS certificate (created on first start if missing)",
+    "key": "TLS private key (created with mode 0600 if missing)",
+    "openlibrary_url": "base URL of Open Library",
+    "openlibrary_contact": "contact address sent in the User-Agent to Open Library",
+    "max_line_bytes": "longest request line accepted",
+    "max_connections": "connections served at once; more get server_busy",
+    "handshake_timeout_s": "seconds a client has to finish the TLS handshake",
+    "idle_timeout_s": "seconds a silent connection is kept open",
+    "write_timeout_s": "seconds a client may take to read an answer",
+    "drain_timeout_s": "seconds to finish requests in flight on shutdown",
+    "session_ttl_s": "seconds a login session lasts",
+    "bcrypt_cost": "bcrypt work factor for new password hashes",
+    "hash_concurrency": "password hashes computed at once",
+    "pool_size": "database connections kept open",
+    "login_failures_per_user": "failed logins per username in 15 minutes before throttling",
+    "login_failures_per_address": "failed logins per address in 15 minutes before throttling",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per ServerConfig field; unset ones fall back to the environment, then defaults."""
+    for field in fields(ServerConfig):
+        flag = "--" + field.name.replace("_", "-")
+        env = "WAYMARK_" + field.name.upper()
+        default = ServerConfig.__dataclass_fields__[field.name].default
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            metavar=field.name.split("_")[-1].upper() if field.name != "db" else "URL",
+            help=f"{HELP[field.name]} [{env}; default {default}]",
+        )
+
+
+def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfig:
+    """Settings from options, else WAYMARK_* variables, else defaults; ValueError names a bad one."""
+    values: dict[str, Any] = {}
+    for field in fields(ServerConfig):
+        raw = options.get(field.name, environ.get("WAYMARK_" + field.name.upper()))
+        if raw is None:
+            continue
+        kind = type(ServerConfig.__dataclass_fields__[field.name].default)
+        try:
+            values[field.name] = kind(raw)
+        except ValueError:
+            flag = "--" + field.name.replace("_", "-")
+            raise ValueError(f"{flag} must be a {kind.__name__}, not {raw!r}.") from None
+    return ServerConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Connections
+
+
+class Connection:
+    """One client: read lines, answer each in order, until it leaves, idles out or we stop."""
+
+    POLL_S = 0.5  # how often a waiting connection looks at the shutdown flag
+
+    def __init__(self, server: WaymarkServer, sock: ssl.SSLSocket, address: str):
+        self.server = server
+        self.sock = sock
+        self.session = Session(address=address)
+        self.decoder = protocol.LineDecoder(server.config.max_line_bytes)
+
+    def serve(self) -> None:
+        """Answer requests until the client leaves, idles out, overflows a line or we stop."""
+        last_heard = time.monotonic()
+        while not self.server.stopping.is_set():
+            self.sock.settimeout(self.POLL_S)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                if time.monotonic() - last_heard > self.server.config.idle_timeout_s:
+                    log.debug("closing idle connection from %s", self.session.address)
+                    return
+                continue
+            if not data:
+                return
+            last_heard = time.monotonic()
+            for item in self.decoder.feed(data):
+                if isinstance(item, protocol.ProtocolError):
+                    self.send(protocol.error_response(None, item))
+                    return
+                self.send(self.server.respond(self.session, item))
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one response line; a client too slow to read it is dropped."""
+        self.sock.settimeout(self.server.config.write_timeout_s)
+        self.sock.sendall(protocol.encode(message))
+
+
+class WaymarkServer:
+    """Accepts TLS connections and hands each to its own thread, within limits."""
+
+    MAX_REJECTERS = 32  # threads that may be telling clients "server busy" at once
+
+    def __init__(self, config: ServerConfig, commands: Commands, context: ssl.SSLContext):
+        self.config = config
+        self.commands = commands
+        self.context = context
+        self.stopping = threading.Event()
+        self._active = 0
+        self._rejecting = 0
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self.listener = socket.create_server(
+            (config.host, config.port),
+            family=socket.AF_INET6 if ":" in config.host else socket.AF_INET,
+            backlog=1024,
+            reuse_port=False,
+        )
+        self.address = self.listener.getsockname()[:2]
+
+    def serve_forever(self) -> None:
+        """Accept until stop() is called, then drain the connections."""
+        self.listener.settimeout(Connection.POLL_S)
+        while not self.stopping.is_set():
+            try:
+                raw, peer = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stopping.is_set():
+                    break
+                log.exception("accept failed")
+                time.sleep(0.1)  # e.g. out of file descriptors: do not spin
+                continue
+            self._dispatch(raw, str(peer[0]))
+        self.listener.close()
+        self._drain()
+
+    def stop(self) -> None:
+        """Stop accepting; connections finish the request they are on and close."""
+        self.stopping.set()
+
+    def _dispatch(self, raw: socket.socket, address: str) -> None:
+        with self._lock:
+            busy = self._active >= self.config.max_connections
+            if busy and self._rejecting >= self.MAX_REJECTERS:
+                raw.close()
+                return
+            if busy:
+                self._rejecting += 1
+            else:
+                self._active += 1
+        target = self._reject if busy else self._handle
+        thread = threading.Thread(target=target, args=(raw, address), daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _handshake(self, raw: socket.socket) -> ssl.SSLSocket | None:
+        # In the connection's own thread with a timeout: a client that never speaks TLS
+        # costs one sleeping thread, never the accept loop.
+        raw.settimeout(self.config.handshake_timeout_s)
+        try:
+            return self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError) as error:
+            log.debug("TLS handshake failed: %s", error)
+            raw.close()
+            return None
+
+    def _handle(self, raw: socket.socket, address: str) -> None:
+        try:
+            sock = self._handshake(raw)
+            if sock is None:
+                return
+            with sock:
+                try:
+                    Connection(self, sock, address).serve()
+                except (OSError, ssl.SSLError) as error:
+                    log.debug("connection from %s ended: %s", address, error)
+        except Exception:  # noqa: BLE001 - one connection's fault must never stop the server
+            log.exception("connection handler failed")
+        finally:
+            self._finished(active=True)
+
+    def _reject(self, raw: socket.socket, address: str) -> None:
+        try:
+            sock = self._handshake(raw)
+            if sock is not None:
+                with sock:
+                    error = protocol.ProtocolError(
+                        protocol.SERVER_BUSY, "The server is busy; please try again shortly."
+                    )
+                    sock.settimeout(self.config.write_timeout_s)
+                    sock.sendall(protocol.encode(protocol.error_response(None, error)))
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            self._finished(active=False)
+
+    def _finished(self, active: bool) -> None:
+        with self._lock:
+            if active:
+                self._active -= 1
+            else:
+                self._rejecting -= 1
+            self._threads.discard(threading.current_thread())
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads or time.monotonic() > deadline:
+                break
+            threads[0].join(timeout=max(deadline - time.monotonic(), 0))
+
+    def respond(self, session: Session, line: bytes) -> dict[str, Any]:
+        """The response to one request line; never raises, never shows a traceback."""
+        started = time.perf_counter()
+        try:
+            request = protocol.decode_request(line)
+        except protocol.ProtocolError as error:
+            return protocol.error_response(protocol.request_id_of(line), error)
+        try:
+            response = protocol.ok_response(request.id, self.commands.handle(session, request))
+        except protocol.ProtocolError as error:
+            response = protocol.error_response(request.id, error)
+        except Exception:  # noqa: BLE001 - logged with a reference the client can quote
+            reference = secrets.token_hex(6)
+            log.exception("internal error %s while running %s", reference, request.cmd)
+            error = protocol.ProtocolError(
+                protocol.INTERNAL,
+                f"Something went wrong on the server (reference {reference}); nothing was changed.",
+                {"request_id": reference},
+            )
+            response = protocol.error_response(request.id, error)
+        # Arguments are never logged: they may hold passwords and tokens.
+        log.debug(
+            "%s %s %.1f ms",
+            request.cmd,
+            "ok" if response["ok"] else response["error"]["code"],
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def open_store(config: ServerConfig) -> Store:
+    """The store named by --db, with the schema ready."""
+    store = Store.open(
+        config.db, StoreConfig(pool_size=config.pool_size, session_ttl_s=config.session_ttl_s)
+    )
+    log.info("data in %s", store.describe())
+    return store
+
+
+def serve(config: ServerConfig) -> int:
+    """Run the server until SIGINT or SIGTERM; 0 on a clean stop."""
+    tls.ensure_certificate(config.cert, config.key)
+    context = tls.server_context(config.cert, config.key)
+    store = open_store(config)
+    commands = Commands(
+        store,
+        OpenLibrary(config.openlibrary_url, contact=config.openlibrary_contact),
+        passwords.PasswordHasher(config.bcrypt_cost, config.hash_concurrency),
+        AuthConfig(
+            failures_per_user=config.login_failures_per_user,
+            failures_per_address=config.login_failures_per_address,
+        ),
+    )
+    server = WaymarkServer(config, commands, context)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, finishing requests in flight", signal.Signals(signum).name)
+        server.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    host, port = server.address
+    print(f"Waymark listening on {host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        store.close()
+    log.info("stopped")
+    return 0
+
+
+def read_new_password(prompt_twice: bool) -> str:
+    """A password from stdin when piped, else typed twice at a hidden prompt."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if prompt_twice and getpass.getpass("Password again: ") != password:
+        raise ValueError("The two passwords differ.")
+    return password
+
+
+def create_admin(config: ServerConfig, username: str) -> int:
+    """Create or promote an admin; the password comes from stdin or a prompt."""
+    rules.validate_username(username)
+    password = read_new_password(prompt_twice=True)
+    rules.validate_password(password)
+    store = open_store(config)
+    try:
+        hasher = passwords.PasswordHasher(config.bcrypt_cost, 1)
+        user, created = store.make_admin(username, hasher.hash(password), int(time.time()))
+    finally:
+        store.close()
+    print(f"{'Created' if created else 'Promoted'} admin {user['username']!r}.")
+    return 0
+
+
+def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None) -> int:
+    """Load a shop's walks (and optionally its book prices); 1 if any row was rejected."""
+    store = open_store(config)
+    try:
+        books = catalogue.read_book_prices(books_file.read_text("utf-8")) if books_file else []
+        titles = [b.title for b in books] + [b["title"] for b in store.shop_books()]
+        report = catalogue.read_walks(walks_file.read_text("utf-8"), known_book_titles=titles)
+        counts = store.import_walks(books, report)
+    finally:
+        store.close()
+    print(
+        f"Imported {walks_file}: {counts['walks_added']} walks added,"
+        f" {counts['walks_updated']} updated, {counts['books']} books added or updated,"
+        f" {len(report.rejected)} rows rejected."
+    )
+    for line, reason in report.rejected:
+        print(f"  line {line}: {reason}")
+    return 1 if report.rejected else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: serve by default, or one of the admin subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="Waymark server: TLS, newline-delimited JSON, see PROTOCOL.md.",
+        epilog="With no subcommand the server runs until SIGINT or SIGTERM.",
+    )
+    add_config_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    admin = commands.add_parser(
+        "create-admin", help="create an admin account, or promote a user and set the password"
+    )
+    admin.add_argument("username")
+    add_config_options(admin)
+    walks = commands.add_parser("import-walks", help="load walks from a CSV file (idempotent)")
+    walks.add_argument("walks_file", type=Path, metavar="FILE.csv")
+    walks.add_argument("--books", type=Path, metavar="BOOKS.csv", help="book numbers and prices")
+    add_config_options(walks)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    options = vars(parser.parse_args(argv))
+    try:
+        config = load_config(options, dict(os.environ))
+    except ValueError as error:
+        parser.error(str(error))
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if options["command"] == "create-admin":
+            return create_admin(config, options["username"])
+        if options["command"] == "import-walks":
+            return import_walks(config, options["walks_file"], options.get("books"))
+        return serve(config)
+    except (ValueError, OSError) as error:
+        print(f"server.py: {error}", file=sys.stderr)
+        return 2
+    except protocol.ProtocolError as error:
+        print(f"server.py: {error.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
