@@ -18,7 +18,7 @@ from typing import Any
 
 import rules
 from db import Store
-from openlibrary import OpenLibrary, UpstreamNotFound, UpstreamUnavailable
+from openlibrary import WORK_KEY, OpenLibrary, UpstreamNotFound, UpstreamUnavailable
 from passwords import PasswordHasher
 from protocol import (
     BAD_REQUEST,
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "waymark"
 SERVER_VERSION = "1.0.0"
 TOKEN_BYTES = 32  # 256 bits from secrets
-WORK_KEY_PREFIX = "/works/OL"
 
 
 @dataclass(frozen=True)
@@ -316,7 +315,7 @@ class Commands:
     def add_book(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         self._require_admin(session)
         key, copies = args["key"].strip(), args["copies"]
-        if not (key.startswith(WORK_KEY_PREFIX) and key.endswith("W") and key[9:-1].isdigit()):
+        if not WORK_KEY.fullmatch(key):
             raise ProtocolError(
                 BAD_REQUEST,
                 "The argument 'key' must be an Open Library work key like /works/OL45804W.",

@@ -114,10 +114,10 @@ def fake_openlibrary() -> Iterator[FakeOpenLibrary]:
 
 @pytest.fixture
 def openlibrary_fake(fake_openlibrary: FakeOpenLibrary) -> Iterator[FakeOpenLibrary]:
-    """The fake Open Library, reset to answering normally before and after each test."""
-    fake_openlibrary.mode = "ok"
+    """The fake Open Library, reset (mode, counters, data) before and after each test."""
+    fake_openlibrary.reset()
     yield fake_openlibrary
-    fake_openlibrary.mode = "ok"
+    fake_openlibrary.reset()
 
 
 @pytest.fixture
@@ -131,3 +131,36 @@ def server(tmp_path: Path, openlibrary_fake: FakeOpenLibrary) -> Iterator[Server
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def backend_server(
+    tmp_path: Path, db_url: str, openlibrary_fake: FakeOpenLibrary
+) -> Iterator[ServerProcess]:
+    """A real server.py process, once on SQLite and once on MySQL."""
+    process = ServerProcess(tmp_path, db_url=db_url, openlibrary_url=openlibrary_fake.url)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def two_mysql_servers(
+    tmp_path: Path, mysql_url: str, openlibrary_fake: FakeOpenLibrary
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server.py processes sharing one MySQL database (and one certificate)."""
+    first = ServerProcess(tmp_path, db_url=mysql_url, openlibrary_url=openlibrary_fake.url)
+    second = ServerProcess(
+        tmp_path, db_url=mysql_url, openlibrary_url=openlibrary_fake.url, cert_dir=tmp_path / "certs"
+    )
+    first.start()
+    try:
+        second.start()
+        try:
+            yield first, second
+        finally:
+            second.stop()
+    finally:
+        first.stop()
