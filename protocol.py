@@ -210,7 +210,7 @@ def request_id_of(line: bytes) -> Any:
     except ValueError:
         return None
     if isinstance(obj, dict) and _is_valid_id(obj.get("id")):
-        return obj["id"]
+        return obj.get("id")
     return None
 
 

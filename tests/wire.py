@@ -95,9 +95,10 @@ class ServerProcess:
 
     def stop(self, sig: int = 15, timeout_s: float = 30.0) -> int | None:
         """Send a signal (SIGTERM by default) and wait; returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,365 @@
+"""The server end to end over real TLS on 127.0.0.1: framing, limits, certificates, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+import tls
+from tests.fake_openlibrary import FakeOpenLibrary
+from tests.wire import PROJECT_DIR, ServerProcess, WireClient, make_cert, register_and_login
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    process = ServerProcess(
+        tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}", extra_args=args, env=env
+    )
+    process.start()
+    return process
+
+
+def test_hello_answers_with_the_protocol_version(server: ServerProcess) -> None:
+    with server.client() as client:
+        assert client.call("hello") == {"server": "waymark", "version": "1.0.0", "protocol": 1}
+
+
+def test_the_server_sends_nothing_unprompted(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            client.sock.recv(1)
+
+
+def test_ids_are_echoed_and_null_when_absent(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.send_raw(
+            b'{"cmd": "hello", "id": "abc"}\n{"cmd": "hello"}\n{"cmd":"hello","id":2.5}\n'
+        )
+        assert [client.read()["id"] for _ in range(3)] == ["abc", None, 2.5]
+
+
+def test_pipelined_requests_are_answered_in_order(server: ServerProcess) -> None:
+    with server.client() as client:
+        lines = []
+        for number in range(40):
+            cmd = ["hello", "list_areas", "catalogue", "nonsense"][number % 4]
+            lines.append(json.dumps({"id": number, "cmd": cmd}))
+        client.send_raw(("\n".join(lines) + "\n").encode())
+        responses = [client.read() for _ in range(40)]
+    assert [r["id"] for r in responses] == list(range(40))
+    assert [r["ok"] for r in responses[:4]] == [True, True, True, False]
+    assert responses[3]["error"]["code"] == "unknown_command"
+
+
+def test_a_request_split_across_many_writes_is_still_one_request(server: ServerProcess) -> None:
+    with server.client() as client:
+        for byte in b'{"id": 1, "cmd": "hello"}\n':
+            client.send_raw(bytes([byte]))
+        assert client.read()["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"\xff\xfe\xfd",
+        b"[1,2,3]",
+        b"42",
+        b'{"args": {}}',
+        b'{"cmd": "hello", "args": 5}',
+    ],
+)
+def test_malformed_lines_get_bad_request_and_the_connection_stays_open(
+    server: ServerProcess, line: bytes
+) -> None:
+    with server.client() as client:
+        client.send_raw(line + b"\n")
+        response = client.read()
+        assert response["ok"] is False
+        assert response["error"]["code"] == "bad_request"
+        assert response["error"]["message"].endswith(".")
+        assert client.call("hello")["protocol"] == 1
+
+
+def test_a_line_too_long_gets_an_error_then_the_connection_closes(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.send_raw(b'{"cmd": "hello", "pad": "' + b"x" * 70_000 + b'"}\n')
+        response = client.read()
+        assert response["error"]["code"] == "line_too_long"
+        assert response["id"] is None
+        assert client.closed_by_server()
+
+
+def test_a_line_of_exactly_the_limit_is_accepted(server: ServerProcess) -> None:
+    head, tail = b'{"cmd": "hello", "pad": "', b'"}'
+    line = head + b"x" * (65_536 - len(head) - len(tail)) + tail
+    assert len(line) == 65_536
+    with server.client() as client:
+        client.send_raw(line + b"\n")
+        assert client.read()["ok"] is True
+
+
+def test_the_line_limit_is_configurable(tmp_path: Path) -> None:
+    process = start(tmp_path, "--max-line-bytes", "100")
+    try:
+        with process.client() as client:
+            client.send_raw(b'{"cmd": "hello", "pad": "' + b"x" * 100 + b'"}\n')
+            assert client.read()["error"]["code"] == "line_too_long"
+    finally:
+        process.stop()
+
+
+def test_a_plaintext_client_gets_no_json(server: ServerProcess) -> None:
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        raw.sendall(b'{"cmd": "hello"}\n')
+        received = b""
+        try:
+            while chunk := raw.recv(4096):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert b'"ok"' not in received and b"{" not in received
+
+
+def test_a_client_refuses_a_server_whose_certificate_is_not_the_pinned_one(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    other = make_cert(tmp_path / "other")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        WireClient(server.host, server.port, other)
+
+
+def test_the_client_checks_the_hostname(server: ServerProcess) -> None:
+    context = tls.client_context(server.cafile)
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            context.wrap_socket(raw, server_hostname="waymark.example.org")
+
+
+@pytest.mark.parametrize(
+    ("version", "accepted"), [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)]
+)
+def test_tls_1_2_is_the_minimum(server: ServerProcess, version: str, accepted: bool) -> None:
+    # SECLEVEL=0 lets this client offer TLS 1.1 at all, so the refusal is the server's.
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", version,
+         "-cipher", "DEFAULT@SECLEVEL=0",
+         "-CAfile", str(server.cafile), "-verify_return_error"],
+        input=b"", capture_output=True, timeout=20,
+    )  # fmt: skip
+    assert (result.returncode == 0) is accepted, result.stdout[-500:]
+
+
+def test_tls_1_2_uses_only_ecdhe_aead_suites(server: ServerProcess) -> None:
+    context = tls.client_context(server.cafile)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            name, version, _ = sock.cipher()
+    assert version == "TLSv1.2"
+    assert name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name)
+    cbc_only = tls.client_context(server.cafile)
+    cbc_only.maximum_version = ssl.TLSVersion.TLSv1_2
+    cbc_only.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:AES128-SHA")
+    with socket.create_connection((server.host, server.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError):
+            cbc_only.wrap_socket(raw, server_hostname="localhost")
+
+
+@pytest.mark.parametrize(
+    ("group", "accepted"),
+    [("X25519", True), ("P-256", True), ("P-384", True), ("P-521", False), ("X448", False)],
+)
+def test_key_exchange_is_limited_to_x25519_p256_and_p384(
+    server: ServerProcess, group: str, accepted: bool
+) -> None:
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", "-groups", group,
+         "-CAfile", str(server.cafile), "-verify_return_error"],
+        input=b"", capture_output=True, timeout=20,
+    )  # fmt: skip
+    assert (result.returncode == 0) is accepted, result.stdout[-500:]
+
+
+def test_the_generated_certificate_is_a_pinnable_leaf(server: ServerProcess) -> None:
+    cert = x509.load_pem_x509_certificate(server.cafile.read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+    cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    assert stat.S_IMODE(os.stat(server.keyfile).st_mode) == 0o600
+
+
+def test_an_existing_certificate_is_kept_across_restarts(server: ServerProcess) -> None:
+    before = server.cafile.read_bytes()
+    server.restart()
+    assert server.cafile.read_bytes() == before
+    with server.client() as client:
+        assert client.call("hello")
+
+
+def test_300_connections_that_never_start_tls_do_not_delay_a_new_client(
+    server: ServerProcess,
+) -> None:
+    silent = [socket.create_connection((server.host, server.port), timeout=5) for _ in range(300)]
+    try:
+        started = time.monotonic()
+        with server.client() as client:
+            client.call("hello")
+        assert time.monotonic() - started < 1.0
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_handshake_that_never_comes_is_dropped_after_the_timeout(tmp_path: Path) -> None:
+    process = start(tmp_path, "--handshake-timeout-s", "1")
+    try:
+        with socket.create_connection((process.host, process.port), timeout=10) as raw:
+            started = time.monotonic()
+            assert raw.recv(1) == b""
+            assert time.monotonic() - started < 5
+    finally:
+        process.stop()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    process = start(tmp_path, "--idle-timeout-s", "1")
+    try:
+        with process.client() as client:
+            client.call("hello")
+            started = time.monotonic()
+            assert client.closed_by_server()
+            assert 0.5 < time.monotonic() - started < 5
+    finally:
+        process.stop()
+
+
+def test_past_the_connection_limit_a_client_gets_server_busy_then_close(tmp_path: Path) -> None:
+    process = start(tmp_path, "--max-connections", "2")
+    try:
+        with process.client() as first, process.client() as second:
+            first.call("hello")
+            second.call("hello")
+            with process.client() as third:
+                response = third.read()
+                assert response["error"]["code"] == "server_busy"
+                assert third.closed_by_server()
+        time.sleep(0.5)  # the freed slots are counted back as the handlers finish
+        with process.client() as again:
+            assert again.call("hello")
+    finally:
+        process.stop()
+
+
+def test_sigterm_answers_the_request_in_flight_and_exits_0(tmp_path: Path) -> None:
+    # Cost 14 makes one register take about a second: long enough to be in flight.
+    process = start(tmp_path, env={"WAYMARK_BCRYPT_COST": "14"})
+    with process.client() as client:
+        request_id = client.send("register", username="slowpoke", password="long enough")
+        time.sleep(0.3)
+        assert process.process is not None
+        process.process.terminate()
+        response = client.read()
+        assert response == {
+            "id": request_id,
+            "ok": True,
+            "result": {"user": {"id": 1, "username": "slowpoke"}},
+        }
+    assert process.stop() == 0
+    assert "received SIGTERM" in process.log()
+
+
+def test_sigint_also_stops_cleanly(server: ServerProcess) -> None:
+    assert server.stop(sig=2) == 0
+
+
+def test_an_internal_fault_gets_a_reference_not_a_traceback(
+    tmp_path: Path, mysql_url: str, openlibrary_fake: FakeOpenLibrary
+) -> None:
+    import urllib.parse
+
+    import mysql.connector
+
+    process = ServerProcess(tmp_path, db_url=mysql_url, openlibrary_url=openlibrary_fake.url)
+    process.start()
+    parts = urllib.parse.urlsplit(mysql_url)
+    admin = mysql.connector.connect(
+        host=parts.hostname, port=parts.port, user="root", autocommit=True
+    )
+    try:
+        with process.client() as client:
+            register_and_login(client, "victim")
+            # A real fault under the server: its table disappears.
+            admin.cursor().execute(
+                f"RENAME TABLE {parts.path[1:]}.orders TO {parts.path[1:]}.orders_gone"
+            )
+            try:
+                error = client.error("orders")
+            finally:
+                admin.cursor().execute(
+                    f"RENAME TABLE {parts.path[1:]}.orders_gone TO {parts.path[1:]}.orders"
+                )
+            assert error["code"] == "internal"
+            assert "Traceback" not in json.dumps(error) and "orders_gone" not in error["message"]
+            reference = error["details"]["request_id"]
+            assert reference in error["message"]
+            assert client.call("orders") == {"orders": []}  # same connection, still served
+        assert reference in process.log() and "Traceback" in process.log()
+    finally:
+        admin.close()
+        process.stop()
+
+
+def test_help_reads_well() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "server.py"), "--help"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    for option in (
+        "--host",
+        "--port",
+        "--db",
+        "--cert",
+        "--key",
+        "--openlibrary-url",
+        "create-admin",
+    ):
+        assert option in result.stdout
+    assert "WAYMARK_PORT" in result.stdout
+
+
+def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
+    process = ServerProcess(tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}")
+    process.extra_env = {"WAYMARK_MAX_LINE_BYTES": "50"}
+    process.start()
+    try:
+        with process.client() as client:
+            client.send_raw(b'{"cmd": "hello", "pad": "' + b"x" * 60 + b'"}\n')
+            assert client.read()["error"]["code"] == "line_too_long"
+    finally:
+        process.stop()
+
+
+def test_a_bad_option_value_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "server.py"), "--port", "seventy"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--port must be a int" in result.stderr or "--port" in result.stderr
