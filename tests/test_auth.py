@@ -1,0 +1,304 @@
+"""Accounts through the real protocol on both backends: register, login, resume, logout, throttling."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import mysql.connector
+import pytest
+
+import passwords
+import server as server_module
+from db import Store
+from tests.wire import ServerProcess, WireClient, register_and_login
+
+PASSWORD = "correct horse"
+
+
+def test_register_then_login_then_whoami(backend_server: ServerProcess) -> None:
+    with backend_server.client() as client:
+        registered = client.call("register", username="Walker_1", password=PASSWORD)
+        assert registered == {"user": {"id": registered["user"]["id"], "username": "Walker_1"}}
+        assert client.error("whoami")["code"] == "unauthorized"  # registering does not log in
+        login = client.call("login", username="walker_1", password=PASSWORD)
+        assert login["user"] == {
+            "id": registered["user"]["id"],
+            "username": "Walker_1",
+            "role": "member",
+        }
+        assert client.call("whoami")["user"]["username"] == "Walker_1"
+
+
+def test_usernames_are_unique_ignoring_case(backend_server: ServerProcess) -> None:
+    with backend_server.client() as client:
+        client.call("register", username="Ann", password=PASSWORD)
+        error = client.error("register", username="ANN", password=PASSWORD)
+        assert error["code"] == "username_taken"
+
+
+@pytest.mark.parametrize(
+    "username", ["ab", "x" * 33, "has space", "semi;colon", "O'Brien", "émile", "", "a\nb"]
+)
+def test_bad_usernames_are_refused(server: ServerProcess, username: str) -> None:
+    with server.client() as client:
+        error = client.error("register", username=username, password=PASSWORD)
+        assert error["code"] == "bad_request" and "username" in error["message"]
+
+
+@pytest.mark.parametrize("password", ["short", "1234567", "        ", ""])
+def test_weak_passwords_are_refused(server: ServerProcess, password: str) -> None:
+    with server.client() as client:
+        assert (
+            client.error("register", username="ann", password=password)["code"] == "weak_password"
+        )
+
+
+def test_passwords_over_72_bytes_are_fully_supported_never_truncated(
+    backend_server: ServerProcess,
+) -> None:
+    long_password = "ü" * 50 + "tail-A"  # 106 bytes of UTF-8
+    with backend_server.client() as client:
+        client.call("register", username="longpass", password=long_password)
+        error = client.error("login", username="longpass", password="ü" * 50 + "tail-B")
+        assert error["code"] == "invalid_credentials"
+        assert client.call("login", username="longpass", password=long_password)["token"]
+
+
+def test_login_failure_is_the_same_whether_or_not_the_user_exists(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.call("register", username="real", password=PASSWORD)
+        wrong_password = client.error("login", username="real", password="not the one")
+        no_such_user = client.error("login", username="ghost", password="not the one")
+        assert wrong_password == no_such_user
+        assert wrong_password["code"] == "invalid_credentials"
+
+
+def test_failed_logins_are_throttled_per_username(backend_server: ServerProcess) -> None:
+    with backend_server.client() as client:
+        client.call("register", username="target", password=PASSWORD)
+        for _ in range(5):
+            assert (
+                client.error("login", username="target", password="guess")["code"]
+                == "invalid_credentials"
+            )
+        error = client.error("login", username="TARGET", password=PASSWORD)
+        assert error["code"] == "rate_limited"
+        assert 0 < error["details"]["retry_after_s"] <= 15 * 60
+        # Other users (same address) are not locked out by one username's failures.
+        client.call("register", username="bystander", password=PASSWORD)
+        assert client.call("login", username="bystander", password=PASSWORD)["token"]
+
+
+def test_unknown_usernames_are_throttled_the_same_way(server: ServerProcess) -> None:
+    with server.client() as client:
+        for _ in range(5):
+            client.error("login", username="nobody", password="guess")
+        assert client.error("login", username="nobody", password="guess")["code"] == "rate_limited"
+
+
+def test_a_success_clears_the_failure_count(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.call("register", username="forgetful", password=PASSWORD)
+        for _ in range(4):
+            client.error("login", username="forgetful", password="guess")
+        client.call("login", username="forgetful", password=PASSWORD)
+        for _ in range(4):
+            assert (
+                client.error("login", username="forgetful", password="guess")["code"]
+                == "invalid_credentials"
+            )
+
+
+def test_resume_on_a_new_connection_and_logout_ends_the_token(
+    backend_server: ServerProcess,
+) -> None:
+    with backend_server.client() as first:
+        login = register_and_login(first, "resumer")
+        token = login["token"]
+        assert len(token) >= 43  # 256 bits, URL-safe base64
+        with backend_server.client() as second:
+            assert second.call("resume", token=token)["user"] == login["user"]
+            assert second.call("whoami")["user"]["username"] == "resumer"
+            assert second.call("logout") == {}
+            assert second.error("whoami")["code"] == "unauthorized"
+        with backend_server.client() as third:
+            assert third.error("resume", token=token)["code"] == "unauthorized"
+
+
+def test_a_token_works_on_another_server_process_sharing_the_database(
+    two_mysql_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    first, second = two_mysql_servers
+    with first.client() as client:
+        token = register_and_login(client, "roamer")["token"]
+    with second.client() as client:
+        assert client.call("resume", token=token)["user"]["username"] == "roamer"
+
+
+def test_sessions_expire(tmp_path: Path) -> None:
+    process = ServerProcess(
+        tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}", extra_args=("--session-ttl-s", "1")
+    )
+    process.start()
+    try:
+        with process.client() as client:
+            token = register_and_login(client, "brief")["token"]
+            time.sleep(1.5)
+            assert client.error("orders")["code"] == "unauthorized"
+        with process.client() as client:
+            assert client.error("resume", token=token)["code"] == "unauthorized"
+    finally:
+        process.stop()
+
+
+def test_tokens_are_stored_only_as_hashes(mysql_url: str, tmp_path: Path) -> None:
+    process = ServerProcess(tmp_path, db_url=mysql_url)
+    process.start()
+    try:
+        with process.client() as client:
+            token = register_and_login(client, "hashed")["token"]
+    finally:
+        process.stop()
+    connection = mysql.connector.connect(
+        host="127.0.0.1", port=int(re.search(r":(\d+)/", mysql_url).group(1)),  # type: ignore[union-attr]
+        user="root", database=mysql_url.rsplit("/", 1)[1],
+    )  # fmt: skip
+    cursor = connection.cursor()
+    cursor.execute("SELECT token_hash FROM sessions")
+    stored = [row[0] for row in cursor.fetchall()]
+    connection.close()
+    assert stored == [hashlib.sha256(token.encode()).hexdigest()]
+
+
+def test_commands_that_need_login_say_so(server: ServerProcess) -> None:
+    with server.client() as client:
+        for cmd in (
+            "logout",
+            "buy",
+            "orders",
+            "borrow",
+            "return",
+            "renew",
+            "history",
+            "hold",
+            "holds",
+            "cancel_hold",
+            "restock",
+            "add_book",
+        ):
+            assert client.error(cmd)["code"] == "unauthorized", cmd
+
+
+def test_admin_commands_are_forbidden_to_members(server: ServerProcess) -> None:
+    with server.client() as client:
+        register_and_login(client, "member")
+        assert client.error("restock", book=101, quantity=1)["code"] == "forbidden"
+        assert client.error("add_book", key="/works/OL45804W", copies=1)["code"] == "forbidden"
+        assert client.error("backorders")["code"] == "forbidden"
+
+
+def test_create_admin_creates_then_promotes(server: ServerProcess) -> None:
+    server.create_admin("boss", "admin password")
+    with server.client() as client:
+        assert (
+            client.call("login", username="boss", password="admin password")["user"]["role"]
+            == "admin"
+        )
+        client.call("register", username="riser", password=PASSWORD)
+    server.create_admin("riser", "new admin password")
+    with server.client() as client:
+        assert (
+            client.call("login", username="riser", password="new admin password")["user"]["role"]
+            == "admin"
+        )
+
+
+def test_no_password_or_token_reaches_the_log(tmp_path: Path) -> None:
+    process = ServerProcess(
+        tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}", env={"WAYMARK_LOG_LEVEL": "DEBUG"}
+    )
+    process.start()
+    try:
+        with process.client() as client:
+            secret = "a-very-distinctive-secret"
+            token = register_and_login(client, "quiet", password=secret)["token"]
+            client.error("login", username="quiet", password=secret + "x")
+    finally:
+        process.stop()
+    log = process.log()
+    assert "login ok" in log  # the debug log did record the requests
+    assert secret not in log and token not in log
+
+
+def test_the_production_bcrypt_cost_is_12() -> None:
+    assert passwords.PRODUCTION_COST == 12
+    assert server_module.ServerConfig().bcrypt_cost == 12
+    hasher = passwords.PasswordHasher(concurrency=1)
+    assert hasher.cost == 12
+    assert hasher.hash("production cost").startswith("$2b$12$")
+
+
+def test_an_unknown_user_costs_the_same_bcrypt_work_as_a_wrong_password() -> None:
+    hasher = passwords.PasswordHasher(cost=10, concurrency=1)
+    stored = hasher.hash("the real one")
+
+    def timed(password_hash: str | None) -> float:
+        started = time.perf_counter()
+        assert hasher.verify("a wrong one", password_hash) is False
+        return time.perf_counter() - started
+
+    existing = min(timed(stored) for _ in range(3))
+    missing = min(timed(None) for _ in range(3))
+    assert 0.5 < missing / existing < 2.0
+
+
+def test_hashing_is_bounded_to_the_configured_concurrency() -> None:
+    import threading
+
+    hasher = passwords.PasswordHasher(cost=4, concurrency=2)
+    running, peak, lock = 0, 0, threading.Lock()
+    original = passwords.bcrypt.hashpw
+
+    def counting_hashpw(password: bytes, salt: bytes) -> bytes:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        try:
+            return original(password, salt)
+        finally:
+            with lock:
+                running -= 1
+
+    passwords.bcrypt.hashpw = counting_hashpw  # type: ignore[assignment]
+    try:
+        threads = [threading.Thread(target=hasher.hash, args=("pw",)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        passwords.bcrypt.hashpw = original  # type: ignore[assignment]
+    assert peak == 2
+
+
+def test_the_mysql_c_extension_is_loaded_and_logged(mysql_url: str, tmp_path: Path) -> None:
+    assert mysql.connector.HAVE_CEXT, "mysql-connector-python fell back to pure Python"
+    store = Store.open(mysql_url)
+    try:
+        assert "C extension" in store.describe()
+    finally:
+        store.close()
+    process = ServerProcess(tmp_path, db_url=mysql_url)
+    process.start()
+    process.stop()
+    assert "(mysql-connector-python, C extension)" in process.log()
+
+
+def test_a_client_of_another_server_is_not_logged_in_here(server: ServerProcess) -> None:
+    with WireClient(server.host, server.port, server.cafile) as client:
+        assert client.error("whoami")["code"] == "unauthorized"
