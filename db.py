@@ -79,13 +79,10 @@ class Backend:
 
     name = ""
     lock_clause = ""
+    begin_statement = ""
 
     def connect(self) -> Any:
         """A new DB-API connection in autocommit mode."""
-        raise NotImplementedError
-
-    def begin(self, connection: Any) -> None:
-        """Start a write transaction."""
         raise NotImplementedError
 
     def sql(self, statement: str) -> str:
@@ -117,6 +114,9 @@ class SQLiteBackend(Backend):
     """Embedded SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for every write."""
 
     name = "sqlite"
+    # IMMEDIATE takes the write lock at once, so two writers can never read the same stock
+    # and both decide to sell it.
+    begin_statement = "BEGIN IMMEDIATE"
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000):
         self.path = path
@@ -136,11 +136,6 @@ class SQLiteBackend(Backend):
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA foreign_keys = ON")
         return connection
-
-    def begin(self, connection: Any) -> None:
-        # IMMEDIATE takes the write lock now, so two writers can never read the same stock
-        # and both decide to sell it.
-        connection.execute("BEGIN IMMEDIATE")
 
     def ddl(self, schema: str) -> list[str]:
         statements = []
@@ -176,6 +171,7 @@ class MySQLBackend(Backend):
 
     name = "mysql"
     lock_clause = " FOR UPDATE"
+    begin_statement = "START TRANSACTION"
 
     def __init__(self, host: str, port: int, user: str, password: str, database: str):
         import mysql.connector
@@ -211,9 +207,6 @@ class MySQLBackend(Backend):
         cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
         cursor.close()
         return connection
-
-    def begin(self, connection: Any) -> None:
-        connection.start_transaction()
 
     def sql(self, statement: str) -> str:
         converted = self._sql_cache.get(statement)
@@ -271,20 +264,16 @@ def backend_from_url(url: str) -> Backend:
 class Tx:
     """One connection inside a transaction (or a read); runs "?"-style statements."""
 
-    def __init__(self, connection: Any, backend: Backend):
-        self._connection = connection
+    def __init__(self, cursor: Any, backend: Backend):
+        self._cursor = cursor
         self._backend = backend
         self.lock = backend.lock_clause
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
         """All rows as dicts."""
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(self._backend.sql(statement), tuple(params))
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
+        self._cursor.execute(self._backend.sql(statement), tuple(params))
+        names = [column[0] for column in self._cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in self._cursor.fetchall()]
 
     def row(self, statement: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row, or None."""
@@ -298,12 +287,8 @@ class Tx:
 
     def run(self, statement: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
         """Execute a write; returns (rows affected, last inserted id)."""
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(self._backend.sql(statement), tuple(params))
-            return cursor.rowcount, cursor.lastrowid
-        finally:
-            cursor.close()
+        self._cursor.execute(self._backend.sql(statement), tuple(params))
+        return self._cursor.rowcount, self._cursor.lastrowid
 
 
 def placeholders(count: int) -> str:
@@ -321,6 +306,7 @@ class StoreConfig:
 
     pool_size: int = 16
     pool_timeout_s: float = 30.0
+    pool_recycle_s: int = 3600
     deadlock_retries: int = 5
     session_ttl_s: int = 12 * 3600
 
@@ -339,6 +325,7 @@ class Store:
             max_overflow=0,
             timeout=self.config.pool_timeout_s,
             reset_on_return=None,
+            recycle=self.config.pool_recycle_s,  # an age check, no round trip; beats wait_timeout
         )
 
     @classmethod
@@ -361,10 +348,10 @@ class Store:
         return text
 
     @contextmanager
-    def _connection(self) -> Iterator[Any]:
+    def _connection(self) -> Iterator[tuple[Any, Tx]]:
         fairy = self._pool.connect()
         try:
-            yield fairy
+            yield fairy, Tx(_cursor_of(fairy), self.backend)
         except BaseException as error:
             if self.backend.classify(error) is ConnectionLostError:
                 fairy.invalidate()
@@ -373,35 +360,47 @@ class Store:
             fairy.close()
 
     def _write(self, work: Callable[[Tx], T]) -> T:
-        """Run work in one write transaction; retry it whole on deadlock, a bounded number of times."""
+        """Run work in one write transaction; retry it whole on deadlock, a bounded number of times.
+
+        A pooled connection found dead when the transaction starts is replaced, since nothing
+        was sent yet; one lost later is reported, because the commit may have happened.
+        """
         for attempt in range(self.config.deadlock_retries + 1):
+            started = False
             try:
-                with self._connection() as connection:
-                    self.backend.begin(connection)
+                with self._connection() as (connection, tx):
+                    tx.run(self.backend.begin_statement)
+                    started = True
                     try:
-                        result = work(Tx(connection, self.backend))
+                        result = work(tx)
                         connection.commit()
                         return result
                     except BaseException:
                         _rollback_quietly(connection)
                         raise
             except Exception as error:
-                if self.backend.is_retryable(error) and attempt < self.config.deadlock_retries:
+                stale = not started and self.backend.classify(error) is ConnectionLostError
+                retry = stale or self.backend.is_retryable(error)
+                if retry and attempt < self.config.deadlock_retries:
                     log.info("transaction retried after %s (attempt %d)", error, attempt + 1)
-                    time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                    time.sleep(0 if stale else random.uniform(0.005, 0.05) * (attempt + 1))
                     continue
                 self._translate(error)
                 raise
         raise AssertionError("unreachable")
 
     def _read(self, work: Callable[[Tx], T]) -> T:
-        """Run work on a pooled connection in autocommit mode."""
-        try:
-            with self._connection() as connection:
-                return work(Tx(connection, self.backend))
-        except Exception as error:
-            self._translate(error)
-            raise
+        """Run work on a pooled connection in autocommit mode; once more if the link was dead."""
+        for attempt in range(2):
+            try:
+                with self._connection() as (_, tx):
+                    return work(tx)
+            except Exception as error:
+                if attempt == 0 and self.backend.classify(error) is ConnectionLostError:
+                    continue
+                self._translate(error)
+                raise
+        raise AssertionError("unreachable")
 
     def _translate(self, error: Exception) -> None:
         kind = self.backend.classify(error)
@@ -413,8 +412,7 @@ class Store:
     def initialise(self) -> None:
         """Create missing tables, then load the sample catalogue once into an empty database."""
         statements = self.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
-        with self._connection() as connection:
-            tx = Tx(connection, self.backend)
+        with self._connection() as (_, tx):
             for statement in statements:
                 tx.run(statement)
         with suppress(DuplicateKeyError):  # another process seeded it first
@@ -1220,6 +1218,16 @@ class Store:
             }
             for r in found
         ]
+
+
+def _cursor_of(fairy: Any) -> Any:
+    # One cursor per pooled connection, kept for its life: the C connector pings the server
+    # every time a cursor is created, which would cost a round trip per statement.
+    connection = fairy.dbapi_connection
+    kept = fairy.info.get("cursor")
+    if kept is None or kept[0] is not connection:
+        kept = fairy.info["cursor"] = (connection, connection.cursor())
+    return kept[1]
 
 
 def _rollback_quietly(connection: Any) -> None:

@@ -1,0 +1,204 @@
+"""The Store itself on both backends: schema, seeding, accounts, sessions, driver errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+import db
+from db import Store, StoreConfig
+from protocol import ProtocolError
+
+NOW = 1_800_000_000
+
+
+def test_the_schema_version_is_recorded(store: Store) -> None:
+    assert store.schema_version() == db.SCHEMA_VERSION
+
+
+def test_the_sample_catalogue_is_loaded_once(db_url: str) -> None:
+    first = Store.open(db_url)
+    second = Store.open(db_url)  # a second start must not load it again
+    try:
+        assert len(second.shop_books()) == 7
+        assert second.search_walks(None, None, None, None, 200, 0)[1] == 16
+        assert second.catalogue(None, 200, 0, NOW)[1] >= 20
+    finally:
+        first.close()
+        second.close()
+
+
+def test_processes_starting_together_seed_exactly_once(db_url: str) -> None:
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            Store.open(db_url).close()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    store = Store.open(db_url)
+    try:
+        assert len(store.shop_books()) == 7
+    finally:
+        store.close()
+
+
+def test_create_user_refuses_a_name_that_differs_only_in_case(store: Store) -> None:
+    store.create_user("Hiker", "hash", NOW)
+    with pytest.raises(ProtocolError) as caught:
+        store.create_user("hIKER", "hash", NOW)
+    assert caught.value.code == "username_taken"
+
+
+def test_sessions_are_found_by_hash_until_they_expire(store: Store) -> None:
+    user = store.create_user("sess", "hash", NOW)
+    expires = store.create_session(user["id"], "ab" * 32, NOW)
+    assert expires == NOW + StoreConfig().session_ttl_s
+    assert store.session_user("ab" * 32, NOW + 10)["username"] == "sess"  # type: ignore[index]
+    assert store.session_user("ab" * 32, expires) is None
+    assert store.session_user("cd" * 32, NOW) is None
+    store.end_session("ab" * 32)
+    assert store.session_user("ab" * 32, NOW + 10) is None
+
+
+def test_login_failures_are_counted_per_user_and_address_and_forgotten(store: Store) -> None:
+    for offset in range(3):
+        store.record_login_failure("ann", "10.0.0.1", NOW + offset, keep_s=900)
+    store.record_login_failure("bob", "10.0.0.1", NOW + 5, keep_s=900)
+    by_user, by_address = store.login_failures("ann", "10.0.0.1", since=NOW + 1)
+    assert by_user == [NOW + 1, NOW + 2]
+    assert by_address == [NOW + 1, NOW + 2, NOW + 5]
+    store.clear_login_failures("ann")
+    assert store.login_failures("ann", "10.0.0.1", since=0)[0] == []
+
+
+def test_make_admin_creates_or_promotes(store: Store) -> None:
+    created, was_new = store.make_admin("chief", "hash", NOW)
+    assert was_new and created["role"] == "admin"
+    store.create_user("deputy", "hash", NOW)
+    promoted, was_new = store.make_admin("DEPUTY", "new-hash", NOW)
+    assert not was_new and promoted["username"] == "deputy"
+    assert store.user_for_login("deputy")["password_hash"] == "new-hash"  # type: ignore[index]
+
+
+def test_sql_metacharacters_are_only_ever_data(store: Store) -> None:
+    hostile = "x'); DROP TABLE users; --"
+    walks, total = store.search_walks(hostile, None, None, None, 50, 0)
+    assert (walks, total) == ([], 0)
+    assert store.search_walks("%", None, None, None, 50, 0)[1] == 0  # % is literal, not a wildcard
+    assert store.search_walks("_", None, None, None, 50, 0)[1] == 0
+    assert store.catalogue("%", 50, 0, NOW)[1] == 0
+    assert len(store.shop_books()) == 7
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgres://x/y", "must start with sqlite:/// or mysql://"),
+        ("sqlite://", "sqlite:///path"),
+        ("mysql://127.0.0.1/", "mysql://user:password@host"),
+    ],
+)
+def test_bad_database_urls_are_explained(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        db.backend_from_url(url)
+
+
+def test_mysql_urls_are_parsed_with_escapes() -> None:
+    backend = db.backend_from_url("mysql://shop%40keeper:p%3Ass@db.example:3307/waymark")
+    assert isinstance(backend, db.MySQLBackend)
+    assert (backend.user, backend.password, backend.host, backend.port, backend.database) == (
+        "shop@keeper", "p:ss", "db.example", 3307, "waymark",
+    )  # fmt: skip
+    assert "p:ss" not in backend.describe()
+
+
+def test_sqlite_urls_may_be_relative_or_absolute(tmp_path: Path) -> None:
+    assert db.backend_from_url("sqlite:///data/w.db").path == Path("data/w.db")  # type: ignore[attr-defined]
+    absolute = db.backend_from_url(f"sqlite:///{tmp_path}/w.db")
+    assert absolute.path == tmp_path / "w.db"  # type: ignore[attr-defined]
+
+
+def test_the_sqlite_schema_is_derived_from_schema_sql() -> None:
+    statements = db.SQLiteBackend(Path("unused")).ddl(db.SCHEMA_PATH.read_text())
+    joined = "\n".join(statements)
+    assert "ENGINE" not in joined and "AUTO_INCREMENT" not in joined
+    assert "CREATE INDEX IF NOT EXISTS walks_by_area ON walks (area_key)" in statements
+
+
+def test_schema_sql_loads_with_the_mysql_client_as_it_is(mysql_server_url: str) -> None:
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    assert client, "the mysql command-line client is needed for this test"
+    parts = urllib.parse.urlsplit(mysql_server_url)
+    base = [client, "-h", parts.hostname or "127.0.0.1", "-P", str(parts.port or 3306),
+            "-u", urllib.parse.unquote(parts.username or "root")]  # fmt: skip
+    if parts.password:
+        base.append(f"-p{urllib.parse.unquote(parts.password)}")
+    name = "waymark_schema_check"
+    subprocess.run(
+        [*base, "-e", f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"],
+        check=True,
+        timeout=60,
+    )
+    try:
+        for _ in range(2):  # twice: every statement is safe to run again
+            with db.SCHEMA_PATH.open() as schema:
+                subprocess.run([*base, name], stdin=schema, check=True, timeout=60)
+        tables = subprocess.run(
+            [*base, name, "-N", "-e", "SHOW TABLES"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+        assert {
+            "users",
+            "sessions",
+            "shop_books",
+            "walks",
+            "orders",
+            "order_lines",
+            "loans",
+            "holds",
+        } <= set(tables)
+    finally:
+        subprocess.run([*base, "-e", f"DROP DATABASE IF EXISTS {name}"], check=True, timeout=60)
+
+
+def test_a_dropped_mysql_connection_is_replaced(mysql_url: str) -> None:
+    import mysql.connector
+
+    store = Store.open(mysql_url, StoreConfig(pool_size=1))
+    try:
+        assert len(store.shop_books()) == 7
+        parts = urllib.parse.urlsplit(mysql_url)
+        admin = mysql.connector.connect(
+            host=parts.hostname, port=parts.port, user="root", autocommit=True
+        )
+        cursor = admin.cursor()
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+            (parts.path[1:],),
+        )
+        for (thread_id,) in cursor.fetchall():
+            cursor.execute(f"KILL {int(thread_id)}")
+        admin.close()
+        assert len(store.shop_books()) == 7  # a read on the dead link is retried on a new one
+        user = store.create_user("after-kill", "hash", NOW)  # so is a write that had not begun
+        assert user["username"] == "after-kill"
+    finally:
+        store.close()
