@@ -1,0 +1,233 @@
+"""Hostile and careless clients: the server answers clearly, changes nothing, and never dies."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tls
+from tests.wire import ServerProcess, WireClient, register_and_login
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    workdir = tmp_path_factory.mktemp("hostile")
+    process = ServerProcess(workdir, db_url=f"sqlite:///{workdir / 'w.db'}")
+    process.start()
+    yield process  # type: ignore[misc]
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def member(shared_server: ServerProcess) -> WireClient:
+    client = shared_server.client()
+    register_and_login(client, "fuzzer")
+    yield client  # type: ignore[misc]
+    client.close()
+
+
+def stock(client: WireClient) -> dict[int, int]:
+    walks = client.call("search_walks", limit=200)["walks"]
+    return {w["book"]["number"]: w["book"]["in_stock"] for w in walks}
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cmd=st.sampled_from(
+        [
+            "buy",
+            "borrow",
+            "return",
+            "renew",
+            "hold",
+            "cancel_hold",
+            "search_walks",
+            "catalogue",
+            "restock",
+            "register",
+            "login",
+        ]
+    ),
+    args=st.dictionaries(
+        st.sampled_from(
+            [
+                "items",
+                "book",
+                "quantity",
+                "book_id",
+                "loan_id",
+                "hold_id",
+                "area",
+                "min_distance",
+                "max_distance",
+                "difficulty",
+                "limit",
+                "offset",
+                "query",
+                "username",
+                "password",
+            ]
+        ),
+        json_values,
+        max_size=4,
+    ),
+)
+def test_any_arguments_get_a_proper_answer_and_the_connection_survives(
+    member: WireClient, cmd: str, args: dict
+) -> None:
+    response = member.request(cmd, **args)
+    if not response["ok"]:
+        error = response["error"]
+        assert error["code"] != "internal", error
+        assert isinstance(error["message"], str) and error["message"]
+        assert isinstance(error["details"], dict)
+    assert member.call("hello")["protocol"] == 1
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")))
+def test_any_bytes_get_one_answer_per_line(member: WireClient, garbage: bytes) -> None:
+    member.send_raw(garbage + b"\n")
+    response = member.read()
+    assert set(response) >= {"id", "ok"}
+    if not response["ok"]:
+        assert response["error"]["code"] in {"bad_request", "unknown_command", "unauthorized"}
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[], {"book": 101}, "101:2", [{"book": 101, "quantity": 0}], [{"book": 101, "quantity": -1}],
+     [{"book": 101, "quantity": 1.5}], [{"book": 101, "quantity": "2"}], [{"book": 101, "quantity": None}],
+     [{"book": 101, "quantity": True}], [{"book": "'; DROP TABLE shop_books; --", "quantity": 1}],
+     [{"book": 999, "quantity": 1}], [{"book": "%", "quantity": 1}],
+     [{"book": 101, "quantity": 1}, {"book": 999, "quantity": 1}]],
+)  # fmt: skip
+def test_bad_orders_are_refused_and_store_nothing(member: WireClient, items: object) -> None:
+    before_stock, before_orders = stock(member), member.call("orders")["orders"]
+    error = member.error("buy", items=items)
+    assert error["code"] in {"bad_request", "not_found"}
+    assert stock(member) == before_stock
+    assert member.call("orders")["orders"] == before_orders
+
+
+@pytest.mark.parametrize(
+    "area", ["'; DROP TABLE walks; --", "%", "_", "\\", "Peak\u202eDistrict", "🥾", "\x00"]
+)
+def test_sql_metacharacters_and_odd_unicode_in_searches_are_just_text(
+    shared_server: ServerProcess, area: str
+) -> None:
+    with shared_server.client() as client:
+        response = client.request("search_walks", area=area)
+        if response["ok"]:
+            assert response["result"] == {"walks": [], "total": 0}
+        else:
+            assert response["error"]["code"] == "bad_request"
+        assert client.call("search_walks")["total"] == 16
+
+
+def test_unicode_round_trips(member: WireClient) -> None:
+    response = member.call("search_walks", area="PEAK　DISTRICT")  # ideographic space
+    assert response["total"] == 4
+    lords_seat = [
+        w for w in member.call("search_walks", area="peak")["walks"] if "Seat" in w["name"]
+    ]
+    assert lords_seat[0]["name"] == "Lord’s Seat"
+
+
+def test_a_password_far_over_the_limit_is_refused_without_crashing(
+    shared_server: ServerProcess,
+) -> None:
+    with shared_server.client() as client:
+        error = client.error("register", username="huge", password="x" * 5000)
+        assert error["code"] == "bad_request" and "password" in error["message"]
+        assert (
+            client.error("register", username="bigish", password="y" * 2000)["code"]
+            == "weak_password"
+        )
+
+
+def test_a_dropped_connection_mid_request_harms_nobody(shared_server: ServerProcess) -> None:
+    for cut in (5, 20):
+        client = shared_server.client()
+        client.send_raw(b'{"id": 1, "cmd": "buy", "args": {"items": [{"book": 101, "qu'[:cut])
+        client.sock.close()
+    raw = socket.create_connection((shared_server.host, shared_server.port), timeout=5)
+    raw.sendall(b"\x16\x03\x01\x00")  # the start of a ClientHello, then gone
+    raw.close()
+    with shared_server.client() as client:
+        assert client.call("hello")
+
+
+def test_a_client_that_vanishes_without_reading_answers_is_dropped(
+    shared_server: ServerProcess,
+) -> None:
+    client = shared_server.client()
+    request = (json.dumps({"cmd": "search_walks", "args": {"limit": 200}}) + "\n").encode()
+    client.sock.settimeout(2)
+    try:
+        for _ in range(200):  # never reads: the server must not be stuck on this one
+            client.send_raw(request)
+    except (TimeoutError, ssl.SSLError, OSError):
+        pass
+    with shared_server.client() as other:
+        started = time.monotonic()
+        assert other.call("hello")
+        assert time.monotonic() - started < 1.0
+    client.sock.close()
+
+
+def test_a_slow_client_is_served(shared_server: ServerProcess) -> None:
+    with shared_server.client() as client:
+        for part in (b'{"id": 5, ', b'"cmd": "he', b'llo"}', b"\n"):
+            client.send_raw(part)
+            time.sleep(0.3)
+        assert client.read()["id"] == 5
+
+
+def test_many_clients_at_once_are_all_answered(shared_server: ServerProcess) -> None:
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def visit() -> None:
+        with shared_server.client() as client:
+            ok = all(client.call("search_walks", area="peak")["total"] == 4 for _ in range(5))
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=visit) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [True] * 40
+
+
+def test_tls_renegotiation_and_garbage_after_handshake_do_not_kill_the_server(
+    shared_server: ServerProcess,
+) -> None:
+    context = tls.client_context(shared_server.cafile)
+    with socket.create_connection((shared_server.host, shared_server.port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(b"\x00" * 1000 + b"\n")
+            assert json.loads(sock.recv(65536).split(b"\n")[0])["error"]["code"] == "bad_request"
+    with shared_server.client() as client:
+        assert client.call("hello")
