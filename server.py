@@ -98,9 +98,24 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
             flag,
             dest=field.name,
             default=argparse.SUPPRESS,
-            metavar=field.name.split("_")[-1].upper() if field.name != "db" else "URL",
+            metavar=_metavar(field.name),
             help=f"{HELP[field.name]} [{env}; default {default}]",
         )
+
+
+def _metavar(name: str) -> str:
+    special = {
+        "db": "URL",
+        "openlibrary_url": "URL",
+        "openlibrary_contact": "EMAIL",
+        "cert": "FILE",
+        "key": "FILE",
+    }
+    if name in special:
+        return special[name]
+    if name.endswith("_s"):
+        return "SECONDS"
+    return "N" if isinstance(getattr(ServerConfig, name), int) else name.upper()
 
 
 def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfig:
@@ -115,7 +130,8 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
             values[field.name] = kind(raw)
         except ValueError:
             flag = "--" + field.name.replace("_", "-")
-            raise ValueError(f"{flag} must be a {kind.__name__}, not {raw!r}.") from None
+            wanted = {int: "a whole number", float: "a number"}.get(kind, "text")
+            raise ValueError(f"{flag} must be {wanted}, not {raw!r}.") from None
     return ServerConfig(**values)
 
 
