@@ -579,7 +579,8 @@ class Store:
         offset: int,
     ) -> tuple[list[Row], int]:
         """One page of matching walks and the count of all matches."""
-        conditions, params = ["1 = 1"], []
+        conditions: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if area_key:
             conditions.append("w.area_key LIKE ? ESCAPE '!'")
             params.append(f"%{_escape_like(area_key)}%")
@@ -879,7 +880,7 @@ class Store:
         self, query_key: str | None, limit: int, offset: int, now: int
     ) -> tuple[list[Row], int]:
         """Lending books matching title or author, sorted by title, and the count of matches."""
-        where, params = "1 = 1", []
+        where, params = "1 = 1", list[Any]()
         if query_key:
             where, params = "b.search_key LIKE ? ESCAPE '!'", [f"%{_escape_like(query_key)}%"]
 

@@ -125,7 +125,7 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
         raw = options.get(field.name, environ.get("WAYMARK_" + field.name.upper()))
         if raw is None:
             continue
-        kind = type(ServerConfig.__dataclass_fields__[field.name].default)
+        kind: Any = type(getattr(ServerConfig, field.name))
         try:
             values[field.name] = kind(raw)
         except ValueError:
@@ -309,12 +309,12 @@ class WaymarkServer:
         except Exception:  # noqa: BLE001 - logged with a reference the client can quote
             reference = secrets.token_hex(6)
             log.exception("internal error %s while running %s", reference, request.cmd)
-            error = protocol.ProtocolError(
+            internal = protocol.ProtocolError(
                 protocol.INTERNAL,
                 f"Something went wrong on the server (reference {reference}); nothing was changed.",
                 {"request_id": reference},
             )
-            response = protocol.error_response(request.id, error)
+            response = protocol.error_response(request.id, internal)
         # Arguments are never logged: they may hold passwords and tokens.
         log.debug(
             "%s %s %.1f ms",
