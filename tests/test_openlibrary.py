@@ -280,7 +280,8 @@ def test_invalid_search_is_refused_locally(
     assert fake.total_requests == 0
 
 
-def test_concurrent_searches_agree(client: OpenLibrary) -> None:
+def test_concurrent_searches_agree(fake: FakeOpenLibrary) -> None:
+    client = make_client(fake.url, read_timeout=10.0)  # generous: the machine may be busy
     results: list[tuple[BookHit, ...]] = []
     lock = threading.Lock()
 
@@ -295,6 +296,7 @@ def test_concurrent_searches_agree(client: OpenLibrary) -> None:
     for thread in threads:
         thread.join(timeout=10)
 
+    client.close()
     assert len(results) == 8
     assert all(hits == results[0] for hits in results)
 
