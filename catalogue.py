@@ -27,6 +27,11 @@ _MAX_TIME_HOURS = Decimal(100)
 _MAX_STOCK = 100_000
 _MAX_PRICE_PENCE = 1_000_000
 _MAX_BOOK_NUMBER = 2**31 - 1
+# Column widths in schema.sql: MySQL refuses a longer value (and SQLite would keep it), so
+# such a row is rejected here, the same on both backends.
+_MAX_TITLE_LENGTH = 200
+_MAX_NAME_LENGTH = 200
+_MAX_AREA_LENGTH = 100
 
 # Number patterns are ASCII-only: Decimal and int would also accept other scripts' digits
 # and underscores ("1_000"), which no spreadsheet export means.
@@ -175,7 +180,7 @@ def _parse_book(values: Mapping[str, str]) -> ShopBook:
     stock = values["stock"]
     return ShopBook(
         number=number,
-        title=_parse_text(values["title"], "title"),
+        title=_parse_text(values["title"], "title", _MAX_TITLE_LENGTH),
         price_pence=_parse_price(values["price"]),
         in_stock=(
             _starting_stock(number)
@@ -257,9 +262,9 @@ def read_walks(text: str, known_book_titles: Iterable[str] | None = None) -> Imp
 
 
 def _parse_walk(values: Mapping[str, str], known_titles: Mapping[str, str] | None) -> WalkRow:
-    name = _parse_text(values["name"], "walk name")
-    area = _parse_text(values["area"], "area")
-    book = _parse_text(values["book"], "book")
+    name = _parse_text(values["name"], "walk name", _MAX_NAME_LENGTH)
+    area = _parse_text(values["area"], "area", _MAX_AREA_LENGTH)
+    book = _parse_text(values["book"], "book", _MAX_TITLE_LENGTH)
     if known_titles is not None:
         if match_key(book) not in known_titles:
             raise _RowError(f"The book {_shown(book)} is not one of the shop's books.")
@@ -397,12 +402,15 @@ def _clean(text: str) -> str:
     return unicodedata.normalize("NFC", normalise_spaces(text))
 
 
-def _parse_text(value: str, label: str) -> str:
+def _parse_text(value: str, label: str, max_length: int) -> str:
     text = _clean(value)
     if not text:
         raise _RowError(f"The {label} is missing.")
     if _CONTROL.search(text):
         raise _RowError(f"The {label} contains a control character.")
+    # The match key is stored too, and case folding can lengthen text ("ß" becomes "ss").
+    if max(len(text), len(match_key(text))) > max_length:
+        raise _RowError(f"The {label} {_shown(value)} is longer than {max_length} characters.")
     return text
 
 

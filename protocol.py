@@ -78,8 +78,9 @@ class Command:
     needs_login: bool = True
 
 
-_PAGING = (Arg("limit", INT, minimum=1, maximum=200), Arg("offset", INT, minimum=0))
 _ID = 2**53  # ids beyond JSON's safe integers cannot name a row
+# An offset past 2**63 overflows SQLite's INTEGER and MySQL's LIMIT: bound it like an id.
+_PAGING = (Arg("limit", INT, minimum=1, maximum=200), Arg("offset", INT, minimum=0, maximum=_ID))
 
 COMMANDS: dict[str, Command] = {
     "hello": Command(needs_login=False),

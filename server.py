@@ -461,6 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except protocol.ProtocolError as error:
         print(f"server.py: {error.message}", file=sys.stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 - e.g. the database refused: say so, not a traceback
+        log.debug("failed", exc_info=True)
+        print(f"server.py: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

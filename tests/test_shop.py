@@ -1,0 +1,995 @@
+"""The shop: sample catalogue, walk search, import, buying, limits, back orders and restock.
+
+Store tests and protocol tests run on both backends (SQLite and MySQL); the races run two
+server.py processes on one MySQL database, half the clients on each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rules
+import sample_data
+from catalogue import read_walks
+from db import Store
+from protocol import ProtocolError
+from tests.wire import ServerProcess, WireClient, register_and_login
+
+PASSWORD = "correct horse"
+ADMIN = "stockkeeper"
+ADMIN_PASSWORD = "admin horse battery"
+
+# The seven sample guide books and their prices in pence (data/books_cost.csv).
+SAMPLE_BOOKS = {
+    101: ("More Peak District", 1299),
+    102: ("Lincolnshire Wolds", 1099),
+    103: ("Vale of York", 1199),
+    104: ("Peak District", 1299),
+    105: ("Snowdonia", 1399),
+    106: ("Malvern and Warwickshire", 1099),
+    107: ("Cheshire", 1299),
+}
+SAMPLE_AREAS = [
+    {"area": "Cheshire", "walks": 4},
+    {"area": "Lincolnshire", "walks": 2},
+    {"area": "North Wales", "walks": 2},
+    {"area": "Peak District", "walks": 4},
+    {"area": "Warwickshire", "walks": 2},
+    {"area": "York", "walks": 2},
+]
+PEAK_WALKS = {"Hathasage", "Hope and Win Hill", "Magpie Mine", "Lord’s Seat"}
+WALK_KEYS = {"id", "name", "area", "distance_miles", "difficulty", "page", "book"}
+ORDER_KEYS = {"id", "created_at", "lines", "subtotal_pence", "discount_pence", "total_pence"}
+LINE_KEYS = {
+    "book", "quantity", "fulfilled", "backordered", "backorder_outstanding",
+    "unit_price_pence", "line_total_pence",
+}  # fmt: skip
+SQL_METACHARACTERS = ["'; DROP TABLE walks; --", "%", "_", "!", "\\", "' OR '1'='1", '"']
+LIMIT = 8
+
+
+# Helpers ------------------------------------------------------------------------------------
+
+
+class Shop:
+    """Clients of one or more servers sharing a database: guests, customers and an admin."""
+
+    def __init__(self, *servers: ServerProcess):
+        self.servers = servers
+        self._stack = ExitStack()
+        self._names = itertools.count(1)
+        self._admin: WireClient | None = None
+
+    def close(self) -> None:
+        """Close every client this shop opened."""
+        self._stack.close()
+
+    def guest(self, server: int = 0) -> WireClient:
+        """A connection that is not logged in."""
+        return self._stack.enter_context(self.servers[server].client())
+
+    def customer(self, server: int = 0, name: str | None = None) -> WireClient:
+        """A newly registered member, logged in on a new connection."""
+        client = self.guest(server)
+        register_and_login(client, name or f"customer{next(self._names):03d}", PASSWORD)
+        return client
+
+    def admin(self) -> WireClient:
+        """One logged-in admin connection (created with `server.py create-admin`)."""
+        if self._admin is None:
+            self.servers[0].create_admin(ADMIN, ADMIN_PASSWORD)
+            self._admin = self.guest()
+            login = self._admin.call("login", username=ADMIN, password=ADMIN_PASSWORD)
+            assert login["user"]["role"] == "admin"
+        return self._admin
+
+    def set_stock(self, book: int, target: int) -> None:
+        """Bring a book's stock to target: restock up, or sell the excess to fresh customers."""
+        current = stock(self.guest())[book]
+        if current < target:
+            self.admin().call("restock", book=book, quantity=target - current)
+        while current > target:
+            take = min(LIMIT, current - target)
+            order = self.customer().call("buy", items=[{"book": book, "quantity": take}])["order"]
+            assert order["lines"][0]["fulfilled"] == take
+            current -= take
+        assert stock(self.guest())[book] == target
+
+
+@pytest.fixture
+def shop(backend_server: ServerProcess) -> Iterator[Shop]:
+    """Clients of one real server, once on SQLite and once on MySQL."""
+    opened = Shop(backend_server)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def stock(client: WireClient) -> dict[int, int]:
+    """Every guide book's stock, as search results report it."""
+    walks = client.call("search_walks", limit=200)["walks"]
+    return {walk["book"]["number"]: walk["book"]["in_stock"] for walk in walks}
+
+
+def names(result: dict[str, Any]) -> set[str]:
+    """The walk names of a search result."""
+    return {walk["name"] for walk in result["walks"]}
+
+
+def limit_details(error: dict[str, Any]) -> dict[str, Any]:
+    """The documented part of a limit_exceeded error's details."""
+    assert error["code"] == "limit_exceeded", error
+    return {key: error["details"][key] for key in ("book", "limit", "allowed")}
+
+
+def only_line(order: dict[str, Any]) -> dict[str, Any]:
+    """The one line of an order, checked for shape and arithmetic."""
+    assert set(order) == ORDER_KEYS
+    [line] = order["lines"]
+    assert set(line) == LINE_KEYS
+    assert line["fulfilled"] + line["backordered"] == line["quantity"]
+    return line
+
+
+def copies_ordered(client: WireClient, book: int) -> int:
+    """Copies of a book this customer has ordered, back orders included."""
+    return sum(
+        line["quantity"]
+        for order in client.call("orders")["orders"]
+        for line in order["lines"]
+        if line["book"]["number"] == book
+    )
+
+
+def race(
+    clients: list[WireClient], send: Callable[[WireClient], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], float, float]:
+    """Run send on every client at once (a barrier releases them together).
+
+    Returns the responses in client order, the spread of the moments the threads were
+    released (seconds), and the time until the last answer arrived.
+    """
+    barrier = threading.Barrier(len(clients), timeout=30)
+    responses: list[Any] = [None] * len(clients)
+    released: list[float] = [0.0] * len(clients)
+    answered: list[float] = [0.0] * len(clients)
+
+    def run(index: int, client: WireClient) -> None:
+        try:
+            barrier.wait()
+            released[index] = time.monotonic()
+            responses[index] = send(client)
+            answered[index] = time.monotonic()
+        except Exception as error:  # noqa: BLE001 - reported by the main thread below
+            responses[index] = error
+
+    threads = [
+        threading.Thread(target=run, args=(index, client), daemon=True)
+        for index, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a racing client hung"
+    failures = [r for r in responses if isinstance(r, BaseException)]
+    assert not failures, failures
+    return responses, max(released) - min(released), max(answered) - min(released)
+
+
+def import_walks(
+    server: ServerProcess, tmp_path: Path, walks_csv: str, books_csv: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `server.py import-walks` against the server's database, as an admin would."""
+    walks_file = tmp_path / "walks.csv"
+    walks_file.write_text(walks_csv, encoding="utf-8")
+    extra: list[str] = []
+    if books_csv is not None:
+        books_file = tmp_path / "books.csv"
+        books_file.write_text(books_csv, encoding="utf-8")
+        extra = ["--books", str(books_file)]
+    return run_import(server, tmp_path, str(walks_file), *extra)
+
+
+def run_import(server: ServerProcess, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`server.py import-walks ARGS` with the server's database; never hangs."""
+    return subprocess.run(
+        server.command("import-walks", *args),
+        capture_output=True,
+        text=True,
+        env=server.environment(),
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+# Store: the sample catalogue ----------------------------------------------------------------
+
+
+def test_store_loads_the_cleaned_sample_catalogue(store: Store) -> None:
+    books = store.shop_books()
+    assert [(b["number"], b["title"], b["price_pence"]) for b in books] == [
+        (number, title, price) for number, (title, price) in SAMPLE_BOOKS.items()
+    ]
+    assert all(10 <= b["in_stock"] <= 40 for b in books), books
+
+    walks, total = store.search_walks(None, None, None, None, limit=200, offset=0)
+    assert total == len(walks) == 16
+    assert store.list_areas() == SAMPLE_AREAS
+    for walk in walks:
+        assert set(walk) == WALK_KEYS
+        assert walk["difficulty"] in rules.DIFFICULTIES
+        for text in (walk["name"], walk["area"], walk["book"]["title"]):
+            assert text == " ".join(text.split()), text
+    by_name = {walk["name"]: walk for walk in walks}
+    # "Vale Of York" and "Vale of York" are one book; line breaks in names are one space.
+    assert {by_name[n]["book"]["number"] for n in ("Cowlam and Cotham", "Fridaythorpe")} == {103}
+    assert by_name["Cowlam and Cotham"]["book"]["title"] == "Vale of York"
+    assert by_name["Hope and Win Hill"]["difficulty"] == "medium"
+    assert by_name["Tennyson County"]["difficulty"] == "hard"
+    assert by_name["Edge Hill"]["book"]["title"] == "Malvern and Warwickshire"
+    assert by_name["Delamere Forest"]["distance_miles"] == 5.5
+    assert by_name["Hathasage"]["distance_miles"] == 7
+
+
+def test_store_search_matches_part_of_an_area_ignoring_case_and_spaces(store: Store) -> None:
+    walks, total = store.search_walks(rules.match_key("  PEAK \n "), None, None, None, 50, 0)
+    assert total == 4
+    assert {w["name"] for w in walks} == PEAK_WALKS
+    walks, total = store.search_walks(None, 4.5, 5, "easy", 50, 0)
+    assert (total, {w["name"] for w in walks}) == (1, {"Dane Valley"})
+    for text in SQL_METACHARACTERS:
+        assert store.search_walks(rules.match_key(text), None, None, None, 50, 0) == ([], 0)
+
+
+# Store: orders, limits, back orders, restock -------------------------------------------------
+
+
+def test_store_sells_stock_then_back_orders_and_restock_fills_oldest_first(store: Store) -> None:
+    now = int(time.time())
+    first, second, third = (
+        store.create_user(f"shopper{i}", "not a real hash", now)["id"] for i in range(3)
+    )
+    start = {b["number"]: b["in_stock"] for b in store.shop_books()}
+    assert LIMIT < start[102] < 2 * LIMIT  # so that the second order runs short
+
+    order = store.place_order(first, {102: LIMIT}, now)
+    assert only_line(order)["fulfilled"] == LIMIT
+    left = start[102] - LIMIT
+    order = store.place_order(second, {102: LIMIT, 101: 1}, now)
+    short, other = order["lines"]
+    assert (short["book"]["number"], short["fulfilled"], short["backordered"]) == (
+        102, left, LIMIT - left,
+    )  # fmt: skip
+    assert short["backorder_outstanding"] == LIMIT - left
+    assert (other["book"]["number"], other["fulfilled"], other["backordered"]) == (101, 1, 0)
+    assert order["subtotal_pence"] == LIMIT * 1099 + 1299
+    third_order = store.place_order(third, {102: 2}, now)
+    assert (only_line(third_order)["fulfilled"], only_line(third_order)["backordered"]) == (0, 2)
+
+    stocked = {b["number"]: b["in_stock"] for b in store.shop_books()}
+    assert stocked == {**start, 101: start[101] - 1, 102: 0}
+    assert [(b["order_id"], b["outstanding"]) for b in store.outstanding_backorders()] == [
+        (order["id"], LIMIT - left),
+        (third_order["id"], 2),
+    ]
+
+    # Oldest order first; the rest goes to stock only when every back order is supplied.
+    restocked = store.restock(102, LIMIT - left + 1)
+    assert restocked == {
+        "book": {"number": 102, "title": "Lincolnshire Wolds", "in_stock": 0},
+        "backorders_filled": [
+            {"order_id": order["id"], "quantity": LIMIT - left},
+            {"order_id": third_order["id"], "quantity": 1},
+        ],
+    }
+    restocked = store.restock(102, 4)
+    assert restocked["backorders_filled"] == [{"order_id": third_order["id"], "quantity": 1}]
+    assert restocked["book"]["in_stock"] == 3
+    assert store.outstanding_backorders() == []
+    assert [line["backorder_outstanding"] for line in store.orders_for(second)[0]["lines"]] == [
+        0,
+        0,
+    ]
+    with pytest.raises(ProtocolError) as caught:
+        store.restock(999, 1)
+    assert caught.value.code == "not_found"
+
+
+def test_store_limits_reject_the_whole_order_and_store_nothing(store: Store) -> None:
+    now = int(time.time())
+    user = store.create_user("limited", "not a real hash", now)["id"]
+    before = store.shop_books()
+    cases = [
+        ({101: 1, 102: LIMIT + 1}, "limit_exceeded", {"book": 102, "limit": 8, "allowed": 8}),
+        ({101: 1, 999: 1}, "not_found", {"book": 999}),
+    ]
+    for requested, code, details in cases:
+        with pytest.raises(ProtocolError) as caught:
+            store.place_order(user, requested, now)
+        assert caught.value.code == code
+        assert {k: caught.value.details[k] for k in details} == details
+    assert store.orders_for(user) == []
+    assert store.shop_books() == before
+
+    store.place_order(user, {104: 5}, now)
+    with pytest.raises(ProtocolError) as caught:
+        store.place_order(user, {101: 1, 104: 4}, now)
+    assert caught.value.code == "limit_exceeded"
+    assert {k: caught.value.details[k] for k in ("book", "limit", "allowed")} == {
+        "book": 104, "limit": 8, "allowed": 3,
+    }  # fmt: skip
+    assert len(store.orders_for(user)) == 1
+    store.place_order(user, {104: 3}, now)
+    with pytest.raises(ProtocolError) as caught:
+        store.place_order(user, {104: 1}, now)
+    assert caught.value.details["allowed"] == 0
+
+
+# Store: importing ---------------------------------------------------------------------------
+
+EXTRA_COLUMNS_CSV = (
+    "Area,Book,WalkName,Distance,Difficult,Page,Ascent,Time,Route Type,Start Grid Ref\n"
+    "Peak District,peak  district,Kinder Scout,8,HARD,90,600,4.5,Circular,SK 085 875\n"
+    'peak district,Peak District,"Stanage\nEdge",6,easy,12,,2:30,out and back,sk2270084400\n'
+)
+
+
+def test_store_import_is_idempotent_and_keeps_live_stock(store: Store) -> None:
+    sample = (sample_data.DATA_DIR / "circular_walks.csv").read_text(encoding="utf-8")
+    titles = [b["title"] for b in store.shop_books()]
+    unchanged = {"books": 0, "walks_added": 0, "walks_updated": 0}
+    # The sample, spelled "Vale Of York" and all, is already there: nothing changes.
+    assert store.import_walks(sample_data.shop_books(), read_walks(sample, titles)) == unchanged
+
+    report = read_walks(EXTRA_COLUMNS_CSV, titles)
+    assert report.rejected == []
+    assert store.import_walks([], report) == {"books": 0, "walks_added": 2, "walks_updated": 0}
+    assert store.import_walks([], report) == unchanged
+    walks, total = store.search_walks("peak district", None, None, "hard", 50, 0)
+    assert total == 1
+    assert walks[0]["name"] == "Kinder Scout"
+    assert (walks[0]["ascent_m"], walks[0]["time_hours"]) == (600, 4.5)
+    assert (walks[0]["route_type"], walks[0]["start_grid_ref"]) == ("circular", "SK 085 875")
+
+    # Re-importing the price list never touches live stock.
+    user = store.create_user("reader", "not a real hash", int(time.time()))["id"]
+    store.place_order(user, {101: 2}, int(time.time()))
+    before = store.shop_books()
+    assert store.import_walks(sample_data.shop_books(), read_walks(sample, titles)) == unchanged
+    assert store.shop_books() == before
+
+
+# Protocol: browsing -------------------------------------------------------------------------
+
+
+def test_list_areas_and_the_walks_of_the_sample_catalogue(shop: Shop) -> None:
+    guest = shop.guest()
+    assert guest.call("list_areas") == {"areas": SAMPLE_AREAS}
+    found = guest.call("search_walks")
+    assert found["total"] == len(found["walks"]) == 16
+    for walk in found["walks"]:
+        assert set(walk) >= WALK_KEYS
+        assert set(walk["book"]) == {"number", "title", "price_pence", "in_stock"}
+        title, price = SAMPLE_BOOKS[walk["book"]["number"]]
+        assert (walk["book"]["title"], walk["book"]["price_pence"]) == (title, price)
+        assert 10 <= walk["book"]["in_stock"] <= 40
+        assert "\n" not in walk["name"]
+        assert walk["difficulty"] in rules.DIFFICULTIES
+    assert {"Hope and Win Hill", "Cowlam and Cotham", "Delamere Forest"} <= names(found)
+
+
+SEARCHES: list[tuple[dict[str, Any], set[str] | None]] = [
+    ({"area": "peak"}, PEAK_WALKS),
+    ({"area": "  PEAK \t\n  District "}, PEAK_WALKS),
+    ({"area": "north   wales"}, {"Around Aber", "Yr Eifl"}),
+    ({"area": "shire", "difficulty": "HARD"}, {"Tennyson County", "Farndon"}),
+    ({"difficulty": "Hard"}, {"Tennyson County", "Cowlam and Cotham", "Around Aber", "Farndon"}),
+    ({"min_distance": 4.5, "max_distance": 5}, {"Hope and Win Hill", "Magpie Mine", "Tennyson County", "Dane Valley"}),
+    ({"min_distance": 8.5, "max_distance": 8.5}, {"Bidford-Upon-Avon", "Malpas"}),
+    ({"min_distance": 8.5}, {"Bidford-Upon-Avon", "Malpas"}),
+    ({"max_distance": 3.5}, {"Thornton Abbey", "Yr Eifl"}),
+    ({"min_distance": 0, "max_distance": 10_000}, None),
+    ({"area": "cheshire", "difficulty": "easy", "max_distance": 5.5}, {"Dane Valley", "Delamere Forest"}),
+    ({"area": "nowhere at all"}, set()),
+]  # fmt: skip
+
+
+def test_search_filters_by_area_difficulty_and_inclusive_distance(shop: Shop) -> None:
+    guest = shop.guest()
+    every_walk = names(guest.call("search_walks"))
+    for args, expected in SEARCHES:
+        found = guest.call("search_walks", **args)
+        wanted = every_walk if expected is None else expected
+        assert names(found) == wanted, args
+        assert found["total"] == len(wanted), args
+
+
+def test_search_pages_with_limit_and_offset_and_counts_every_match(shop: Shop) -> None:
+    guest = shop.guest()
+    everything = guest.call("search_walks", limit=200)["walks"]
+    pages = [guest.call("search_walks", limit=5, offset=offset) for offset in (0, 5, 10, 15, 20)]
+    assert [page["total"] for page in pages] == [16] * 5
+    assert [len(page["walks"]) for page in pages] == [5, 5, 5, 1, 0]
+    assert [w["id"] for page in pages for w in page["walks"]] == [w["id"] for w in everything]
+    assert len({w["id"] for w in everything}) == 16
+    found = guest.call("search_walks", area="district", limit=1, offset=1)
+    assert (found["total"], len(found["walks"])) == (4, 1)
+    assert len(guest.call("search_walks")["walks"]) == 16  # default limit 50
+
+
+def test_bad_search_arguments_are_bad_requests(shop: Shop) -> None:
+    guest = shop.guest()
+    cases = [
+        ({"difficulty": "extreme"}, "difficulty"),
+        ({"difficulty": ""}, "difficulty"),
+        ({"difficulty": 1}, "difficulty"),
+        ({"min_distance": -1}, "min_distance"),
+        ({"max_distance": -0.5}, "max_distance"),
+        ({"min_distance": 6, "max_distance": 5}, "min_distance"),
+        ({"min_distance": "3"}, "min_distance"),
+        ({"max_distance": True}, "max_distance"),
+        ({"area": 5}, "area"),
+        ({"area": ["peak"]}, "area"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 201}, "limit"),
+        ({"limit": 1.5}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"offset": "1"}, "offset"),
+    ]
+    for args, argument in cases:
+        error = guest.error("search_walks", **args)
+        assert error["code"] == "bad_request", (args, error)
+        assert error["details"].get("argument") == argument, (args, error)
+        assert argument in error["message"], (args, error)
+    error = guest.error("search_walks", difficulty="extreme")
+    assert error["details"]["allowed"] == ["easy", "medium", "hard"]
+    assert guest.call("search_walks")["total"] == 16  # the connection stays usable
+
+
+def test_search_treats_sql_metacharacters_as_plain_text(shop: Shop) -> None:
+    guest = shop.guest()
+    for text in SQL_METACHARACTERS:
+        assert guest.call("search_walks", area=text) == {"walks": [], "total": 0}, text
+        assert guest.call("search_walks", area=f"peak{text}")["total"] == 0, text
+    assert guest.call("search_walks")["total"] == 16
+    assert guest.call("list_areas") == {"areas": SAMPLE_AREAS}
+
+
+def test_a_huge_offset_is_a_bad_request_or_an_empty_page(shop: Shop) -> None:
+    guest = shop.guest()
+    for offset in (2**63, 10**20):
+        response = guest.request("search_walks", offset=offset)
+        if response["ok"]:
+            assert response["result"] == {"walks": [], "total": 16}
+        else:
+            assert response["error"]["code"] == "bad_request", (offset, response["error"])
+            assert response["error"]["details"].get("argument") == "offset"
+
+
+# Protocol: buying ---------------------------------------------------------------------------
+
+
+def test_buy_by_number_or_title_and_same_book_lines_add_up(shop: Shop) -> None:
+    customer = shop.customer()
+    before = stock(customer)
+    order = customer.call(
+        "buy",
+        items=[
+            {"book": 101, "quantity": 2},
+            {"book": "  more   PEAK\tdistrict ", "quantity": 1},
+            {"book": "VALE OF YORK", "quantity": 1},
+            {"book": "Vale Of  York", "quantity": 2},
+        ],
+    )["order"]
+    assert set(order) == ORDER_KEYS
+    assert order["created_at"].endswith("Z")
+    assert [(line["book"], line["quantity"]) for line in order["lines"]] == [
+        ({"number": 101, "title": "More Peak District"}, 3),
+        ({"number": 103, "title": "Vale of York"}, 3),
+    ]
+    for line in order["lines"]:
+        assert set(line) == LINE_KEYS
+        assert (line["fulfilled"], line["backordered"], line["backorder_outstanding"]) == (3, 0, 0)
+        assert line["line_total_pence"] == line["quantity"] * line["unit_price_pence"]
+    assert order["subtotal_pence"] == 3 * 1299 + 3 * 1199 == 7494
+    assert (order["discount_pence"], order["total_pence"]) == (0, 7494)
+    assert stock(customer) == {**before, 101: before[101] - 3, 103: before[103] - 3}
+    assert customer.call("orders") == {"orders": [order]}
+
+
+def test_an_unknown_title_suggests_close_titles(shop: Shop) -> None:
+    customer = shop.customer()
+    error = customer.error("buy", items=[{"book": "Peak Distrct", "quantity": 1}])
+    assert error["code"] == "not_found"
+    assert "Peak District" in error["details"]["suggestions"]
+    assert "Peak District" in error["message"]
+    error = customer.error("buy", items=[{"book": "snowdon ia", "quantity": 1}])
+    assert error["details"]["suggestions"][0] == "Snowdonia"
+    error = customer.error("buy", items=[{"book": "Zzzzzzzzzzzzzzz", "quantity": 1}])
+    assert (error["code"], error["details"]["suggestions"]) == ("not_found", [])
+    assert customer.call("orders") == {"orders": []}
+
+
+BAD_ORDERS: list[tuple[Any, str, str | None]] = [
+    # (items, error code, argument a bad_request must name)
+    ([{"book": 999, "quantity": 1}], "not_found", None),
+    ([{"book": 0, "quantity": 1}], "not_found", None),
+    ([{"book": -101, "quantity": 1}], "not_found", None),
+    ([{"book": "No Such Guide", "quantity": 1}], "not_found", None),
+    ([{"book": "", "quantity": 1}], "not_found", None),
+    *[([{"book": text, "quantity": 1}], "not_found", None) for text in SQL_METACHARACTERS],
+    ([{"book": "More Peak District%", "quantity": 1}], "not_found", None),
+    ([{"book": 101, "quantity": 0}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": -1}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": 1.5}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": "2"}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": None}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": True}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": [1]}], "bad_request", "quantity"),
+    ([{"book": 101}], "bad_request", "quantity"),
+    ([{"book": None, "quantity": 1}], "bad_request", "book"),
+    ([{"book": 101.5, "quantity": 1}], "bad_request", "book"),
+    ([{"book": True, "quantity": 1}], "bad_request", "book"),
+    ([{"book": {"number": 101}, "quantity": 1}], "bad_request", "book"),
+    ([{"quantity": 1}], "bad_request", "book"),
+    ([], "bad_request", "items"),
+    ({}, "bad_request", "items"),
+    ({"book": 101, "quantity": 1}, "bad_request", "items"),
+    ("101", "bad_request", "items"),
+    (101, "bad_request", "items"),
+    (None, "bad_request", "items"),
+    ([101], "bad_request", "items"),
+    ([None], "bad_request", "items"),
+    ([[101, 1]], "bad_request", "items"),
+    ([{"book": 101, "quantity": 1}] * 51, "bad_request", "items"),
+    # One bad line rejects the whole order, good lines included.
+    ([{"book": 101, "quantity": 1}, {"book": 999, "quantity": 1}], "not_found", None),
+    ([{"book": 101, "quantity": 1}, {"book": "%", "quantity": 1}], "not_found", None),
+    ([{"book": 101, "quantity": 1}, {"book": 102, "quantity": 0}], "bad_request", "quantity"),
+    ([{"book": 101, "quantity": 1}, {"book": 102, "quantity": 9}], "limit_exceeded", None),
+    ([{"book": 101, "quantity": 5}, {"book": "more peak district", "quantity": 4}], "limit_exceeded", None),
+    ([{"book": 101, "quantity": 1001}], "bad_request", "quantity"),
+]  # fmt: skip
+
+
+def test_every_bad_order_is_refused_clearly_and_stores_nothing(shop: Shop) -> None:
+    customer = shop.customer()
+    before = stock(customer)
+    for items, code, argument in BAD_ORDERS:
+        error = customer.error("buy", items=items)
+        assert error["code"] == code, (items, error)
+        assert error["message"].endswith((".", "?")), error
+        if argument is not None:
+            assert error["details"].get("argument") == argument, (items, error)
+            assert f"'{argument}'" in error["message"], (items, error)
+    error = customer.error("buy")
+    assert (error["code"], error["details"]) == ("bad_request", {"argument": "items"})
+    assert customer.call("orders") == {"orders": []}
+    assert stock(customer) == before
+    assert customer.call("search_walks")["total"] == 16
+    assert shop.admin().call("backorders") == {"backorders": []}
+    # The same connection can still buy: nothing above left a lock or a half-made order.
+    assert only_line(customer.call("buy", items=[{"book": 101, "quantity": 1}])["order"])
+
+
+def test_buying_needs_a_login(shop: Shop) -> None:
+    guest = shop.guest()
+    before = stock(guest)
+    for cmd, args in [
+        ("buy", {"items": [{"book": 101, "quantity": 1}]}),
+        ("orders", {}),
+        ("restock", {"book": 101, "quantity": 5}),
+        ("backorders", {}),
+    ]:
+        assert guest.error(cmd, **args)["code"] == "unauthorized", cmd
+    assert stock(guest) == before
+
+
+def test_per_order_and_per_customer_limits(shop: Shop) -> None:
+    customer = shop.customer()
+    error = customer.error("buy", items=[{"book": 104, "quantity": 9}])
+    assert limit_details(error) == {"book": 104, "limit": 8, "allowed": 8}
+    error = customer.error(
+        "buy", items=[{"book": 104, "quantity": 5}, {"book": "peak district", "quantity": 4}]
+    )
+    assert limit_details(error) == {"book": 104, "limit": 8, "allowed": 8}
+
+    assert only_line(customer.call("buy", items=[{"book": 104, "quantity": 5}])["order"])
+    error = customer.error(
+        "buy", items=[{"book": 101, "quantity": 1}, {"book": 104, "quantity": 4}]
+    )
+    assert limit_details(error) == {"book": 104, "limit": 8, "allowed": 3}
+    assert "3" in error["message"]
+    assert only_line(customer.call("buy", items=[{"book": 104, "quantity": 3}])["order"])
+    error = customer.error("buy", items=[{"book": 104, "quantity": 1}])
+    assert limit_details(error) == {"book": 104, "limit": 8, "allowed": 0}
+    assert copies_ordered(customer, 104) == 8
+    assert len(customer.call("orders")["orders"]) == 2
+    # The limit is per book: other books can still be bought.
+    assert only_line(customer.call("buy", items=[{"book": 105, "quantity": 8}])["order"])
+    # And per customer: someone else starts at zero.
+    other = shop.customer()
+    assert only_line(other.call("buy", items=[{"book": 104, "quantity": 8}])["order"])
+
+
+def test_back_ordered_copies_count_towards_the_customer_limit(shop: Shop) -> None:
+    shop.set_stock(102, 3)
+    customer = shop.customer()
+    line = only_line(customer.call("buy", items=[{"book": 102, "quantity": 8}])["order"])
+    assert (line["fulfilled"], line["backordered"], line["backorder_outstanding"]) == (3, 5, 5)
+    assert stock(customer)[102] == 0
+    error = customer.error("buy", items=[{"book": 102, "quantity": 1}])
+    assert limit_details(error) == {"book": 102, "limit": 8, "allowed": 0}
+    # Supplying the back order does not give the customer more room.
+    shop.admin().call("restock", book=102, quantity=10)
+    assert customer.error("buy", items=[{"book": 102, "quantity": 1}])["code"] == "limit_exceeded"
+
+
+# Each row: (quantities by book, subtotal, discount). Prices 1299, 1099, 1199, 1299, 1399,
+# 1099, 1299; every sum of whole copies misses 7500, so 7494 is the largest at or under it.
+DISCOUNT_CASES = [
+    ({101: 1}, 1299, 0),
+    ({103: 3, 101: 3}, 7494, 0),  # largest subtotal <= 7500: no discount
+    ({103: 4, 104: 1, 105: 1}, 7494, 0),
+    ({102: 1, 104: 5}, 7594, 759),  # smallest > 7500: 759.4 rounds down
+    ({106: 7}, 7693, 769),  # 769.3
+    ({105: 8, 103: 3}, 14789, 1479),  # 1478.9 rounds up
+    ({101: 8, 102: 7}, 18085, 1809),  # 1808.5: half rounds up
+]
+
+
+def test_the_discount_boundary_in_exact_pence(shop: Shop) -> None:
+    for quantities, subtotal, discount in DISCOUNT_CASES:
+        customer = shop.customer()
+        items = [{"book": book, "quantity": quantity} for book, quantity in quantities.items()]
+        order = customer.call("buy", items=items)["order"]
+        assert sum(q * SAMPLE_BOOKS[b][1] for b, q in quantities.items()) == subtotal
+        assert (order["subtotal_pence"], order["discount_pence"], order["total_pence"]) == (
+            subtotal, discount, subtotal - discount,
+        ), quantities  # fmt: skip
+        for line in order["lines"]:
+            assert line["unit_price_pence"] == SAMPLE_BOOKS[line["book"]["number"]][1]
+            assert line["line_total_pence"] == line["quantity"] * line["unit_price_pence"]
+        assert customer.call("orders")["orders"] == [order]
+
+
+def test_orders_are_newest_first_and_only_the_customers_own(shop: Shop) -> None:
+    alice, bob = shop.customer(name="alice"), shop.customer(name="bob")
+    assert alice.call("orders") == {"orders": []}
+    first = alice.call("buy", items=[{"book": 105, "quantity": 1}])["order"]
+    theirs = bob.call("buy", items=[{"book": 105, "quantity": 2}])["order"]
+    second = alice.call("buy", items=[{"book": 106, "quantity": 2}])["order"]
+    assert first["id"] < theirs["id"] < second["id"]
+    assert alice.call("orders") == {"orders": [second, first]}
+    assert bob.call("orders") == {"orders": [theirs]}
+
+
+# Protocol: restock and back orders ---------------------------------------------------------
+
+
+def test_restock_supplies_back_orders_oldest_first_then_stock(shop: Shop) -> None:
+    admin = shop.admin()
+    shop.set_stock(102, 0)
+    carol, dave, erin = (shop.customer() for _ in range(3))
+    ids = []
+    for customer, quantity in ((carol, 4), (dave, 3), (erin, 2)):
+        order = customer.call("buy", items=[{"book": 102, "quantity": quantity}])["order"]
+        assert only_line(order)["backordered"] == quantity
+        ids.append(order["id"])
+    assert ids == sorted(ids)
+
+    for forbidden in (carol.error("restock", book=102, quantity=5), carol.error("backorders")):
+        assert forbidden["code"] == "forbidden"
+    assert stock(carol)[102] == 0
+
+    listed = admin.call("backorders")["backorders"]
+    assert [(b["order_id"], b["book"]["number"], b["outstanding"]) for b in listed] == [
+        (ids[0], 102, 4), (ids[1], 102, 3), (ids[2], 102, 2),
+    ]  # fmt: skip
+
+    result = admin.call("restock", book=102, quantity=5)
+    assert result == {
+        "book": {"number": 102, "title": "Lincolnshire Wolds", "in_stock": 0},
+        "backorders_filled": [
+            {"order_id": ids[0], "quantity": 4},
+            {"order_id": ids[1], "quantity": 1},
+        ],
+    }
+    outstanding = [only_line(c.call("orders")["orders"][0]) for c in (carol, dave, erin)]
+    assert [line["backorder_outstanding"] for line in outstanding] == [0, 2, 2]
+    assert [(line["fulfilled"], line["backordered"]) for line in outstanding] == [
+        (0, 4), (0, 3), (0, 2),
+    ]  # fmt: skip
+    assert [(b["order_id"], b["outstanding"]) for b in admin.call("backorders")["backorders"]] == [
+        (ids[1], 2), (ids[2], 2),
+    ]  # fmt: skip
+
+    result = admin.call("restock", book=" lincolnshire   WOLDS ", quantity=10)
+    assert result["backorders_filled"] == [
+        {"order_id": ids[1], "quantity": 2},
+        {"order_id": ids[2], "quantity": 2},
+    ]
+    assert result["book"]["in_stock"] == 6
+    assert admin.call("backorders") == {"backorders": []}
+    assert stock(admin)[102] == 6
+    # Without back orders, a restock all goes to stock.
+    assert admin.call("restock", book=105, quantity=3)["backorders_filled"] == []
+    # The restocked copies are sold, not back-ordered.
+    line = only_line(shop.customer().call("buy", items=[{"book": 102, "quantity": 6}])["order"])
+    assert (line["fulfilled"], line["backordered"]) == (6, 0)
+
+
+def test_bad_restocks_are_refused_and_change_nothing(shop: Shop) -> None:
+    admin = shop.admin()
+    before = stock(admin)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"book": 999, "quantity": 1}, "not_found"),
+        ({"book": "No Such Guide", "quantity": 1}, "not_found"),
+        *[({"book": text, "quantity": 1}, "not_found") for text in SQL_METACHARACTERS],
+        ({"book": 101, "quantity": 0}, "bad_request"),
+        ({"book": 101, "quantity": -1}, "bad_request"),
+        ({"book": 101, "quantity": 1.5}, "bad_request"),
+        ({"book": 101, "quantity": "2"}, "bad_request"),
+        ({"book": 101, "quantity": None}, "bad_request"),
+        ({"book": None, "quantity": 1}, "bad_request"),
+        ({"book": [101], "quantity": 1}, "bad_request"),
+    ]
+    for args, code in cases:
+        assert admin.error("restock", **args)["code"] == code, args
+    assert stock(admin) == before
+    suggestion = admin.error("restock", book="Snowdona", quantity=1)
+    assert suggestion["details"]["suggestions"] == ["Snowdonia"]
+
+
+# Importing from the command line (both backends, while a server runs on the database) ----------
+
+IMPORT_BOOKS_CSV = "Books,Book Number,Price\nYorkshire Dales Walks,108,9.99\n"
+IMPORT_WALKS_CSV = (
+    "Area,Book,WalkName,Distance,Difficult,Page,Ascent,Time,Route Type,Start Grid Ref\n"
+    "Yorkshire Dales,Yorkshire Dales Walks,Malham Cove,7.5,Medium,14,320,3.5,Circular,SD 897 641\n"
+    'Yorkshire   dales,yorkshire dales walks,"Ingleborough\nSummit",8,HARD,22,700,5:30,'
+    "out and back,sd741745\n"
+    "Peak District,Peak District,Mam Tor,3,easy,33,,,linear,\n"
+)
+
+
+def test_import_walks_with_extra_columns_is_searchable_and_idempotent(
+    backend_server: ServerProcess, tmp_path: Path
+) -> None:
+    done = import_walks(backend_server, tmp_path, IMPORT_WALKS_CSV, IMPORT_BOOKS_CSV)
+    assert done.returncode == 0, done.stderr
+    assert "3 walks added, 0 updated, 1 books added or updated, 0 rows rejected" in done.stdout
+
+    with backend_server.client() as client:
+        dales = client.call("search_walks", area="yorkshire dales")
+        assert dales["total"] == 2
+        by_name = {walk["name"]: walk for walk in dales["walks"]}
+        malham, summit = by_name["Malham Cove"], by_name["Ingleborough Summit"]
+        assert (malham["area"], summit["area"]) == ("Yorkshire Dales", "Yorkshire Dales")
+        assert (malham["difficulty"], summit["difficulty"]) == ("medium", "hard")
+        assert (malham["ascent_m"], malham["time_hours"]) == (320, 3.5)
+        assert (malham["route_type"], malham["start_grid_ref"]) == ("circular", "SD 897 641")
+        assert (summit["time_hours"], summit["route_type"]) == (5.5, "out-and-back")
+        assert summit["start_grid_ref"] == "SD 741 745"
+        book = summit["book"]
+        assert (book["number"], book["title"], book["price_pence"]) == (
+            108, "Yorkshire Dales Walks", 999,
+        )  # fmt: skip
+        assert 10 <= book["in_stock"] <= 40
+        [mam_tor] = client.call("search_walks", area="peak", max_distance=3)["walks"]
+        assert (mam_tor["name"], mam_tor["route_type"], mam_tor.get("ascent_m")) == (
+            "Mam Tor", "linear", None,
+        )  # fmt: skip
+        assert client.call("search_walks")["total"] == 19
+        everything = client.call("search_walks", limit=200)
+
+        again = import_walks(backend_server, tmp_path, IMPORT_WALKS_CSV, IMPORT_BOOKS_CSV)
+        assert again.returncode == 0, again.stderr
+        assert "0 walks added, 0 updated, 0 books added or updated" in again.stdout
+        sample = run_import(
+            backend_server, tmp_path, str(sample_data.DATA_DIR / "circular_walks.csv")
+        )
+        assert sample.returncode == 0, sample.stderr
+        assert "0 walks added, 0 updated, 0 books added or updated" in sample.stdout
+        assert client.call("search_walks", limit=200) == everything
+
+        register_and_login(client, "dalesman")
+        order = client.call("buy", items=[{"book": "Yorkshire Dales  WALKS", "quantity": 1}])
+        assert only_line(order["order"])["book"] == {
+            "number": 108,
+            "title": "Yorkshire Dales Walks",
+        }
+
+
+REJECTING_CSV = (
+    "Area,Book,WalkName,Distance,Difficult,Page\n"
+    "Peak District,Peak District,Good Walk,4,easy,10\n"  # line 2
+    "Peak District,Peak District,Bad Difficulty,4,extreme,11\n"  # line 3
+    "Peak District,No Such Book,Orphan,4,easy,12\n"  # line 4
+    'Peak District,Peak District,"Two\nLines",-2,easy,13\n'  # lines 5-6
+    "Peak District,Peak District,Bad Page,4,easy,page 9\n"  # line 7
+    "Peak District,Peak District,good  walk,4,easy,10\n"  # line 8
+    "Peak District,Peak District,Another Good,5,hard,14\n"  # line 9
+)
+
+
+def test_import_reports_rejected_rows_with_line_numbers(
+    backend_server: ServerProcess, tmp_path: Path
+) -> None:
+    done = import_walks(backend_server, tmp_path, REJECTING_CSV)
+    assert done.returncode == 1, done.stderr
+    assert "2 walks added" in done.stdout
+    assert "5 rows rejected" in done.stdout
+    reasons = {
+        int(line.split(":", 1)[0].split()[-1]): line.split(":", 1)[1]
+        for line in done.stdout.splitlines()
+        if line.strip().startswith("line ")
+    }
+    assert sorted(reasons) == [3, 4, 5, 7, 8]
+    assert "difficulty" in reasons[3]
+    assert "No Such Book" in reasons[4]
+    assert "distance" in reasons[5]
+    assert "page" in reasons[7]
+    assert "Duplicate" in reasons[8] and "line 2" in reasons[8]
+    assert "Traceback" not in done.stderr
+
+    with backend_server.client() as client:
+        assert client.call("search_walks")["total"] == 18
+        assert names(client.call("search_walks", area="peak", min_distance=4, max_distance=5)) >= {
+            "Good Walk",
+            "Another Good",
+        }
+        again = import_walks(backend_server, tmp_path, REJECTING_CSV)
+        assert again.returncode == 1
+        assert "0 walks added, 0 updated" in again.stdout
+        assert client.call("search_walks")["total"] == 18
+
+
+def test_import_rejects_values_too_long_to_store_instead_of_crashing(
+    backend_server: ServerProcess, tmp_path: Path
+) -> None:
+    too_long = (
+        "Area,Book,WalkName,Distance,Difficult,Page\n"
+        f"{'A' * 150},Peak District,Long Area,3,easy,5\n"  # line 2: areas are VARCHAR(100)
+        f"Peak District,Peak District,{'W' * 250},3,easy,6\n"  # line 3: names are VARCHAR(200)
+        "Peak District,Peak District,Fine Walk,3,easy,7\n"  # line 4
+    )
+    done = import_walks(backend_server, tmp_path, too_long)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 1, done.stdout
+    assert "line 2:" in done.stdout and "line 3:" in done.stdout
+    assert "1 walks added" in done.stdout
+    with backend_server.client() as client:
+        assert "Fine Walk" in names(client.call("search_walks", area="peak", max_distance=3))
+        assert client.call("search_walks")["total"] == 17
+
+
+# Races: two server processes on one MySQL database ------------------------------------------
+
+RACE_BOOK = 107
+RACERS = 40
+LAST_COPIES = 10
+
+
+def test_forty_customers_race_for_the_last_ten_copies(
+    two_mysql_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    shop = Shop(*two_mysql_servers)
+    try:
+        shop.set_stock(RACE_BOOK, LAST_COPIES)
+        racers = [shop.customer(server=index % 2) for index in range(RACERS)]
+        responses, release_spread, elapsed = race(
+            racers, lambda c: c.request("buy", items=[{"book": RACE_BOOK, "quantity": 1}])
+        )
+        failed = [r for r in responses if not r["ok"]]
+        assert not failed, failed
+        lines = [only_line(r["result"]["order"]) for r in responses]
+        sold = sum(line["fulfilled"] for line in lines)
+        backordered = sum(line["backordered"] for line in lines)
+        winners = [i for i, line in enumerate(lines) if line["fulfilled"] == 1]
+        per_server = [sum(1 for i in winners if i % 2 == s) for s in (0, 1)]
+        print(
+            f"\nrace: {RACERS} customers on 2 server processes (20 each) bought 1 copy each of"
+            f" the last {LAST_COPIES} of book {RACE_BOOK}: {sold} sold"
+            f" ({per_server[0]} via server 1, {per_server[1]} via server 2),"
+            f" {backordered} back-ordered, {len(failed)} errors;"
+            f" released within {release_spread * 1000:.1f} ms, all answered in"
+            f" {elapsed * 1000:.0f} ms"
+        )
+        assert (sold, backordered) == (LAST_COPIES, RACERS - LAST_COPIES)
+        for server in (0, 1):
+            assert stock(shop.guest(server))[RACE_BOOK] == 0
+
+        listed = shop.admin().call("backorders")["backorders"]
+        assert sorted(b["order_id"] for b in listed) == sorted(
+            r["result"]["order"]["id"]
+            for r, line in zip(responses, lines, strict=True)
+            if line["backordered"]
+        )
+        assert all(b["outstanding"] == 1 for b in listed)
+        for racer, response in zip(racers, responses, strict=True):
+            assert racer.call("orders") == {"orders": [response["result"]["order"]]}
+
+        restocked = shop.admin().call("restock", book=RACE_BOOK, quantity=RACERS - LAST_COPIES)
+        filled = [fill["order_id"] for fill in restocked["backorders_filled"]]
+        assert filled == sorted(b["order_id"] for b in listed)
+        assert restocked["book"]["in_stock"] == 0
+        assert shop.admin().call("backorders") == {"backorders": []}
+        print(
+            f"race: restock of {RACERS - LAST_COPIES} supplied all {len(filled)} back orders"
+            " oldest first; stock 0"
+        )
+    finally:
+        shop.close()
+    for server in two_mysql_servers:
+        assert "internal error" not in server.log()
+
+
+OWN_LIMIT_CUSTOMERS = 5
+CONNECTIONS_EACH = 4
+
+
+def test_customers_race_their_own_limit_from_four_connections(
+    two_mysql_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    shop = Shop(*two_mysql_servers)
+    book = 105
+    try:
+        start_stock = stock(shop.guest())[book]
+        connections: list[list[WireClient]] = []
+        for number in range(OWN_LIMIT_CUSTOMERS):
+            first = shop.guest(server=0)
+            token = register_and_login(first, f"greedy{number}", PASSWORD)["token"]
+            others = [shop.guest(server=index % 2) for index in range(1, CONNECTIONS_EACH)]
+            for other in others:
+                other.call("resume", token=token)
+            connections.append([first, *others])
+        everyone = [c for group in connections for c in group]
+
+        outcomes = []
+        # Round 1: four times 3 copies; round 2: four times 1 copy. The limit is 8 in all.
+        for quantity, wins, allowed in ((3, 2, 2), (1, 2, 0)):
+            responses, spread, elapsed = race(
+                everyone,
+                lambda c, q=quantity: c.request("buy", items=[{"book": book, "quantity": q}]),
+            )
+            for group in range(OWN_LIMIT_CUSTOMERS):
+                mine = responses[group * CONNECTIONS_EACH : (group + 1) * CONNECTIONS_EACH]
+                accepted = [r for r in mine if r["ok"]]
+                refused = [r["error"] for r in mine if not r["ok"]]
+                assert len(accepted) == wins, mine
+                for error in refused:
+                    assert limit_details(error) == {"book": book, "limit": 8, "allowed": allowed}
+            outcomes.append(
+                f"{CONNECTIONS_EACH} x {quantity} copies: {wins} accepted and"
+                f" {CONNECTIONS_EACH - wins} limit_exceeded (allowed {allowed}) for each of"
+                f" {OWN_LIMIT_CUSTOMERS} customers, answered in {elapsed * 1000:.0f} ms"
+            )
+        print("\nown-limit race:", "; ".join(outcomes))
+
+        sold = 0
+        for group in connections:
+            assert copies_ordered(group[0], book) == LIMIT
+            sold += sum(
+                line["fulfilled"]
+                for order in group[0].call("orders")["orders"]
+                for line in order["lines"]
+            )
+        assert sold == min(start_stock, OWN_LIMIT_CUSTOMERS * LIMIT)
+        assert stock(shop.guest(1))[book] == start_stock - sold
+    finally:
+        shop.close()
+    for server in two_mysql_servers:
+        assert "internal error" not in server.log()
