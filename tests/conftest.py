@@ -123,14 +123,9 @@ def openlibrary_fake(fake_openlibrary: FakeOpenLibrary) -> Iterator[FakeOpenLibr
 @pytest.fixture
 def server(tmp_path: Path, openlibrary_fake: FakeOpenLibrary) -> Iterator[ServerProcess]:
     """A real server.py process on 127.0.0.1 (port 0) with SQLite and the fake Open Library."""
-    process = ServerProcess(
-        tmp_path, db_url=f"sqlite:///{tmp_path / 'server.db'}", openlibrary_url=openlibrary_fake.url
-    )
-    process.start()
-    try:
+    db = f"sqlite:///{tmp_path / 'server.db'}"
+    with ServerProcess(tmp_path, db_url=db, openlibrary_url=openlibrary_fake.url) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -138,12 +133,8 @@ def backend_server(
     tmp_path: Path, db_url: str, openlibrary_fake: FakeOpenLibrary
 ) -> Iterator[ServerProcess]:
     """A real server.py process, once on SQLite and once on MySQL."""
-    process = ServerProcess(tmp_path, db_url=db_url, openlibrary_url=openlibrary_fake.url)
-    process.start()
-    try:
+    with ServerProcess(tmp_path, db_url=db_url, openlibrary_url=openlibrary_fake.url) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -151,16 +142,9 @@ def two_mysql_servers(
     tmp_path: Path, mysql_url: str, openlibrary_fake: FakeOpenLibrary
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Two server.py processes sharing one MySQL database (and one certificate)."""
-    first = ServerProcess(tmp_path, db_url=mysql_url, openlibrary_url=openlibrary_fake.url)
-    second = ServerProcess(
-        tmp_path, db_url=mysql_url, openlibrary_url=openlibrary_fake.url, cert_dir=tmp_path / "certs"
-    )
-    first.start()
-    try:
-        second.start()
-        try:
-            yield first, second
-        finally:
-            second.stop()
-    finally:
-        first.stop()
+    url = openlibrary_fake.url
+    with (
+        ServerProcess(tmp_path, db_url=mysql_url, openlibrary_url=url) as first,
+        ServerProcess(tmp_path, db_url=mysql_url, openlibrary_url=url) as second,
+    ):
+        yield first, second

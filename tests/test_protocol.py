@@ -26,15 +26,21 @@ lines = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), ma
 
 
 @given(lines, st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
-def test_any_split_of_the_input_gives_the_same_lines(messages: list[bytes], cuts: list[int]) -> None:
+def test_any_split_of_the_input_gives_the_same_lines(
+    messages: list[bytes], cuts: list[int]
+) -> None:
     data = b"".join(m + b"\n" for m in messages)
-    assert feed_in_chunks(data, cuts) == feed_in_chunks(data, []) == [
-        m.rstrip(b"\r") for m in messages
-    ]
+    assert (
+        feed_in_chunks(data, cuts)
+        == feed_in_chunks(data, [])
+        == [m.rstrip(b"\r") for m in messages]
+    )
 
 
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=10))
-def test_any_split_gives_the_same_result_even_for_overlong_lines(data: bytes, cuts: list[int]) -> None:
+def test_any_split_gives_the_same_result_even_for_overlong_lines(
+    data: bytes, cuts: list[int]
+) -> None:
     assert feed_in_chunks(data, cuts, limit=30) == feed_in_chunks(data, [], limit=30)
 
 

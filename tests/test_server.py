@@ -21,6 +21,16 @@ from tests.fake_openlibrary import FakeOpenLibrary
 from tests.wire import PROJECT_DIR, ServerProcess, WireClient, make_cert, register_and_login
 
 
+def openssl_connects(server: ServerProcess, *options: str) -> bool:
+    """True if `openssl s_client` with these options completes a verified handshake."""
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", *options,
+         "-CAfile", str(server.cafile), "-verify_return_error"],
+        input=b"", capture_output=True, timeout=20,
+    )  # fmt: skip
+    return result.returncode == 0
+
+
 def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     process = ServerProcess(
         tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}", extra_args=args, env=env
@@ -152,13 +162,7 @@ def test_the_client_checks_the_hostname(server: ServerProcess) -> None:
 )
 def test_tls_1_2_is_the_minimum(server: ServerProcess, version: str, accepted: bool) -> None:
     # SECLEVEL=0 lets this client offer TLS 1.1 at all, so the refusal is the server's.
-    result = subprocess.run(
-        ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", version,
-         "-cipher", "DEFAULT@SECLEVEL=0",
-         "-CAfile", str(server.cafile), "-verify_return_error"],
-        input=b"", capture_output=True, timeout=20,
-    )  # fmt: skip
-    assert (result.returncode == 0) is accepted, result.stdout[-500:]
+    assert openssl_connects(server, version, "-cipher", "DEFAULT@SECLEVEL=0") is accepted
 
 
 def test_tls_1_2_uses_only_ecdhe_aead_suites(server: ServerProcess) -> None:
@@ -184,12 +188,7 @@ def test_tls_1_2_uses_only_ecdhe_aead_suites(server: ServerProcess) -> None:
 def test_key_exchange_is_limited_to_x25519_p256_and_p384(
     server: ServerProcess, group: str, accepted: bool
 ) -> None:
-    result = subprocess.run(
-        ["openssl", "s_client", "-connect", f"{server.host}:{server.port}", "-groups", group,
-         "-CAfile", str(server.cafile), "-verify_return_error"],
-        input=b"", capture_output=True, timeout=20,
-    )  # fmt: skip
-    assert (result.returncode == 0) is accepted, result.stdout[-500:]
+    assert openssl_connects(server, "-groups", group) is accepted
 
 
 def test_the_generated_certificate_is_a_pinnable_leaf(server: ServerProcess) -> None:

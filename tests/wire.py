@@ -45,6 +45,13 @@ class ServerProcess:
         self.process: subprocess.Popen[str] | None = None
         self.log_path = workdir / f"server-{id(self)}.log"
 
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def command(self, *args: str) -> list[str]:
         """server.py with this server's database, certificate and Open Library."""
         return [
