@@ -336,7 +336,13 @@ class Commands:
                     " please try again later.",
                 ) from None
             book = self.store.add_lending_book(
-                key, work.title, list(work.authors), work.first_publish_year, copies, self._now()
+                # work.key, not key: Open Library redirects a merged work to the one it kept.
+                work.key,
+                work.title,
+                list(work.authors),
+                work.first_publish_year,
+                copies,
+                self._now(),
             )
         return {"book": book}
 

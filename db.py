@@ -879,10 +879,11 @@ class Store:
     def catalogue(
         self, query_key: str | None, limit: int, offset: int, now: int
     ) -> tuple[list[Row], int]:
-        """Lending books matching title or author, sorted by title, and the count of matches."""
-        where, params = "1 = 1", list[Any]()
-        if query_key:
-            where, params = "b.search_key LIKE ? ESCAPE '!'", [f"%{_escape_like(query_key)}%"]
+        """Lending books whose title or authors hold every word, sorted by title, and the count."""
+        # Every word must appear somewhere in the title or authors, as Open Library matches.
+        words = query_key.split() if query_key else []
+        where = " AND ".join(["1 = 1"] + ["b.search_key LIKE ? ESCAPE '!'"] * len(words))
+        params: list[Any] = [f"%{_escape_like(word)}%" for word in words]
 
         def work(tx: Tx) -> tuple[list[Row], int]:
             total = tx.value(f"SELECT COUNT(*) FROM lending_books b WHERE {where}", params)
@@ -1026,8 +1027,10 @@ class Store:
         """End a loan; the copy goes to the first member waiting, if any."""
 
         def work(tx: Tx) -> Row:
+            self._lock_book(tx, self._own_loan(tx, user_id, loan_id)["book_id"])
+            # Read again under the book's lock: under READ COMMITTED the first read may predate
+            # a return or renewal that committed while this transaction waited for the lock.
             loan = self._own_loan(tx, user_id, loan_id)
-            self._lock_book(tx, loan["book_id"])
             if loan["returned_at"] is not None:
                 raise ProtocolError(CONFLICT, f"Loan {loan_id} was already returned.")
             tx.run(
@@ -1043,8 +1046,10 @@ class Store:
         """Extend a loan unless another member is waiting or it was renewed twice."""
 
         def work(tx: Tx) -> Row:
+            self._lock_book(tx, self._own_loan(tx, user_id, loan_id)["book_id"])
+            # Read again under the book's lock: under READ COMMITTED the first read may predate
+            # a return or renewal that committed while this transaction waited for the lock.
             loan = self._own_loan(tx, user_id, loan_id)
-            self._lock_book(tx, loan["book_id"])
             if loan["returned_at"] is not None:
                 raise ProtocolError(CONFLICT, f"Loan {loan_id} was already returned.")
             self._settle_holds(tx, loan["book_id"], now)
@@ -1134,7 +1139,9 @@ class Store:
             if hold["user_id"] != user_id:
                 raise ProtocolError(FORBIDDEN, f"Hold {hold_id} belongs to another member.")
             self._lock_book(tx, hold["book_id"])
-            if hold["ended_at"] is not None:
+            # Read again under the book's lock: another cancel or a borrow may have ended it.
+            ended_at = tx.value("SELECT ended_at FROM holds WHERE id = ?", (hold_id,))
+            if ended_at is not None:
                 raise ProtocolError(CONFLICT, f"Hold {hold_id} has already ended.")
             tx.run(
                 "UPDATE holds SET ended_at = ?, end_reason = 'cancelled', active_user_id = NULL"
@@ -1285,8 +1292,9 @@ def _walk(r: Row) -> Row:
 _CATALOGUE_SELECT = (
     "SELECT b.id, b.ol_key, b.title, b.authors, b.first_publish_year, b.copies,"
     " (SELECT COUNT(*) FROM loans l WHERE l.book_id = b.id AND l.returned_at IS NULL) AS on_loan,"
+    # Waiting holds count as kept too: a lapsed reservation passes its copy to the next in line.
     " (SELECT COUNT(*) FROM holds h WHERE h.book_id = b.id AND h.ended_at IS NULL"
-    "  AND h.ready_until > ?) AS kept"
+    "  AND (h.ready_until IS NULL OR h.ready_until > ?)) AS kept"
     " FROM lending_books b"
 )
 
