@@ -256,6 +256,7 @@ class WaymarkServer:
             with sock:
                 try:
                     Connection(self, sock, address).serve()
+                    _say_goodbye(sock)
                 except (OSError, ssl.SSLError) as error:
                     log.debug("connection from %s ended: %s", address, error)
         except Exception:  # noqa: BLE001 - one connection's fault must never stop the server
@@ -323,6 +324,12 @@ class WaymarkServer:
             (time.perf_counter() - started) * 1000,
         )
         return response
+
+
+def _say_goodbye(sock: ssl.SSLSocket) -> None:
+    # A TLS close_notify tells the client the stream ended on purpose, not by truncation.
+    sock.settimeout(1.0)
+    sock.unwrap()
 
 
 # ---------------------------------------------------------------------------------------------
