@@ -187,7 +187,8 @@ class LineDecoder:
 
 def encode(message: dict[str, Any]) -> bytes:
     """One message as a compact JSON line ending in a newline."""
-    return (json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return (text + "\n").encode()
 
 
 def ok_response(request_id: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -207,12 +208,11 @@ def error_response(request_id: Any, error: ProtocolError) -> dict[str, Any]:
 def request_id_of(line: bytes) -> Any:
     """The id of a request line if one can be read from it, else None (for error replies)."""
     try:
-        obj = json.loads(line)
-    except ValueError:
+        obj = _parse_object(line)
+    except ProtocolError:
         return None
-    if isinstance(obj, dict) and _is_valid_id(obj.get("id")):
-        return obj.get("id")
-    return None
+    request_id = obj.get("id")
+    return request_id if _is_valid_id(request_id) else None
 
 
 def decode_request(line: bytes) -> Request:
@@ -348,6 +348,14 @@ def _parse_object(line: bytes) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, "The request line is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, "The request must be a JSON object.")
+    try:
+        # JSON may spell an unpaired surrogate (\ud800) that no UTF-8 text can hold: refuse it
+        # here, once, rather than fail later when echoing it, hashing it or storing it.
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            BAD_REQUEST, "The request contains an unpaired surrogate, which is not valid text."
+        ) from None
     return obj
 
 
@@ -359,7 +367,8 @@ def _reject_constant(name: str) -> None:
 def _is_valid_id(value: Any) -> bool:
     if value is None or isinstance(value, str):
         return True
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # 1e400 parses as infinity, which could not be echoed as JSON.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number(value: float) -> str:

@@ -145,3 +145,28 @@ def test_error_responses_have_the_documented_shape() -> None:
         "ok": False,
         "error": {"code": "not_found", "message": "No book numbered 999.", "details": {}},
     }
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id": "\\ud800", "cmd": "hello"}',
+        b'{"cmd": "\\udfff"}',
+        b'{"cmd": "login", "args": {"username": "ann", "password": "\\ud83d"}}',
+    ],
+)
+def test_unpaired_surrogates_are_bad_requests(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert protocol.request_id_of(line) is None
+
+
+def test_an_infinite_id_is_refused_and_never_echoed() -> None:
+    with pytest.raises(ProtocolError):
+        decode_request(b'{"id": 1e400, "cmd": "hello"}')
+    assert protocol.request_id_of(b'{"id": -1e400, "cmd": "hello"}') is None
+
+
+def test_deep_nesting_is_a_bad_request_even_for_the_id_lookup() -> None:
+    assert protocol.request_id_of(b"[" * 5000) is None
