@@ -8,6 +8,7 @@ python server.py import-walks FILE.csv  load a shop's walks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import os
@@ -168,6 +169,7 @@ class Connection:
             for item in self.decoder.feed(data):
                 if isinstance(item, protocol.ProtocolError):
                     self.send(protocol.error_response(None, item))
+                    _discard_input(self.sock)
                     return
                 self.send(self.server.respond(self.session, item))
 
@@ -235,7 +237,17 @@ class WaymarkServer:
         thread = threading.Thread(target=target, args=(raw, address), daemon=True)
         with self._lock:
             self._threads.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # the system has no more threads to give: refuse this one only
+            log.error("could not start a thread for a connection from %s", address)
+            raw.close()
+            with self._lock:
+                self._threads.discard(thread)
+                if busy:
+                    self._rejecting -= 1
+                else:
+                    self._active -= 1
 
     def _handshake(self, raw: socket.socket) -> ssl.SSLSocket | None:
         # In the connection's own thread with a timeout: a client that never speaks TLS
@@ -274,6 +286,7 @@ class WaymarkServer:
                     )
                     sock.settimeout(self.config.write_timeout_s)
                     sock.sendall(protocol.encode(protocol.error_response(None, error)))
+                    _discard_input(sock, seconds=1.0)
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -324,6 +337,22 @@ class WaymarkServer:
             (time.perf_counter() - started) * 1000,
         )
         return response
+
+
+def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 << 20) -> None:
+    # Closing a socket with unread input sends a TCP reset, which can destroy the error line
+    # the client has not read yet; so read and drop what is still coming, briefly.
+    deadline, seen = time.monotonic() + seconds, 0
+    with contextlib.suppress(OSError, ssl.SSLError):
+        while seen < limit and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(min(left, 0.2))
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            seen += len(data)
 
 
 def _say_goodbye(sock: ssl.SSLSocket) -> None:

@@ -111,6 +111,15 @@ def test_a_line_too_long_gets_an_error_then_the_connection_closes(server: Server
         assert client.closed_by_server()
 
 
+@pytest.mark.parametrize("size", [100_000, 1_000_000])
+def test_the_line_too_long_error_arrives_even_with_more_input_pending(
+    server: ServerProcess, size: int
+) -> None:
+    with server.client() as client:
+        client.send_raw(b"x" * size + b'\n{"cmd": "hello"}\n')
+        assert client.read()["error"]["code"] == "line_too_long"
+
+
 def test_a_line_of_exactly_the_limit_is_accepted(server: ServerProcess) -> None:
     head, tail = b'{"cmd": "hello", "pad": "', b'"}'
     line = head + b"x" * (65_536 - len(head) - len(tail)) + tail
