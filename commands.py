@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "waymark"
 SERVER_VERSION = "1.0.0"
 TOKEN_BYTES = 32  # 256 bits from secrets
+MAX_TITLE_LENGTH = 300  # lending_books.title in schema.sql
+MAX_AUTHOR_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,6 @@ class Session:
     address: str
     user: dict[str, Any] | None = None
     token_hash: str | None = None
-    expires_at: int = 0
 
 
 def hash_token(token: str) -> str:
@@ -120,11 +121,17 @@ class Commands:
         return int(self.clock())
 
     def _require_login(self, session: Session) -> dict[str, Any]:
-        if session.user is not None and session.expires_at <= self._now():
-            session.user, session.token_hash = None, None
-            raise ProtocolError(UNAUTHORIZED, "Your session has expired; please log in again.")
-        if session.user is None:
+        if session.user is None or session.token_hash is None:
             raise ProtocolError(UNAUTHORIZED, "Please log in first.")
+        # Asked of the database each time, so a logout on any connection or server process
+        # ends the session everywhere, and a changed role applies at once.
+        user = self.store.session_user(session.token_hash, self._now())
+        if user is None:
+            session.user, session.token_hash = None, None
+            raise ProtocolError(
+                UNAUTHORIZED, "Your session has expired or ended; please log in again."
+            )
+        session.user = {"id": user["id"], "username": user["username"], "role": user["role"]}
         return session.user
 
     def _require_admin(self, session: Session) -> dict[str, Any]:
@@ -145,40 +152,49 @@ class Commands:
         return {"user": {"id": user["id"], "username": user["username"]}}
 
     def login(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        key = rules.username_key(args["username"])
-        self._check_throttle(key, session.address)
+        # Case folding can lengthen a name ("ß" is "ss"); no real name is near the column's 64.
+        key = rules.username_key(args["username"])[:64]
+        attempt = self.store.record_login_attempt(
+            key, session.address, self._now(), keep_s=self.auth.failure_window_s
+        )
+        try:
+            self._check_throttle(key, session.address, attempt)
+        except ProtocolError:
+            self.store.forget_login_attempt(attempt)  # a refused try does not prolong the wait
+            raise
         user = self.store.user_for_login(key)
         # Without a user, verify against a dummy hash: same time, same answer.
         if not self.hasher.verify(args["password"], user["password_hash"] if user else None):
-            self.store.record_login_failure(
-                key, session.address, self._now(), keep_s=self.auth.failure_window_s
-            )
             raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
         assert user is not None
         self.store.clear_login_failures(key)
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        expires_at = self.store.create_session(user["id"], hash_token(token), self._now())
-        return self._logged_in(session, user, token, expires_at)
+        self.store.create_session(user["id"], hash_token(token), self._now())
+        return self._logged_in(session, user, token)
 
-    def _check_throttle(self, username_key: str, address: str) -> None:
+    def _check_throttle(self, username_key: str, address: str, attempt: int) -> None:
+        """Raise rate_limited when earlier failures reach either threshold."""
         now = self._now()
         window = timedelta(seconds=self.auth.failure_window_s)
         by_user, by_address = self.store.login_failures(
-            username_key, address, since=now - self.auth.failure_window_s
+            username_key, address, since=now - self.auth.failure_window_s, other_than=attempt
         )
-        as_times = [datetime.fromtimestamp(t, UTC) for t in by_user]
         moment = datetime.fromtimestamp(now, UTC)
-        wait = rules.retry_after_s(as_times, moment, self.auth.failures_per_user, window)
-        address_times = [datetime.fromtimestamp(t, UTC) for t in by_address]
-        wait_address = rules.retry_after_s(
-            address_times, moment, self.auth.failures_per_address, window
-        )
-        longest = max(wait or 0, wait_address or 0)
-        if longest:
+        waits = [
+            rules.retry_after_s(
+                [datetime.fromtimestamp(t, UTC) for t in times], moment, limit, window
+            )
+            or 0
+            for times, limit in (
+                (by_user, self.auth.failures_per_user),
+                (by_address, self.auth.failures_per_address),
+            )
+        ]
+        if max(waits):
             raise ProtocolError(
                 RATE_LIMITED,
-                f"Too many failed logins; try again in {longest} seconds.",
-                {"retry_after_s": longest},
+                f"Too many failed logins; try again in {max(waits)} seconds.",
+                {"retry_after_s": max(waits)},
             )
 
     def resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -187,20 +203,17 @@ class Commands:
         user = self.store.session_user(token_hash, now)
         if user is None:
             raise ProtocolError(UNAUTHORIZED, "That session has expired or ended; please log in.")
-        return self._logged_in(session, user, args["token"], user["expires_at"])
+        return self._logged_in(session, user, args["token"])
 
-    def _logged_in(
-        self, session: Session, user: dict[str, Any], token: str, expires_at: int
-    ) -> dict[str, Any]:
+    def _logged_in(self, session: Session, user: dict[str, Any], token: str) -> dict[str, Any]:
         session.user = {"id": user["id"], "username": user["username"], "role": user["role"]}
         session.token_hash = hash_token(token)
-        session.expires_at = expires_at
         return {"token": token, "user": dict(session.user)}
 
     def logout(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         if session.token_hash:
             self.store.end_session(session.token_hash)
-        session.user, session.token_hash, session.expires_at = None, None, 0
+        session.user, session.token_hash = None, None
         return {}
 
     def whoami(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -338,8 +351,8 @@ class Commands:
             book = self.store.add_lending_book(
                 # work.key, not key: Open Library redirects a merged work to the one it kept.
                 work.key,
-                work.title,
-                list(work.authors),
+                work.title[:MAX_TITLE_LENGTH],
+                [author[:MAX_AUTHOR_LENGTH] for author in work.authors],
                 work.first_publish_year,
                 copies,
                 self._now(),

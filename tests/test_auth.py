@@ -92,6 +92,31 @@ def test_failed_logins_are_throttled_per_username(backend_server: ServerProcess)
         assert client.call("login", username="bystander", password=PASSWORD)["token"]
 
 
+def test_parallel_guesses_cannot_slip_past_the_throttle(backend_server: ServerProcess) -> None:
+    import threading
+
+    with backend_server.client() as client:
+        client.call("register", username="besieged", password=PASSWORD)
+    clients = [backend_server.client() for _ in range(20)]
+    barrier = threading.Barrier(len(clients))
+    codes: list[str] = []
+
+    def guess(client: WireClient) -> None:
+        barrier.wait()
+        codes.append(client.error("login", username="besieged", password="guess")["code"])
+
+    threads = [threading.Thread(target=guess, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for client in clients:
+        client.close()
+    assert len(codes) == 20
+    assert codes.count("invalid_credentials") <= 5
+    assert set(codes) <= {"invalid_credentials", "rate_limited"}
+
+
 def test_unknown_usernames_are_throttled_the_same_way(server: ServerProcess) -> None:
     with server.client() as client:
         for _ in range(5):
@@ -126,6 +151,8 @@ def test_resume_on_a_new_connection_and_logout_ends_the_token(
             assert second.error("whoami")["code"] == "unauthorized"
         with backend_server.client() as third:
             assert third.error("resume", token=token)["code"] == "unauthorized"
+        # The first connection used the same token: the logout ended it there too.
+        assert first.error("whoami")["code"] == "unauthorized"
 
 
 def test_a_token_works_on_another_server_process_sharing_the_database(

@@ -75,15 +75,20 @@ def test_sessions_are_found_by_hash_until_they_expire(store: Store) -> None:
     assert store.session_user("ab" * 32, NOW + 10) is None
 
 
-def test_login_failures_are_counted_per_user_and_address_and_forgotten(store: Store) -> None:
+def test_login_attempts_are_counted_per_user_and_address_and_forgotten(store: Store) -> None:
     for offset in range(3):
-        store.record_login_failure("ann", "10.0.0.1", NOW + offset, keep_s=900)
-    store.record_login_failure("bob", "10.0.0.1", NOW + 5, keep_s=900)
+        store.record_login_attempt("ann", "10.0.0.1", NOW + offset, keep_s=900)
+    latest = store.record_login_attempt("bob", "10.0.0.1", NOW + 5, keep_s=900)
     by_user, by_address = store.login_failures("ann", "10.0.0.1", since=NOW + 1)
     assert by_user == [NOW + 1, NOW + 2]
     assert by_address == [NOW + 1, NOW + 2, NOW + 5]
+    assert store.login_failures("bob", "10.0.0.1", since=NOW, other_than=latest)[0] == []
+    store.forget_login_attempt(latest)
+    assert store.login_failures("bob", "10.0.0.1", since=NOW)[0] == []
     store.clear_login_failures("ann")
     assert store.login_failures("ann", "10.0.0.1", since=0)[0] == []
+    store.record_login_attempt("carl", "10.0.0.2", NOW + 2000, keep_s=900)
+    assert store.login_failures("ann", "10.0.0.1", since=0)[1] == []  # old ones forgotten
 
 
 def test_make_admin_creates_or_promotes(store: Store) -> None:
