@@ -9,6 +9,8 @@ import ipaddress
 import logging
 import os
 import ssl
+import sys
+import sysconfig
 from pathlib import Path
 
 from cryptography import x509
@@ -125,6 +127,9 @@ def _limit_curves(context: ssl.SSLContext) -> None:
     if set_groups is not None:
         set_groups(SERVER_CURVES)
         return
+    if not _can_reach_ssl_ctx():
+        log.warning("cannot restrict TLS curves on this Python; OpenSSL's defaults apply")
+        return
     library = ctypes.CDLL(_ssl.__file__)
     ctx_pointer = _ssl_ctx_pointer(context)
     result = library.SSL_CTX_ctrl(
@@ -135,6 +140,15 @@ def _limit_curves(context: ssl.SSLContext) -> None:
     )
     if result != 1:
         raise ssl.SSLError("could not restrict the TLS key exchange groups")
+
+
+def _can_reach_ssl_ctx() -> bool:
+    # The pointer arithmetic below holds for a standard CPython build with _ssl as a shared
+    # library; free-threaded and trace-refs builds have a different object header.
+    standard_header = not sysconfig.get_config_var("Py_GIL_DISABLED") and not hasattr(
+        sys, "getobjects"
+    )
+    return sys.implementation.name == "cpython" and standard_header and hasattr(_ssl, "__file__")
 
 
 def _ssl_ctx_pointer(context: ssl.SSLContext) -> int:
