@@ -310,6 +310,7 @@ class StoreConfig:
     pool_recycle_s: int = 3600
     deadlock_retries: int = 5
     session_ttl_s: int = 12 * 3600
+    lending: rules.LendingPolicy = rules.HOUSE_RULES
 
 
 class Store:
@@ -1009,7 +1010,7 @@ class Store:
             active = tx.value(
                 "SELECT COUNT(*) FROM loans WHERE user_id = ? AND returned_at IS NULL", (user_id,)
             )
-            rules.check_can_borrow(int(active))
+            rules.check_can_borrow(int(active), self.config.lending)
             my_hold = tx.row(
                 "SELECT id, ready_until FROM holds WHERE book_id = ? AND active_user_id = ?",
                 (book_id, user_id),
@@ -1027,7 +1028,7 @@ class Store:
                     " you can place a hold.",
                     {"book_id": book_id},
                 )
-            due = to_timestamp(rules.due_date(to_datetime(now)))
+            due = to_timestamp(rules.due_date(to_datetime(now), self.config.lending))
             _, loan_id = tx.run(
                 "INSERT INTO loans (user_id, book_id, borrowed_at, due_at, active_user_id)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -1075,8 +1076,12 @@ class Store:
                 "SELECT COUNT(*) FROM holds WHERE book_id = ? AND ended_at IS NULL AND user_id <> ?",
                 (loan["book_id"], user_id),
             )
-            rules.check_can_renew(loan["renewals"], held_by_others=int(waiting) > 0)
-            due = rules.renewed_due_date(to_datetime(now), to_datetime(loan["due_at"]))
+            rules.check_can_renew(
+                loan["renewals"], held_by_others=int(waiting) > 0, policy=self.config.lending
+            )
+            due = rules.renewed_due_date(
+                to_datetime(now), to_datetime(loan["due_at"]), self.config.lending
+            )
             tx.run(
                 "UPDATE loans SET due_at = ?, renewals = renewals + 1 WHERE id = ?",
                 (to_timestamp(due), loan_id),
@@ -1215,7 +1220,7 @@ class Store:
             " ORDER BY id LIMIT ?",
             (book_id, free),
         )
-        ready_until = to_timestamp(to_datetime(now) + rules.HOLD_KEPT_FOR)
+        ready_until = to_timestamp(to_datetime(now) + self.config.lending.hold_kept_for)
         for hold in waiting:
             tx.run("UPDATE holds SET ready_until = ? WHERE id = ?", (ready_until, hold["id"]))
 

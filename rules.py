@@ -209,40 +209,59 @@ def allocate_restock(
 # Lending -------------------------------------------------------------------------------------
 
 
-def due_date(borrowed_at: datetime) -> datetime:
+@dataclass(frozen=True)
+class LendingPolicy:
+    """The library's lending terms; the defaults are the house rules."""
+
+    loan_period: timedelta = LOAN_PERIOD
+    max_active_loans: int = MAX_ACTIVE_LOANS
+    max_renewals: int = MAX_RENEWALS
+    hold_kept_for: timedelta = HOLD_KEPT_FOR
+
+
+HOUSE_RULES = LendingPolicy()
+
+
+def due_date(borrowed_at: datetime, policy: LendingPolicy = HOUSE_RULES) -> datetime:
     """When a loan made at borrowed_at must come back."""
     _require_aware(borrowed_at)
-    return borrowed_at + LOAN_PERIOD
+    return borrowed_at + policy.loan_period
 
 
-def renewed_due_date(now: datetime, current_due: datetime) -> datetime:
+def renewed_due_date(
+    now: datetime, current_due: datetime, policy: LendingPolicy = HOUSE_RULES
+) -> datetime:
     """The new due date of a renewed loan: a loan period from the later of now and its due date."""
     _require_aware(now, current_due)
-    return max(now, current_due) + LOAN_PERIOD
+    return max(now, current_due) + policy.loan_period
 
 
-def check_can_borrow(active_loans: int) -> None:
+def check_can_borrow(active_loans: int, policy: LendingPolicy = HOUSE_RULES) -> None:
     """Return if a member with this many books out may borrow another; else limit_exceeded."""
-    if active_loans >= MAX_ACTIVE_LOANS:
+    limit = policy.max_active_loans
+    if active_loans >= limit:
         raise ProtocolError(
             LIMIT_EXCEEDED,
-            f"You already have {MAX_ACTIVE_LOANS} books on loan, the most a member may have "
+            f"You already have {limit} books on loan, the most a member may have "
             "at once; return one to borrow another.",
-            {"limit": MAX_ACTIVE_LOANS, "allowed": 0, "scope": "active_loans"},
+            {"limit": limit, "allowed": 0, "scope": "active_loans"},
         )
 
 
-def check_can_renew(renewals_so_far: int, held_by_others: bool) -> None:
+def check_can_renew(
+    renewals_so_far: int, held_by_others: bool, policy: LendingPolicy = HOUSE_RULES
+) -> None:
     """Return if a loan may be renewed; else limit_exceeded (renewals used up) or conflict (held).
 
     The renewal count is checked first: it is final, whereas a hold may be cancelled, so
     reporting the hold would suggest that waiting could help when it cannot.
     """
-    if renewals_so_far >= MAX_RENEWALS:
+    limit = policy.max_renewals
+    if renewals_so_far >= limit:
         raise ProtocolError(
             LIMIT_EXCEEDED,
-            f"This loan has already been renewed {MAX_RENEWALS} times, the most allowed.",
-            {"limit": MAX_RENEWALS, "allowed": 0, "scope": "renewals"},
+            f"This loan has already been renewed {limit} times, the most allowed.",
+            {"limit": limit, "allowed": 0, "scope": "renewals"},
         )
     if held_by_others:
         raise ProtocolError(

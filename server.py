@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -60,6 +61,10 @@ class ServerConfig:
     bcrypt_cost: int = passwords.PRODUCTION_COST
     hash_concurrency: int = passwords.default_concurrency()
     pool_size: int = 16
+    loan_days: int = 14
+    max_active_loans: int = 5
+    max_renewals: int = 2
+    hold_days: int = 3
     login_failures_per_user: int = 5
     login_failures_per_address: int = 100
     log_level: str = "INFO"
@@ -83,6 +88,10 @@ HELP = {
     "bcrypt_cost": "bcrypt work factor for new password hashes",
     "hash_concurrency": "password hashes computed at once",
     "pool_size": "database connections kept open",
+    "loan_days": "days a loan lasts, and each renewal adds",
+    "max_active_loans": "books a member may have on loan at once",
+    "max_renewals": "times one loan may be renewed",
+    "hold_days": "days a returned copy is kept for the first member waiting",
     "login_failures_per_user": "failed logins per username in 15 minutes before throttling",
     "login_failures_per_address": "failed logins per address in 15 minutes before throttling",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
@@ -129,9 +138,13 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
         kind: Any = type(getattr(ServerConfig, field.name))
         try:
             values[field.name] = kind(raw)
+            if isinstance(values[field.name], (int, float)) and values[field.name] < 0:
+                raise ValueError
         except ValueError:
             flag = "--" + field.name.replace("_", "-")
-            wanted = {int: "a whole number", float: "a number"}.get(kind, "text")
+            wanted = {int: "a whole number of 0 or more", float: "a number of 0 or more"}.get(
+                kind, "text"
+            )
             raise ValueError(f"{flag} must be {wanted}, not {raw!r}.") from None
     return ServerConfig(**values)
 
@@ -367,8 +380,17 @@ def _say_goodbye(sock: ssl.SSLSocket) -> None:
 
 def open_store(config: ServerConfig) -> Store:
     """The store named by --db, with the schema ready."""
+    lending = rules.LendingPolicy(
+        loan_period=timedelta(days=config.loan_days),
+        max_active_loans=config.max_active_loans,
+        max_renewals=config.max_renewals,
+        hold_kept_for=timedelta(days=config.hold_days),
+    )
     store = Store.open(
-        config.db, StoreConfig(pool_size=config.pool_size, session_ttl_s=config.session_ttl_s)
+        config.db,
+        StoreConfig(
+            pool_size=config.pool_size, session_ttl_s=config.session_ttl_s, lending=lending
+        ),
     )
     log.info("data in %s", store.describe())
     return store

@@ -859,3 +859,34 @@ def test_twenty_members_race_for_the_last_copy_across_two_servers(
         after = check.call("catalogue", query="the hobbit")["books"][0]
     assert (after["copies"], after["copies_available"]) == (3, 0)
     assert_circulation_sound(mysql_url)
+
+
+def test_the_lending_terms_are_configurable(tmp_path: Path) -> None:
+    terms = ("--loan-days", "7", "--max-active-loans", "1", "--max-renewals", "0")
+    with ServerProcess(
+        tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}", extra_args=terms
+    ) as server:
+        with server.client() as client:
+            register_and_login(client, "strict")
+            books = client.call("catalogue")["books"]
+            loan = client.call("borrow", book_id=books[0]["id"])["loan"]
+            borrowed = datetime.fromisoformat(loan["borrowed_at"].replace("Z", "+00:00"))
+            due = datetime.fromisoformat(loan["due_at"].replace("Z", "+00:00"))
+            assert (due - borrowed).days == 7
+            error = client.error("borrow", book_id=books[1]["id"])
+            assert error["code"] == "limit_exceeded" and error["details"]["limit"] == 1
+            assert client.error("renew", loan_id=loan["id"])["details"]["limit"] == 0
+
+
+def test_a_negative_lending_term_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.wire import PROJECT_DIR
+
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "server.py"), "--max-active-loans", "-1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--max-active-loans must be a whole number of 0 or more" in result.stderr

@@ -370,4 +370,4 @@ def test_a_bad_option_value_is_a_usage_error(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--port must be a whole number, not 'seventy'." in result.stderr
+    assert "--port must be a whole number of 0 or more, not 'seventy'." in result.stderr
