@@ -68,7 +68,7 @@ EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # harmless. Every other command is a write and is never resent (see the module docstring).
 REPEATABLE_COMMANDS = frozenset(
     {
-        "hello", "whoami", "list_areas", "search_walks", "search_books", "catalogue",
+        "hello", "whoami", "list_areas", "search_walks", "guide_books", "search_books", "catalogue",
         "orders", "history", "holds", "backorders", "login", "resume", "logout",
     }
 )  # fmt: skip
@@ -488,7 +488,7 @@ class GuideBook:
 
 
 def guide_books_in(walks: Iterable[Mapping[str, Any]]) -> list[GuideBook]:
-    """The guide books the walks appear in, by number (the protocol has no list of them)."""
+    """The guide books the walks appear in, by number."""
     books = {}
     for walk in walks:
         book = walk["book"]
@@ -1072,13 +1072,12 @@ class App:
             self.add_to_basket(books[index])
 
     def fetch_guide_books(self) -> list[GuideBook]:
-        """Every guide book with its price and stock, gathered from the walks."""
-        walks: list[JsonDict] = []
-        while True:
-            page = self.connection.call("search_walks", limit=PAGE_SIZE, offset=len(walks))
-            walks += page["walks"]
-            if not page["walks"] or len(walks) >= page["total"]:
-                return guide_books_in(walks)
+        """Every guide book for sale, with its price and stock."""
+        books = self.connection.call("guide_books")["books"]
+        return [
+            GuideBook(book["number"], book["title"], book["price_pence"], book["in_stock"])
+            for book in books
+        ]
 
     def add_to_basket(self, book: GuideBook) -> None:
         """Ask how many copies of book and add them."""

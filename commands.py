@@ -93,6 +93,7 @@ class Commands:
             "whoami": self.whoami,
             "list_areas": self.list_areas,
             "search_walks": self.search_walks,
+            "guide_books": self.guide_books,
             "buy": self.buy,
             "orders": self.orders,
             "restock": self.restock,
@@ -242,6 +243,9 @@ class Commands:
             offset=args.get("offset", 0),
         )
         return {"walks": walks, "total": total}
+
+    def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"books": self.store.shop_books()}
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._require_login(session)

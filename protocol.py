@@ -106,6 +106,7 @@ COMMANDS: dict[str, Command] = {
         ),
         needs_login=False,
     ),
+    "guide_books": Command(needs_login=False),
     "buy": Command((Arg("items", LIST, True),)),
     "orders": Command(),
     "restock": Command(

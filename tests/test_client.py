@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -545,6 +546,9 @@ class FakeConnection:
             "hello": {"server": "waymark", "version": "1", "protocol": 1},
             "login": {"token": "tok", "user": USER},
             "logout": {},
+            "guide_books": {
+                "books": [dataclasses.asdict(book) for book in client.guide_books_in(WALKS)]
+            },
             **answers,
         }
         self.calls: list[tuple[str, dict[str, Any]]] = []

@@ -993,3 +993,16 @@ def test_customers_race_their_own_limit_from_four_connections(
         shop.close()
     for server in two_mysql_servers:
         assert "internal error" not in server.log()
+
+
+def test_guide_books_lists_every_book_for_sale_without_login(backend_server: ServerProcess) -> None:
+    with backend_server.client() as client:
+        books = client.call("guide_books")["books"]
+    assert [b["number"] for b in books] == [101, 102, 103, 104, 105, 106, 107]
+    assert books[2] == {
+        "number": 103,
+        "title": "Vale of York",
+        "price_pence": 1199,
+        "in_stock": books[2]["in_stock"],
+    }
+    assert all(10 <= b["in_stock"] <= 40 for b in books)
