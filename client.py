@@ -4,13 +4,8 @@ The only file that talks to a person. It speaks ../shared/PROTOCOL.md over TLS t
 Connection.call(), trusting only the pinned certificate (certs/server.crt by default) and
 checking the server's hostname; neither check can be switched off.
 
-Dropped connections: Connection reconnects and resumes the session with its token. A request
-that changes nothing (a read) is then sent once more. A request that changes something (buy,
-borrow, return, ...) is never sent twice: when the connection breaks after it went out, nobody
-knows whether the server carried it out, so the client reconnects, resumes, and raises
-OutcomeUnknownError telling the person to check their orders or loans. An idle connection the
-server has already closed (a restart between two requests) is noticed before sending and
-replaced, so that common case loses nothing, writes included.
+The link itself (TLS, framing, reconnecting and resuming, what is safe to resend) is
+connection.py.
 """
 
 from __future__ import annotations
@@ -18,13 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
-import itertools
 import json
 import math
 import os
 import re
-import socket
-import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,374 +29,33 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-import tls
+from connection import (
+    DEFAULT_CAFILE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_TOKEN_FILE,
+    ClientError,
+    Connection,
+    OutcomeUnknownError,
+    ServerError,
+    TokenFile,
+    UsageError,
+)
 from protocol import (
     BAD_REQUEST,
     COMMANDS,
-    LINE_TOO_LONG,
-    SERVER_BUSY,
     UNAUTHORIZED,
     UNAVAILABLE,
     USERNAME_TAKEN,
     WEAK_PASSWORD,
-    LineDecoder,
-    ProtocolError,
-    encode,
 )
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7443
-DEFAULT_CAFILE = Path(__file__).resolve().parent / "certs" / "server.crt"
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_TOKEN_FILE = Path("~/.waymark-token")
-# Replies (a long history, 200 walks) may be far larger than the server's request-line limit.
-MAX_REPLY_BYTES = 16 * 1024 * 1024
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
 DIFFICULTIES = ("easy", "medium", "hard")
 MAX_COPIES_PER_ORDER = 8  # PROTOCOL.md: at most 8 copies of one book in one order
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Safe to send again after the connection broke: they change nothing, or repeating them is
-# harmless. Every other command is a write and is never resent (see the module docstring).
-REPEATABLE_COMMANDS = frozenset(
-    {
-        "hello", "whoami", "list_areas", "search_walks", "guide_books", "search_books", "catalogue",
-        "orders", "history", "holds", "backorders", "login", "resume", "logout",
-    }
-)  # fmt: skip
-OUTCOME_UNKNOWN = (
-    "The connection broke before the server answered, so it is not known whether that was "
-    "done; check your orders or loans before trying again."
-)
-
 JsonDict = dict[str, Any]
-
-
-# Errors --------------------------------------------------------------------------------------
-
-
-class ClientError(Exception):
-    """A failure to report to a person; str(error) is one sentence."""
-
-
-class UsageError(ClientError):
-    """The command line or the environment asks for something impossible (exit code 2)."""
-
-
-class ServerError(ClientError):
-    """The server answered ok:false; message is its sentence, to be printed as it is."""
-
-    def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = dict(details or {})
-
-
-class ConnectionFailedError(ClientError):
-    """The server cannot be reached, is not the pinned one, or stopped answering."""
-
-
-class OutcomeUnknownError(ConnectionFailedError):
-    """A write went out but its answer was lost; it must not be resent blindly."""
-
-
-class _LinkLostError(Exception):
-    """The connection broke or timed out while a request was in flight (inside Connection)."""
-
-    def __init__(self, timed_out: bool = False):
-        super().__init__("connection lost")
-        self.timed_out = timed_out
-
-
-# Connection ----------------------------------------------------------------------------------
-
-
-class Connection:
-    """A verified TLS connection to the server, re-established on demand, holding the token.
-
-    call() raises ServerError for an error answer, ConnectionFailedError when the server cannot
-    be reached, and OutcomeUnknownError when a write's answer was lost. The token of a
-    successful login or resume is kept (in memory only) to resume after a reconnect.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        cafile: Path | str,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        on_reconnect: Callable[[str], None] | None = None,
-    ):
-        self.host = host
-        self.port = port
-        self.cafile = Path(cafile)
-        self.timeout = timeout
-        self.on_reconnect = on_reconnect
-        self.token: str | None = None
-        self._context: ssl.SSLContext | None = None
-        self._sock: ssl.SSLSocket | None = None
-        self._decoder = LineDecoder(MAX_REPLY_BYTES)
-        self._lines: list[bytes] = []
-        self._ids = itertools.count(1)
-        self._connected_before = False
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def address(self) -> str:
-        """host:port as people write it."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def call(self, cmd: str, **args: Any) -> JsonDict:
-        """Send one request and return its result; raises as the class docstring says."""
-        if self._sock is not None and self._is_stale():
-            self.close()
-        if self._sock is None:
-            self._open()
-        try:
-            reply = self._exchange(cmd, args)
-        except _LinkLostError as lost:
-            self.close()
-            reply = self._recover(cmd, args, lost)
-        return self._result_of(cmd, reply)
-
-    def close(self) -> None:
-        """Close the socket; the next call() connects again and resumes the session."""
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
-        self._lines.clear()
-
-    def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> JsonDict:
-        # A read is resent once on a new connection; a write never is.
-        if lost.timed_out:
-            sentence = (
-                f"The server at {self.address} did not answer within {self.timeout:g} seconds."
-            )
-            if cmd in REPEATABLE_COMMANDS:
-                raise ConnectionFailedError(sentence)
-            raise OutcomeUnknownError(f"{sentence} {OUTCOME_UNKNOWN}")
-        if cmd not in REPEATABLE_COMMANDS:
-            try:
-                self._open()
-            except ConnectionFailedError as error:
-                raise OutcomeUnknownError(f"{OUTCOME_UNKNOWN} {error}") from None
-            raise OutcomeUnknownError(OUTCOME_UNKNOWN)
-        self._open()
-        try:
-            return self._exchange(cmd, args)
-        except _LinkLostError:
-            self.close()
-            raise ConnectionFailedError(
-                f"The connection to {self.address} broke twice in a row; try again later."
-            ) from None
-
-    def _open(self) -> None:
-        self._sock = self._connect()
-        self._decoder = LineDecoder(MAX_REPLY_BYTES)
-        self._lines.clear()
-        had_session = self.token is not None
-        resumed = had_session and self._resume()
-        if self._connected_before and self.on_reconnect is not None:
-            if resumed:
-                self.on_reconnect("Reconnected to the server and resumed your session.")
-            elif had_session:
-                self.on_reconnect("Reconnected, but your session has expired; please log in again.")
-            else:
-                self.on_reconnect("Reconnected to the server.")
-        self._connected_before = True
-
-    def _connect(self) -> ssl.SSLSocket:
-        context = self._tls_context()
-        try:
-            raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except socket.gaierror:
-            raise ConnectionFailedError(
-                f"Cannot find the Waymark server's host {self.host!r}; check --host."
-            ) from None
-        except OSError:
-            raise ConnectionFailedError(
-                f"Cannot reach the Waymark server at {self.address}; is it running?"
-            ) from None
-        try:
-            return context.wrap_socket(raw, server_hostname=self.host)
-        except ssl.SSLCertVerificationError as error:
-            raw.close()
-            raise ConnectionFailedError(
-                f"The server at {self.address} did not present the expected certificate "
-                f"(pinned in {self.cafile}): {error.verify_message}. Not connecting."
-            ) from None
-        except OSError as error:
-            raw.close()
-            raise ConnectionFailedError(
-                f"Could not set up a secure connection to {self.address}: {_reason(error)}."
-            ) from None
-
-    def _tls_context(self) -> ssl.SSLContext:
-        if self._context is None:
-            try:
-                self._context = tls.client_context(self.cafile)
-            except OSError as error:
-                raise ConnectionFailedError(
-                    f"Cannot use the pinned server certificate {self.cafile}: {_reason(error)}."
-                ) from None
-        return self._context
-
-    def _resume(self) -> bool:
-        # On a new connection: False (and no token) when the session has expired meanwhile.
-        try:
-            reply = self._exchange("resume", {"token": self.token})
-        except _LinkLostError:
-            self.close()
-            raise ConnectionFailedError(
-                f"The connection to {self.address} broke as soon as it was made; try again later."
-            ) from None
-        try:
-            self._result_of("resume", reply)
-        except ServerError as error:
-            if error.code != UNAUTHORIZED:
-                raise
-            self.token = None
-            return False
-        return True
-
-    def _is_stale(self) -> bool:
-        # The server never speaks unprompted, so an idle connection with anything to read
-        # (end of stream, a reset, a last error line) is finished. TLS 1.3 session tickets
-        # are consumed by OpenSSL and read as "nothing yet".
-        sock = self._sock
-        assert sock is not None
-        sock.setblocking(False)
-        try:
-            sock.recv(1)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return False
-        except OSError:
-            return True
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(self.timeout)
-        return True
-
-    def _exchange(self, cmd: str, args: Mapping[str, Any]) -> JsonDict:
-        sock = self._sock
-        assert sock is not None
-        request_id = next(self._ids)
-        try:
-            sock.sendall(encode({"id": request_id, "cmd": cmd, "args": dict(args)}))
-            line = self._read_line(sock)
-        except TimeoutError:
-            raise _LinkLostError(timed_out=True) from None
-        except OSError:
-            raise _LinkLostError() from None
-        reply = self._parse_reply(line)
-        # A reply with a null id is an error about the connection itself (server_busy).
-        if reply.get("id") != request_id and not (reply.get("id") is None and not reply["ok"]):
-            self.close()
-            raise ConnectionFailedError(
-                f"The server at {self.address} answered a different request; disconnected."
-            )
-        return reply
-
-    def _read_line(self, sock: ssl.SSLSocket) -> bytes:
-        while not self._lines:
-            data = sock.recv(65_536)
-            if not data:
-                raise _LinkLostError()
-            for item in self._decoder.feed(data):
-                if isinstance(item, ProtocolError):
-                    self.close()
-                    raise ConnectionFailedError(
-                        f"The server's reply was larger than {MAX_REPLY_BYTES} bytes; disconnected."
-                    )
-                self._lines.append(item)
-        return self._lines.pop(0)
-
-    def _parse_reply(self, line: bytes) -> JsonDict:
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            self.close()
-            raise ConnectionFailedError(
-                f"The server at {self.address} sent a reply this client cannot read."
-            )
-        return reply
-
-    def _result_of(self, cmd: str, reply: JsonDict) -> JsonDict:
-        if reply["ok"]:
-            result = reply.get("result")
-            result = result if isinstance(result, dict) else {}
-            if cmd in ("login", "resume") and isinstance(result.get("token"), str):
-                self.token = result["token"]
-            elif cmd == "logout":
-                self.token = None
-            return result
-        error = reply.get("error")
-        error = error if isinstance(error, dict) else {}
-        details = error.get("details")
-        code = str(error.get("code", "internal"))
-        if code in (SERVER_BUSY, LINE_TOO_LONG):
-            self.close()  # the server closes the connection after these
-        raise ServerError(
-            code,
-            str(error.get("message") or "The server reported an error."),
-            details if isinstance(details, dict) else {},
-        )
-
-
-def _reason(error: OSError) -> str:
-    return str(error.strerror or getattr(error, "reason", None) or error)
-
-
-# Remembered token ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenFile:
-    """A session token kept across runs (only with --remember): a 0600 file naming its server."""
-
-    path: Path
-    server: str
-
-    def load(self) -> str | None:
-        """The token saved for this server, or None; UsageError if others may read the file."""
-        try:
-            mode = self.path.stat().st_mode
-        except FileNotFoundError:
-            return None
-        if mode & 0o077:
-            raise UsageError(
-                f"{self.path} may be read by other users, so it is not used; delete it and "
-                "log in again with --remember."
-            )
-        try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(saved, dict) or saved.get("server") != self.server:
-            return None
-        token = saved.get("token")
-        return token if isinstance(token, str) else None
-
-    def save(self, token: str) -> None:
-        """Write the token readable by its owner alone."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        descriptor = os.open(self.path, flags, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), 0o600)  # an existing file keeps its old mode otherwise
-            json.dump({"server": self.server, "token": token}, file)
-
-    def forget(self) -> None:
-        """Delete the saved token, if any."""
-        self.path.unlink(missing_ok=True)
 
 
 # Formatting ----------------------------------------------------------------------------------

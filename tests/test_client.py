@@ -26,13 +26,11 @@ from rich.console import Console
 
 import client
 import tls
-from client import (
-    App,
-    Basket,
-    BasketError,
+from client import App, Basket, BasketError, GuideBook
+from connection import (
+    OUTCOME_UNKNOWN,
     Connection,
     ConnectionFailedError,
-    GuideBook,
     OutcomeUnknownError,
     ServerError,
     TokenFile,
@@ -734,7 +732,7 @@ def test_a_refused_order_keeps_the_basket() -> None:
 
 
 def test_an_unknown_outcome_is_explained_and_the_basket_kept() -> None:
-    lost = OutcomeUnknownError(client.OUTCOME_UNKNOWN)
+    lost = OutcomeUnknownError(OUTCOME_UNKNOWN)
     connection = FakeConnection({"search_walks": {"walks": WALKS, "total": 3}, "buy": lost})
     transcript = run_menu(
         connection,
