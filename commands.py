@@ -135,8 +135,14 @@ class Commands:
         session.user = {"id": user["id"], "username": user["username"], "role": user["role"]}
         return session.user
 
+    @staticmethod
+    def _member(session: Session) -> dict[str, Any]:
+        """The logged-in user; handle() has already checked the session for this request."""
+        assert session.user is not None
+        return session.user
+
     def _require_admin(self, session: Session) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         if user["role"] != "admin":
             raise ProtocolError(FORBIDDEN, "Only an administrator may do that.")
         return user
@@ -218,7 +224,7 @@ class Commands:
         return {}
 
     def whoami(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"user": dict(self._require_login(session))}
+        return {"user": dict(self._member(session))}
 
     # -- shop -----------------------------------------------------------------------------------
 
@@ -248,7 +254,7 @@ class Commands:
         return {"books": self.store.shop_books()}
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         items = validate_order_items(args["items"])
         books = self.store.shop_books()
         requested = rules.merge_quantities(
@@ -257,7 +263,7 @@ class Commands:
         return {"order": self.store.place_order(user["id"], requested, self._now())}
 
     def orders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"orders": self.store.orders_for(self._require_login(session)["id"])}
+        return {"orders": self.store.orders_for(self._member(session)["id"])}
 
     def restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         self._require_admin(session)
@@ -364,31 +370,31 @@ class Commands:
         return {"book": book}
 
     def borrow(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         return {"loan": self.store.lend_copy(user["id"], args["book_id"], self._now())}
 
     def return_loan(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         return {"loan": self.store.return_loan(user["id"], args["loan_id"], self._now())}
 
     def renew(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         return {"loan": self.store.renew_loan(user["id"], args["loan_id"], self._now())}
 
     def history(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         return {"loans": self.store.loans_for(user["id"], self._now())}
 
     def hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         return {"hold": self.store.place_hold(user["id"], args["book_id"], self._now())}
 
     def holds(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         return {"holds": self.store.holds_for(user["id"], self._now())}
 
     def cancel_hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._require_login(session)
+        user = self._member(session)
         self.store.cancel_hold(user["id"], args["hold_id"], self._now())
         return {}
 
