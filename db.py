@@ -78,7 +78,6 @@ def to_timestamp(moment: datetime) -> int:
 class Backend:
     """What one database engine needs said differently."""
 
-    name = ""
     lock_clause = ""
     begin_statement = ""
 
@@ -114,7 +113,6 @@ def _strip_comments(text: str) -> str:
 class SQLiteBackend(Backend):
     """Embedded SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for every write."""
 
-    name = "sqlite"
     # IMMEDIATE takes the write lock at once, so two writers can never read the same stock
     # and both decide to sell it.
     begin_statement = "BEGIN IMMEDIATE"
@@ -170,7 +168,6 @@ class SQLiteBackend(Backend):
 class MySQLBackend(Backend):
     """MySQL or MariaDB through mysql-connector-python (its C extension when it loads)."""
 
-    name = "mysql"
     lock_clause = " FOR UPDATE"
     begin_statement = "START TRANSACTION"
 

@@ -54,7 +54,7 @@ class ProtocolError(Exception):
 
 # Argument types. bool is a subclass of int in Python, so it is excluded explicitly:
 # {"quantity": true} must be a bad_request, not one copy.
-STR, INT, NUMBER, LIST, OBJECT = "text", "whole number", "number", "list", "object"
+STR, INT, NUMBER, LIST = "text", "whole number", "number", "list"
 BOOK_REF = "book"
 
 
@@ -172,11 +172,6 @@ class LineDecoder:
         if len(self._buffer) > self.max_line_bytes:
             return self._fail(items)
         return items
-
-    @property
-    def pending(self) -> int:
-        """Bytes received that do not yet form a whole line."""
-        return len(self._buffer)
 
     def _fail(self, items: list[bytes | ProtocolError]) -> list[bytes | ProtocolError]:
         self.failed = True
@@ -301,10 +296,8 @@ def _check(arg: Arg, value: Any) -> Any:
         kind_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         kind_ok = kind_ok and math.isfinite(value)
         wanted = "a number"
-    elif arg.kind == LIST:
-        kind_ok, wanted = isinstance(value, list), "a list"
     else:
-        kind_ok, wanted = isinstance(value, dict), "an object"
+        kind_ok, wanted = isinstance(value, list), "a list"
     if not kind_ok:
         raise ProtocolError(
             BAD_REQUEST, f"The argument '{arg.name}' must be {wanted}.", {"argument": arg.name}

@@ -876,17 +876,3 @@ def test_the_lending_terms_are_configurable(tmp_path: Path) -> None:
             error = client.error("borrow", book_id=books[1]["id"])
             assert error["code"] == "limit_exceeded" and error["details"]["limit"] == 1
             assert client.error("renew", loan_id=loan["id"])["details"]["limit"] == 0
-
-
-def test_a_negative_lending_term_is_a_usage_error(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.wire import PROJECT_DIR
-
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "server.py"), "--max-active-loans", "-1"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "--max-active-loans must be a whole number of 0 or more" in result.stderr

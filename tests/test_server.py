@@ -129,14 +129,17 @@ def test_a_line_of_exactly_the_limit_is_accepted(server: ServerProcess) -> None:
         assert client.read()["ok"] is True
 
 
-def test_the_line_limit_is_configurable(tmp_path: Path) -> None:
-    process = start(tmp_path, "--max-line-bytes", "100")
-    try:
+@pytest.mark.parametrize(
+    ("args", "env"), [(("--max-line-bytes", "100"), {}), ((), {"WAYMARK_MAX_LINE_BYTES": "100"})]
+)
+def test_the_line_limit_is_configurable_by_option_or_environment(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    with ServerProcess(tmp_path, db_url=db, extra_args=args, env=env) as process:
         with process.client() as client:
             client.send_raw(b'{"cmd": "hello", "pad": "' + b"x" * 100 + b'"}\n')
             assert client.read()["error"]["code"] == "line_too_long"
-    finally:
-        process.stop()
 
 
 def test_a_plaintext_client_gets_no_json(server: ServerProcess) -> None:
@@ -352,22 +355,17 @@ def test_help_reads_well() -> None:
     assert "WAYMARK_PORT" in result.stdout
 
 
-def test_environment_variables_configure_the_server(tmp_path: Path) -> None:
-    process = ServerProcess(tmp_path, db_url=f"sqlite:///{tmp_path / 'w.db'}")
-    process.extra_env = {"WAYMARK_MAX_LINE_BYTES": "50"}
-    process.start()
-    try:
-        with process.client() as client:
-            client.send_raw(b'{"cmd": "hello", "pad": "' + b"x" * 60 + b'"}\n')
-            assert client.read()["error"]["code"] == "line_too_long"
-    finally:
-        process.stop()
-
-
-def test_a_bad_option_value_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--port", "seventy"), "--port must be a whole number of 0 or more, not 'seventy'."),
+        (("--max-active-loans", "-1"), "--max-active-loans must be a whole number of 0 or more"),
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error(args: tuple[str, ...], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "server.py"), "--port", "seventy"],
+        [sys.executable, str(PROJECT_DIR / "server.py"), *args],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "--port must be a whole number of 0 or more, not 'seventy'." in result.stderr
+    assert message in result.stderr
