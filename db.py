@@ -13,45 +13,24 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import re
-import sqlite3
-import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlalchemy.pool import QueuePool
+from typing import Any
 
 import rules
 import sample_data
 from catalogue import ImportReport, ShopBook, WalkRow
+from engine import Database, DuplicateKeyError, PoolConfig, Row, Tx, backend_from_url, placeholders
 from protocol import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, USERNAME_TAKEN, ProtocolError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-T = TypeVar("T")
-Row = dict[str, Any]
-
-MYSQL_DEADLOCK = 1213
-MYSQL_LOCK_WAIT_TIMEOUT = 1205
-MYSQL_DUPLICATE_KEY = 1062
-MYSQL_CONNECTION_LOST = frozenset({2006, 2013, 2055})
-
-
-class DuplicateKeyError(Exception):
-    """A unique key refused a row."""
-
-
-class ConnectionLostError(Exception):
-    """The database connection dropped; the pool discards it."""
 
 
 def iso(timestamp: int | None) -> str | None:
@@ -72,240 +51,14 @@ def to_timestamp(moment: datetime) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Backends: only what differs between MySQL and SQLite.
-
-
-class Backend:
-    """What one database engine needs said differently."""
-
-    lock_clause = ""
-    begin_statement = ""
-
-    def connect(self) -> Any:
-        """A new DB-API connection in autocommit mode."""
-        raise NotImplementedError
-
-    def sql(self, statement: str) -> str:
-        """The statement in this driver's placeholder style."""
-        return statement
-
-    def ddl(self, schema: str) -> list[str]:
-        """The schema's statements, adapted for this engine."""
-        return [s.strip() for s in schema.split(";\n") if _strip_comments(s).strip()]
-
-    def classify(self, error: BaseException) -> type[Exception] | None:
-        """DuplicateKeyError, ConnectionLostError, or None for an error to pass on."""
-        return None
-
-    def is_retryable(self, error: BaseException) -> bool:
-        """True for a deadlock or lock timeout: the whole transaction may be run again."""
-        return False
-
-    def describe(self) -> str:
-        """Where the data lives, with no password."""
-        raise NotImplementedError
-
-
-def _strip_comments(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-
-
-class SQLiteBackend(Backend):
-    """Embedded SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for every write."""
-
-    # IMMEDIATE takes the write lock at once, so two writers can never read the same stock
-    # and both decide to sell it.
-    begin_statement = "BEGIN IMMEDIATE"
-
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000):
-        self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
-
-    def connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves.
-        # check_same_thread=False: the pool hands a connection to one thread at a time.
-        connection = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=self.busy_timeout_ms / 1000,
-        )
-        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA foreign_keys = ON")
-        return connection
-
-    def ddl(self, schema: str) -> list[str]:
-        statements = []
-        for statement in super().ddl(schema):
-            statement = _strip_comments(statement)
-            statement = re.sub(r"\)\s*ENGINE=[^;]*$", ")", statement.strip())
-            statement = statement.replace("AUTO_INCREMENT", "AUTOINCREMENT")
-            table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
-            indexes = re.findall(r",\s*INDEX (\w+) \(([^)]*)\)", statement)
-            statement = re.sub(r",\s*INDEX \w+ \([^)]*\)", "", statement)
-            statements.append(statement)
-            for index_name, columns in indexes:
-                assert table is not None
-                statements.append(
-                    f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.group(1)} ({columns})"
-                )
-        return statements
-
-    def classify(self, error: BaseException) -> type[Exception] | None:
-        if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
-            return DuplicateKeyError
-        return None
-
-    def is_retryable(self, error: BaseException) -> bool:
-        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
-
-    def describe(self) -> str:
-        return f"SQLite database {self.path}"
-
-
-class MySQLBackend(Backend):
-    """MySQL or MariaDB through mysql-connector-python (its C extension when it loads)."""
-
-    lock_clause = " FOR UPDATE"
-    begin_statement = "START TRANSACTION"
-
-    def __init__(self, host: str, port: int, user: str, password: str, database: str):
-        import mysql.connector
-
-        self._connector = mysql.connector
-        self.host, self.port, self.user, self.password, self.database = (
-            host, port, user, password, database,
-        )  # fmt: skip
-        self._sql_cache: dict[str, str] = {}
-
-    @property
-    def has_c_extension(self) -> bool:
-        """True when the connector's C extension is loaded (about 6x faster under threads)."""
-        return bool(self._connector.HAVE_CEXT)
-
-    def connect(self) -> Any:
-        connection = self._connector.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            database=self.database,
-            autocommit=True,
-            charset="utf8mb4",
-            collation="utf8mb4_bin",
-            connection_timeout=10,
-            use_pure=not self.has_c_extension,
-        )
-        cursor = connection.cursor()
-        # READ COMMITTED: after a locking read every later read sees the rows as committed
-        # now, and InnoDB takes fewer gap locks, so fewer deadlocks.
-        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
-        cursor.close()
-        return connection
-
-    def sql(self, statement: str) -> str:
-        converted = self._sql_cache.get(statement)
-        if converted is None:
-            # The connector's paramstyle is %s; no statement here holds a literal %.
-            assert "%" not in statement, statement
-            converted = self._sql_cache[statement] = statement.replace("?", "%s")
-        return converted
-
-    def classify(self, error: BaseException) -> type[Exception] | None:
-        errno = getattr(error, "errno", None)
-        if errno == MYSQL_DUPLICATE_KEY:
-            return DuplicateKeyError
-        if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._connector.InterfaceError):
-            return ConnectionLostError
-        return None
-
-    def is_retryable(self, error: BaseException) -> bool:
-        return getattr(error, "errno", None) in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT)
-
-    def describe(self) -> str:
-        return f"MySQL database {self.database} on {self.host}:{self.port}"
-
-
-def backend_from_url(url: str) -> Backend:
-    """A Backend from sqlite:///path.db or mysql://user:password@host:port/database.
-
-    Raises ValueError with a sentence when the URL cannot be used.
-    """
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme == "sqlite":
-        # sqlite:///data/x.db is relative; sqlite:////abs/x.db is absolute.
-        raw_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        if not raw_path:
-            raise ValueError("A SQLite URL looks like sqlite:///path/to/waymark.db.")
-        return SQLiteBackend(Path(raw_path))
-    if parsed.scheme in ("mysql", "mariadb"):
-        database = parsed.path.lstrip("/")
-        if not parsed.hostname or not database:
-            raise ValueError("A MySQL URL looks like mysql://user:password@host:3306/database.")
-        return MySQLBackend(
-            host=parsed.hostname,
-            port=parsed.port or 3306,
-            user=urllib.parse.unquote(parsed.username or "root"),
-            password=urllib.parse.unquote(parsed.password or ""),
-            database=urllib.parse.unquote(database),
-        )
-    raise ValueError(f"The database URL must start with sqlite:/// or mysql://, not {url!r}.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Transactions
-
-
-class Tx:
-    """One connection inside a transaction (or a read); runs "?"-style statements."""
-
-    def __init__(self, cursor: Any, backend: Backend):
-        self._cursor = cursor
-        self._backend = backend
-        self.lock = backend.lock_clause
-
-    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
-        """All rows as dicts."""
-        self._cursor.execute(self._backend.sql(statement), tuple(params))
-        names = [column[0] for column in self._cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in self._cursor.fetchall()]
-
-    def row(self, statement: str, params: Sequence[Any] = ()) -> Row | None:
-        """The first row, or None."""
-        found = self.rows(statement, params)
-        return found[0] if found else None
-
-    def value(self, statement: str, params: Sequence[Any] = ()) -> Any:
-        """The first column of the first row, or None."""
-        found = self.row(statement, params)
-        return next(iter(found.values())) if found else None
-
-    def run(self, statement: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
-        """Execute a write; returns (rows affected, last inserted id)."""
-        self._cursor.execute(self._backend.sql(statement), tuple(params))
-        return self._cursor.rowcount, self._cursor.lastrowid
-
-
-def placeholders(count: int) -> str:
-    """'?, ?, ?' for an IN list of count values (still fully parameterised)."""
-    return ", ".join("?" * count)
-
-
-# ---------------------------------------------------------------------------------------------
 # The store
 
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Pool and retry settings; every limit has a safe default."""
+    """Pool, retry, session and lending settings; every limit has a safe default."""
 
-    pool_size: int = 16
-    pool_timeout_s: float = 30.0
-    pool_recycle_s: int = 3600
-    deadlock_retries: int = 5
+    pool: PoolConfig = PoolConfig()
     session_ttl_s: int = 12 * 3600
     lending: rules.LendingPolicy = rules.HOUSE_RULES
 
@@ -313,116 +66,36 @@ class StoreConfig:
 class Store:
     """Waymark's data, with one method per thing the application does."""
 
-    def __init__(self, backend: Backend, config: StoreConfig | None = None):
-        self.backend = backend
+    def __init__(self, database: Database, config: StoreConfig | None = None):
+        self.database = database
         self.config = config or StoreConfig()
-        # SQLite's busy handler makes waiting writers sleep and poll rather than queue, so
-        # under contention a few lose again and again (seconds of tail latency). Queueing
-        # this process's writers here fixes the tail; BEGIN IMMEDIATE still guards the data
-        # against other processes. MySQL queues on its row locks and needs no gate.
-        self._write_gate: AbstractContextManager[Any] = (
-            threading.Lock() if isinstance(backend, SQLiteBackend) else nullcontext()
-        )
-        # SQLAlchemy's QueuePool, configured to cost no round trip per checkout: no ping
-        # (pre_ping off) and no reset on return (every transaction ends itself).
-        self._pool = QueuePool(
-            backend.connect,
-            pool_size=self.config.pool_size,
-            max_overflow=0,
-            timeout=self.config.pool_timeout_s,
-            reset_on_return=None,
-            recycle=self.config.pool_recycle_s,  # an age check, no round trip; beats wait_timeout
-        )
 
     @classmethod
     def open(cls, url: str, config: StoreConfig | None = None) -> Store:
         """Connect, create the schema if missing and load the sample catalogue if empty."""
-        store = cls(backend_from_url(url), config)
+        config = config or StoreConfig()
+        store = cls(Database(backend_from_url(url), config.pool), config)
         store.initialise()
         return store
 
     def close(self) -> None:
         """Close every pooled connection."""
-        self._pool.dispose()
+        self.database.close()
 
     def describe(self) -> str:
         """Which database and driver this store uses (no secrets)."""
-        text = self.backend.describe()
-        if isinstance(self.backend, MySQLBackend):
-            driver = "C extension" if self.backend.has_c_extension else "pure Python"
-            text += f" (mysql-connector-python, {driver})"
-        return text
-
-    @contextmanager
-    def _connection(self) -> Iterator[tuple[Any, Tx]]:
-        fairy = self._pool.connect()
-        try:
-            yield fairy, Tx(_cursor_of(fairy), self.backend)
-        except BaseException as error:
-            if self.backend.classify(error) is ConnectionLostError:
-                fairy.invalidate()
-            raise
-        finally:
-            fairy.close()
-
-    def _write(self, work: Callable[[Tx], T]) -> T:
-        """Run work in one write transaction; retry it whole on deadlock, a bounded number of times.
-
-        A pooled connection found dead when the transaction starts is replaced, since nothing
-        was sent yet; one lost later is reported, because the commit may have happened.
-        """
-        for attempt in range(self.config.deadlock_retries + 1):
-            started = False
-            try:
-                with self._write_gate, self._connection() as (connection, tx):
-                    tx.run(self.backend.begin_statement)
-                    started = True
-                    try:
-                        result = work(tx)
-                        connection.commit()
-                        return result
-                    except BaseException:
-                        _rollback_quietly(connection)
-                        raise
-            except Exception as error:
-                stale = not started and self.backend.classify(error) is ConnectionLostError
-                retry = stale or self.backend.is_retryable(error)
-                if retry and attempt < self.config.deadlock_retries:
-                    log.info("transaction retried after %s (attempt %d)", error, attempt + 1)
-                    time.sleep(0 if stale else random.uniform(0.005, 0.05) * (attempt + 1))
-                    continue
-                self._translate(error)
-                raise
-        raise AssertionError("unreachable")
-
-    def _read(self, work: Callable[[Tx], T]) -> T:
-        """Run work on a pooled connection in autocommit mode; once more if the link was dead."""
-        for attempt in range(2):
-            try:
-                with self._connection() as (_, tx):
-                    return work(tx)
-            except Exception as error:
-                if attempt == 0 and self.backend.classify(error) is ConnectionLostError:
-                    continue
-                self._translate(error)
-                raise
-        raise AssertionError("unreachable")
-
-    def _translate(self, error: Exception) -> None:
-        kind = self.backend.classify(error)
-        if kind is not None:
-            raise kind(str(error)) from error
+        return self.database.describe()
 
     # -- schema -------------------------------------------------------------------------------
 
     def initialise(self) -> None:
         """Create missing tables, then load the sample catalogue once into an empty database."""
-        statements = self.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
-        with self._connection() as (_, tx):
+        statements = self.database.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
+        with self.database.connection() as (_, tx):
             for statement in statements:
                 tx.run(statement)
         with suppress(DuplicateKeyError):  # another process seeded it first
-            self._write(self._claim_and_seed)
+            self.database.write(self._claim_and_seed)
 
     def _claim_and_seed(self, tx: Tx) -> None:
         if tx.value("SELECT version FROM schema_version WHERE id = 1") is not None:
@@ -438,11 +111,13 @@ class Store:
         self._upsert_walks(tx, sample_data.walks().walks, known)
         for book in sample_data.lending_books():
             self._insert_lending_book(tx, **book)
-        log.info("loaded the sample catalogue into %s", self.backend.describe())
+        log.info("loaded the sample catalogue into %s", self.database.backend.describe())
 
     def schema_version(self) -> int | None:
         """The recorded schema version."""
-        return self._read(lambda tx: tx.value("SELECT version FROM schema_version WHERE id = 1"))
+        return self.database.read(
+            lambda tx: tx.value("SELECT version FROM schema_version WHERE id = 1")
+        )
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -458,7 +133,7 @@ class Store:
             return {"id": user_id, "username": username, "role": role}
 
         try:
-            return self._write(work)
+            return self.database.write(work)
         except DuplicateKeyError:
             raise ProtocolError(
                 USERNAME_TAKEN, f"The username {username!r} is already taken.", {}
@@ -485,11 +160,11 @@ class Store:
             )
             return {"id": user_id, "username": username, "role": "admin"}, True
 
-        return self._write(work)
+        return self.database.write(work)
 
     def user_for_login(self, username_key: str) -> Row | None:
         """id, username, role and password_hash of a user, or None."""
-        return self._read(
+        return self.database.read(
             lambda tx: tx.row(
                 "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
                 (username_key,),
@@ -514,7 +189,7 @@ class Store:
             )
             return [r["failed_at"] for r in by_user], [r["failed_at"] for r in by_address]
 
-        return self._read(work)
+        return self.database.read(work)
 
     def record_login_attempt(self, username_key: str, address: str, now: int, keep_s: int) -> int:
         """Count a login attempt as failed until it succeeds; forget ones older than keep_s.
@@ -532,15 +207,17 @@ class Store:
             assert attempt_id is not None
             return attempt_id
 
-        return self._write(work)
+        return self.database.write(work)
 
     def forget_login_attempt(self, attempt_id: int) -> None:
         """Drop an attempt that was refused before its password was checked."""
-        self._write(lambda tx: tx.run("DELETE FROM login_failures WHERE id = ?", (attempt_id,)))
+        self.database.write(
+            lambda tx: tx.run("DELETE FROM login_failures WHERE id = ?", (attempt_id,))
+        )
 
     def clear_login_failures(self, username_key: str) -> None:
         """Forget a username's failures (this attempt's included) once it logs in."""
-        self._write(
+        self.database.write(
             lambda tx: tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
         )
 
@@ -556,12 +233,12 @@ class Store:
                 (token_hash, user_id, now, expires_at),
             )
 
-        self._write(work)
+        self.database.write(work)
         return expires_at
 
     def session_user(self, token_hash: str, now: int) -> Row | None:
         """The user of an unexpired session (with its expires_at), or None."""
-        return self._read(
+        return self.database.read(
             lambda tx: tx.row(
                 "SELECT u.id, u.username, u.role, s.expires_at"
                 " FROM sessions s JOIN users u ON u.id = s.user_id"
@@ -572,13 +249,15 @@ class Store:
 
     def end_session(self, token_hash: str) -> None:
         """Delete a session so its token stops working."""
-        self._write(lambda tx: tx.run("DELETE FROM sessions WHERE token_hash = ?", (token_hash,)))
+        self.database.write(
+            lambda tx: tx.run("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        )
 
     # -- shop: walks ----------------------------------------------------------------------------
 
     def list_areas(self) -> list[Row]:
         """Each area with its number of walks, sorted by area."""
-        return self._read(
+        return self.database.read(
             lambda tx: tx.rows(
                 "SELECT MIN(area) AS area, COUNT(*) AS walks FROM walks"
                 " GROUP BY area_key ORDER BY area_key"
@@ -623,11 +302,11 @@ class Store:
             )
             return [_walk(r) for r in found], int(total)
 
-        return self._read(work)
+        return self.database.read(work)
 
     def shop_books(self) -> list[Row]:
         """Every guide book for sale: number, title, price_pence, in_stock."""
-        return self._read(
+        return self.database.read(
             lambda tx: tx.rows(
                 "SELECT number, title, price_pence, in_stock FROM shop_books ORDER BY number"
             )
@@ -643,7 +322,7 @@ class Store:
             }
             return {"books": books_changed, **self._upsert_walks(tx, report.walks, known)}
 
-        return self._write(work)
+        return self.database.write(work)
 
     def _upsert_shop_books(self, tx: Tx, books: Iterable[ShopBook]) -> int:
         changed = 0
@@ -784,11 +463,11 @@ class Store:
             assert order_id is not None
             return self._orders(tx, "o.id = ?", (order_id,))[0]
 
-        return self._write(work)
+        return self.database.write(work)
 
     def orders_for(self, user_id: int) -> list[Row]:
         """This user's orders, newest first, with back orders still outstanding per line."""
-        return self._read(lambda tx: self._orders(tx, "o.user_id = ?", (user_id,)))
+        return self.database.read(lambda tx: self._orders(tx, "o.user_id = ?", (user_id,)))
 
     def _orders(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Row]:
         found = tx.rows(
@@ -866,11 +545,11 @@ class Store:
                 ],
             }
 
-        return self._write(work)
+        return self.database.write(work)
 
     def outstanding_backorders(self) -> list[Row]:
         """Every order line still waiting for copies, oldest first."""
-        found = self._read(
+        found = self.database.read(
             lambda tx: tx.rows(
                 "SELECT l.order_id, o.created_at, u.username, l.book_number, b.title,"
                 " l.backorder_outstanding FROM order_lines l"
@@ -909,13 +588,13 @@ class Store:
             )
             return [_catalogue_book(r) for r in found], int(total)
 
-        return self._read(work)
+        return self.database.read(work)
 
     def lending_books_by_key(self, keys: Sequence[str], now: int) -> dict[str, Row]:
         """Held books among Open Library work keys, by key."""
         if not keys:
             return {}
-        found = self._read(
+        found = self.database.read(
             lambda tx: tx.rows(
                 f"{_CATALOGUE_SELECT} WHERE b.ol_key IN ({placeholders(len(keys))})",
                 [now, *keys],
@@ -936,7 +615,7 @@ class Store:
             self._settle_holds(tx, book["id"], now)
             return self._catalogue_book(tx, book["id"], now)
 
-        return self._write(work)
+        return self.database.write(work)
 
     def add_lending_book(
         self, key: str, title: str, authors: Sequence[str], first_publish_year: int | None,
@@ -960,9 +639,9 @@ class Store:
             return self._catalogue_book(tx, book_id, now)
 
         try:
-            return self._write(work)
+            return self.database.write(work)
         except DuplicateKeyError:
-            return self._write(work)  # two admins added the same new work at once
+            return self.database.write(work)  # two admins added the same new work at once
 
     def _insert_lending_book(
         self, tx: Tx, key: str | None, title: str, authors: list[str],
@@ -1035,7 +714,7 @@ class Store:
             return self._loan(tx, loan_id, now)
 
         try:
-            return self._write(work)
+            return self.database.write(work)
         except DuplicateKeyError:
             raise ProtocolError(CONFLICT, "You already have this book on loan.") from None
 
@@ -1056,7 +735,7 @@ class Store:
             self._settle_holds(tx, loan["book_id"], now)
             return self._loan(tx, loan_id, now)
 
-        return self._write(work)
+        return self.database.write(work)
 
     def renew_loan(self, user_id: int, loan_id: int, now: int) -> Row:
         """Extend a loan unless another member is waiting or it was renewed twice."""
@@ -1085,11 +764,11 @@ class Store:
             )
             return self._loan(tx, loan_id, now)
 
-        return self._write(work)
+        return self.database.write(work)
 
     def loans_for(self, user_id: int, now: int) -> list[Row]:
         """Every loan of this member, current and returned, newest first."""
-        found = self._read(
+        found = self.database.read(
             lambda tx: tx.rows(f"{_LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,))
         )
         return [_loan(r, now) for r in found]
@@ -1125,7 +804,7 @@ class Store:
             return hold
 
         try:
-            return self._write(work)
+            return self.database.write(work)
         except DuplicateKeyError:
             raise ProtocolError(
                 CONFLICT, "You already hold a place in the queue for this book."
@@ -1147,7 +826,7 @@ class Store:
                 self._settle_holds(tx, book_id, now)
             return self._holds(tx, "h.user_id = ?", (user_id,), now)
 
-        return self._write(work)
+        return self.database.write(work)
 
     def cancel_hold(self, user_id: int, hold_id: int, now: int) -> None:
         """Leave a queue; a copy kept for this member passes to the next."""
@@ -1170,7 +849,7 @@ class Store:
             )
             self._settle_holds(tx, hold["book_id"], now)
 
-        self._write(work)
+        self.database.write(work)
 
     def _lock_book(self, tx: Tx, book_id: int) -> Row:
         book = tx.row(
@@ -1246,23 +925,6 @@ class Store:
             }
             for r in found
         ]
-
-
-def _cursor_of(fairy: Any) -> Any:
-    # One cursor per pooled connection, kept for its life: the C connector pings the server
-    # every time a cursor is created, which would cost a round trip per statement.
-    connection = fairy.dbapi_connection
-    kept = fairy.info.get("cursor")
-    if kept is None or kept[0] is not connection:
-        kept = fairy.info["cursor"] = (connection, connection.cursor())
-    return kept[1]
-
-
-def _rollback_quietly(connection: Any) -> None:
-    try:
-        connection.rollback()
-    except Exception:  # noqa: BLE001 - the original error matters more; a dead link rolls back anyway
-        log.debug("rollback failed", exc_info=True)
 
 
 def _escape_like(text: str) -> str:

@@ -201,6 +201,41 @@ def error_response(request_id: Any, error: ProtocolError) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One decoded response line: a result, or an error's code, message and details."""
+
+    id: Any
+    ok: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_reply(line: bytes) -> Reply:
+    """Parse one response line; raises ValueError when it is not a response of this protocol."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ValueError("The reply is not valid JSON.") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("ok"), bool):
+        raise ValueError("The reply is not a response object with an 'ok' field.")
+    if obj["ok"]:
+        result = obj.get("result")
+        return Reply(obj.get("id"), True, result=result if isinstance(result, dict) else {})
+    error = obj.get("error")
+    error = error if isinstance(error, dict) else {}
+    details = error.get("details")
+    return Reply(
+        obj.get("id"),
+        False,
+        code=str(error.get("code") or INTERNAL),
+        message=str(error.get("message") or "The server reported an error."),
+        details=details if isinstance(details, dict) else {},
+    )
+
+
 def request_id_of(line: bytes) -> Any:
     """The id of a request line if one can be read from it, else None (for error replies)."""
     try:

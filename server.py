@@ -33,6 +33,7 @@ import rules
 import tls
 from commands import AuthConfig, Commands, Session
 from db import Store, StoreConfig
+from engine import PoolConfig
 from openlibrary import OpenLibrary
 
 log = logging.getLogger("waymark.server")
@@ -389,7 +390,9 @@ def open_store(config: ServerConfig) -> Store:
     store = Store.open(
         config.db,
         StoreConfig(
-            pool_size=config.pool_size, session_ttl_s=config.session_ttl_s, lending=lending
+            pool=PoolConfig(pool_size=config.pool_size),
+            session_ttl_s=config.session_ttl_s,
+            lending=lending,
         ),
     )
     log.info("data in %s", store.describe())

@@ -55,7 +55,8 @@ import sample_data  # noqa: E402
 import server  # noqa: E402
 import tls  # noqa: E402
 from commands import AuthConfig, hash_token  # noqa: E402
-from db import MySQLBackend, Store, StoreConfig, backend_from_url  # noqa: E402
+from db import Store, StoreConfig  # noqa: E402
+from engine import Database, MySQLBackend, PoolConfig, backend_from_url  # noqa: E402
 from protocol import ProtocolError  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -617,7 +618,7 @@ def fresh_database(db: str, workdir: Path, label: str) -> Iterator[str]:
 @contextmanager
 def seeded_store(url: str, pool_size: int) -> Iterator[Store]:
     """A Store on the database with the sample catalogue and stock enough for any run."""
-    store = Store.open(url, StoreConfig(pool_size=pool_size))
+    store = Store.open(url, StoreConfig(pool=PoolConfig(pool_size=pool_size)))
     try:
         for number in BOOKS:
             store.restock(number, PLENTY)
@@ -1069,28 +1070,20 @@ def measure_pools(url: str, counter: AdminCommands, threads: int, cycles: int) -
     """Each variant's cycles with `threads` threads at once, against one held connection each."""
     backend = backend_from_url(url)
     assert isinstance(backend, MySQLBackend)
-    store = Store(backend, StoreConfig(pool_size=threads))
+    database = Database(backend, PoolConfig(pool_size=threads))
     connector_pool = mysql.connector.pooling.MySQLConnectionPool(
         pool_name=f"bench{threads}",
         pool_size=min(threads, 32),  # the connector's maximum
         pool_reset_session=True,
-        host=backend.host,
-        port=backend.port,
-        user=backend.user,
-        password=backend.password,
-        database=backend.database,
-        autocommit=True,
-        charset="utf8mb4",
-        collation="utf8mb4_bin",
-        use_pure=not backend.has_c_extension,
+        **backend.connect_options(),
     )
     held = [backend.connect() for _ in range(threads)]
     held_cursors = [connection.cursor() for connection in held]
 
     def queue_pool(thread: int) -> None:
-        # Store._read is what every Store read does: a QueuePool checkout as db.py configures
-        # it (no pre-ping, no reset on return), the work on the connection's kept cursor, return.
-        store._read(lambda tx: tx.value("SELECT 1"))
+        # Database.read is what every Store read does: a QueuePool checkout as engine.py
+        # configures it (no pre-ping, no reset on return), the work on the kept cursor, return.
+        database.read(lambda tx: tx.value("SELECT 1"))
 
     def connector_pooling(thread: int) -> None:
         connection = connector_pool.get_connection()  # pings the server
@@ -1103,7 +1096,7 @@ def measure_pools(url: str, counter: AdminCommands, threads: int, cycles: int) -
 
     variants = [
         PoolVariant("held connection (no pool)", lambda thread: select_one(held_cursors[thread])),
-        PoolVariant("QueuePool as in db.py", queue_pool),
+        PoolVariant("QueuePool as in engine.py", queue_pool),
         PoolVariant("mysql.connector.pooling", connector_pooling),
     ]
     try:
@@ -1116,7 +1109,7 @@ def measure_pools(url: str, counter: AdminCommands, threads: int, cycles: int) -
                 variant.wall_s += time_cycles(variant.cycle, threads, batch, variant.latencies)
                 variant.admin_commands += counter.read() - before
     finally:
-        store.close()
+        database.close()
         for connection in held:
             connection.close()
     return {"threads": threads, "variants": pool_results(variants)}

@@ -12,6 +12,7 @@ import mysql.connector
 import pytest
 
 from db import Store, StoreConfig
+from engine import PoolConfig, mysql_address
 from tests.fake_openlibrary import FakeOpenLibrary
 from tests.wire import ServerProcess
 
@@ -23,14 +24,9 @@ TABLES_CHILD_FIRST = (
 
 
 def _mysql_admin(url: str) -> mysql.connector.MySQLConnection:
-    parts = urllib.parse.urlsplit(url)
+    host, port, user, password, _ = mysql_address(url)
     return mysql.connector.connect(
-        host=parts.hostname,
-        port=parts.port or 3306,
-        user=urllib.parse.unquote(parts.username or "root"),
-        password=urllib.parse.unquote(parts.password or ""),
-        autocommit=True,
-        connection_timeout=5,
+        host=host, port=port, user=user, password=password, autocommit=True, connection_timeout=5
     )
 
 
@@ -66,10 +62,9 @@ def mysql_database(mysql_server_url: str) -> Iterator[str]:
 
 def wipe_mysql(url: str) -> None:
     """Empty every table so the next Store.open() loads the sample catalogue afresh."""
-    parts = urllib.parse.urlsplit(url)
     connection = _mysql_admin(url)
     cursor = connection.cursor()
-    cursor.execute(f"USE {parts.path.lstrip('/')}")
+    cursor.execute(f"USE {mysql_address(url)[4]}")
     cursor.execute("SHOW TABLES")
     existing = {row[0] for row in cursor.fetchall()}
     for table in TABLES_CHILD_FIRST:
@@ -98,7 +93,7 @@ def mysql_url(mysql_database: str) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     """A Store holding the sample catalogue, on each backend in turn."""
-    opened = Store.open(db_url, StoreConfig(pool_size=8))
+    opened = Store.open(db_url, StoreConfig(pool=PoolConfig(pool_size=8)))
     try:
         yield opened
     finally:

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import pytest
 
 from commands import Commands, Session
-from db import Store, backend_from_url
+from db import Store
+from engine import backend_from_url
 from openlibrary import WORK_KEY, OpenLibrary
 from passwords import PasswordHasher
 from protocol import ProtocolError, Request
@@ -80,7 +81,7 @@ def code_of(action: Callable[[], object]) -> str:
 def assert_circulation_sound(connection_source: Store | str) -> None:
     """Copies on loan never exceed copies owned; one active loan per member and book; at most 5."""
     backend = (
-        connection_source.backend
+        connection_source.database.backend
         if isinstance(connection_source, Store)
         else backend_from_url(connection_source)
     )

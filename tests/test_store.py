@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 import db
+import engine
 from db import Store, StoreConfig
+from engine import PoolConfig
 from protocol import ProtocolError
 
 NOW = 1_800_000_000
@@ -120,12 +122,12 @@ def test_sql_metacharacters_are_only_ever_data(store: Store) -> None:
 )
 def test_bad_database_urls_are_explained(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        db.backend_from_url(url)
+        engine.backend_from_url(url)
 
 
 def test_mysql_urls_are_parsed_with_escapes() -> None:
-    backend = db.backend_from_url("mysql://shop%40keeper:p%3Ass@db.example:3307/waymark")
-    assert isinstance(backend, db.MySQLBackend)
+    backend = engine.backend_from_url("mysql://shop%40keeper:p%3Ass@db.example:3307/waymark")
+    assert isinstance(backend, engine.MySQLBackend)
     assert (backend.user, backend.password, backend.host, backend.port, backend.database) == (
         "shop@keeper", "p:ss", "db.example", 3307, "waymark",
     )  # fmt: skip
@@ -133,13 +135,13 @@ def test_mysql_urls_are_parsed_with_escapes() -> None:
 
 
 def test_sqlite_urls_may_be_relative_or_absolute(tmp_path: Path) -> None:
-    assert db.backend_from_url("sqlite:///data/w.db").path == Path("data/w.db")  # type: ignore[attr-defined]
-    absolute = db.backend_from_url(f"sqlite:///{tmp_path}/w.db")
+    assert engine.backend_from_url("sqlite:///data/w.db").path == Path("data/w.db")  # type: ignore[attr-defined]
+    absolute = engine.backend_from_url(f"sqlite:///{tmp_path}/w.db")
     assert absolute.path == tmp_path / "w.db"  # type: ignore[attr-defined]
 
 
 def test_the_sqlite_schema_is_derived_from_schema_sql() -> None:
-    statements = db.SQLiteBackend(Path("unused")).ddl(db.SCHEMA_PATH.read_text())
+    statements = engine.SQLiteBackend(Path("unused")).ddl(db.SCHEMA_PATH.read_text())
     joined = "\n".join(statements)
     assert "ENGINE" not in joined and "AUTO_INCREMENT" not in joined
     assert "CREATE INDEX IF NOT EXISTS walks_by_area ON walks (area_key)" in statements
@@ -187,7 +189,7 @@ def test_schema_sql_loads_with_the_mysql_client_as_it_is(mysql_server_url: str) 
 def test_a_dropped_mysql_connection_is_replaced(mysql_url: str) -> None:
     import mysql.connector
 
-    store = Store.open(mysql_url, StoreConfig(pool_size=1))
+    store = Store.open(mysql_url, StoreConfig(pool=PoolConfig(pool_size=1)))
     try:
         assert len(store.shop_books()) == 7
         parts = urllib.parse.urlsplit(mysql_url)

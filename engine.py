@@ -1,0 +1,408 @@
+"""The two database engines behind the Store: connections, the pool, transactions and retries.
+
+Every statement is written once with "?" placeholders; a Backend supplies only what really
+differs (placeholder style, the row-locking clause, DDL details and how a write transaction
+starts). Database runs work in one transaction on a pooled connection and retries it whole on
+a deadlock, a bounded number of times. Driver errors are translated here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.pool import QueuePool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Row = dict[str, Any]
+
+MYSQL_DEADLOCK = 1213
+MYSQL_LOCK_WAIT_TIMEOUT = 1205
+MYSQL_DUPLICATE_KEY = 1062
+MYSQL_CONNECTION_LOST = frozenset({2006, 2013, 2055})
+
+
+class DuplicateKeyError(Exception):
+    """A unique key refused a row."""
+
+
+class ConnectionLostError(Exception):
+    """The database connection dropped; the pool discards it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: only what differs between MySQL and SQLite.
+
+
+class Backend:
+    """What one database engine needs said differently."""
+
+    lock_clause = ""
+    begin_statement = ""
+
+    def connect(self) -> Any:
+        """A new DB-API connection in autocommit mode."""
+        raise NotImplementedError
+
+    def sql(self, statement: str) -> str:
+        """The statement in this driver's placeholder style."""
+        return statement
+
+    def ddl(self, schema: str) -> list[str]:
+        """The schema's statements, adapted for this engine."""
+        return [s.strip() for s in schema.split(";\n") if _strip_comments(s).strip()]
+
+    def classify(self, error: BaseException) -> type[Exception] | None:
+        """DuplicateKeyError, ConnectionLostError, or None for an error to pass on."""
+        return None
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """True for a deadlock or lock timeout: the whole transaction may be run again."""
+        return False
+
+    def describe(self) -> str:
+        """Where the data lives, with no password."""
+        raise NotImplementedError
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+
+
+class SQLiteBackend(Backend):
+    """Embedded SQLite: WAL, a busy timeout, and BEGIN IMMEDIATE for every write."""
+
+    # IMMEDIATE takes the write lock at once, so two writers can never read the same stock
+    # and both decide to sell it.
+    begin_statement = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000):
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves.
+        # check_same_thread=False: the pool hands a connection to one thread at a time.
+        connection = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    def ddl(self, schema: str) -> list[str]:
+        statements = []
+        for statement in super().ddl(schema):
+            statement = _strip_comments(statement)
+            statement = re.sub(r"\)\s*ENGINE=[^;]*$", ")", statement.strip())
+            statement = statement.replace("AUTO_INCREMENT", "AUTOINCREMENT")
+            table = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+            indexes = re.findall(r",\s*INDEX (\w+) \(([^)]*)\)", statement)
+            statement = re.sub(r",\s*INDEX \w+ \([^)]*\)", "", statement)
+            statements.append(statement)
+            for index_name, columns in indexes:
+                assert table is not None
+                statements.append(
+                    f"CREATE INDEX IF NOT EXISTS {index_name} ON {table.group(1)} ({columns})"
+                )
+        return statements
+
+    def classify(self, error: BaseException) -> type[Exception] | None:
+        if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
+            return DuplicateKeyError
+        return None
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def describe(self) -> str:
+        return f"SQLite database {self.path}"
+
+
+class MySQLBackend(Backend):
+    """MySQL or MariaDB through mysql-connector-python (its C extension when it loads)."""
+
+    lock_clause = " FOR UPDATE"
+    begin_statement = "START TRANSACTION"
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str):
+        import mysql.connector
+
+        self._connector = mysql.connector
+        self.host, self.port, self.user, self.password, self.database = (
+            host, port, user, password, database,
+        )  # fmt: skip
+        self._sql_cache: dict[str, str] = {}
+
+    @property
+    def has_c_extension(self) -> bool:
+        """True when the connector's C extension is loaded (about 6x faster under threads)."""
+        return bool(self._connector.HAVE_CEXT)
+
+    def connect_options(self) -> dict[str, Any]:
+        """The connector's keyword arguments for one autocommit connection to this database."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "autocommit": True,
+            "charset": "utf8mb4",
+            "collation": "utf8mb4_bin",
+            "connection_timeout": 10,
+            "use_pure": not self.has_c_extension,
+        }
+
+    def connect(self) -> Any:
+        connection = self._connector.connect(**self.connect_options())
+        cursor = connection.cursor()
+        # READ COMMITTED: after a locking read every later read sees the rows as committed
+        # now, and InnoDB takes fewer gap locks, so fewer deadlocks.
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+        cursor.close()
+        return connection
+
+    def sql(self, statement: str) -> str:
+        converted = self._sql_cache.get(statement)
+        if converted is None:
+            # The connector's paramstyle is %s; no statement here holds a literal %.
+            assert "%" not in statement, statement
+            converted = self._sql_cache[statement] = statement.replace("?", "%s")
+        return converted
+
+    def classify(self, error: BaseException) -> type[Exception] | None:
+        errno = getattr(error, "errno", None)
+        if errno == MYSQL_DUPLICATE_KEY:
+            return DuplicateKeyError
+        if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._connector.InterfaceError):
+            return ConnectionLostError
+        return None
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return getattr(error, "errno", None) in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT)
+
+    def describe(self) -> str:
+        return f"MySQL database {self.database} on {self.host}:{self.port}"
+
+
+def mysql_address(url: str) -> tuple[str, int, str, str, str]:
+    """(host, port, user, password, database) from mysql://user:password@host:port/database.
+
+    The database may be empty, for a URL that names only the server.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    return (
+        parsed.hostname or "",
+        parsed.port or 3306,
+        urllib.parse.unquote(parsed.username or "root"),
+        urllib.parse.unquote(parsed.password or ""),
+        urllib.parse.unquote(parsed.path.lstrip("/")),
+    )
+
+
+def backend_from_url(url: str) -> Backend:
+    """A Backend from sqlite:///path.db or mysql://user:password@host:port/database.
+
+    Raises ValueError with a sentence when the URL cannot be used.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "sqlite":
+        # sqlite:///data/x.db is relative; sqlite:////abs/x.db is absolute.
+        raw_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not raw_path:
+            raise ValueError("A SQLite URL looks like sqlite:///path/to/waymark.db.")
+        return SQLiteBackend(Path(raw_path))
+    if parsed.scheme in ("mysql", "mariadb"):
+        host, port, user, password, database = mysql_address(url)
+        if not host or not database:
+            raise ValueError("A MySQL URL looks like mysql://user:password@host:3306/database.")
+        return MySQLBackend(host, port, user, password, database)
+    raise ValueError(f"The database URL must start with sqlite:/// or mysql://, not {url!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+
+
+class Tx:
+    """One connection inside a transaction (or a read); runs "?"-style statements."""
+
+    def __init__(self, cursor: Any, backend: Backend):
+        self._cursor = cursor
+        self._backend = backend
+        self.lock = backend.lock_clause
+
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """All rows as dicts."""
+        self._cursor.execute(self._backend.sql(statement), tuple(params))
+        names = [column[0] for column in self._cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in self._cursor.fetchall()]
+
+    def row(self, statement: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row, or None."""
+        found = self.rows(statement, params)
+        return found[0] if found else None
+
+    def value(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, or None."""
+        found = self.row(statement, params)
+        return next(iter(found.values())) if found else None
+
+    def run(self, statement: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        """Execute a write; returns (rows affected, last inserted id)."""
+        self._cursor.execute(self._backend.sql(statement), tuple(params))
+        return self._cursor.rowcount, self._cursor.lastrowid
+
+
+def placeholders(count: int) -> str:
+    """'?, ?, ?' for an IN list of count values (still fully parameterised)."""
+    return ", ".join("?" * count)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pool and transactions
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Pool and retry settings; every limit has a safe default."""
+
+    pool_size: int = 16
+    pool_timeout_s: float = 30.0
+    pool_recycle_s: int = 3600
+    deadlock_retries: int = 5
+
+
+class Database:
+    """A pool of connections to one backend, and the one way to run a transaction on it."""
+
+    def __init__(self, backend: Backend, config: PoolConfig | None = None):
+        self.backend = backend
+        self.config = config or PoolConfig()
+        # SQLite's busy handler makes waiting writers sleep and poll rather than queue, so
+        # under contention a few lose again and again (seconds of tail latency). Queueing
+        # this process's writers here fixes the tail; BEGIN IMMEDIATE still guards the data
+        # against other processes. MySQL queues on its row locks and needs no gate.
+        self._write_gate: AbstractContextManager[Any] = (
+            threading.Lock() if isinstance(backend, SQLiteBackend) else nullcontext()
+        )
+        # SQLAlchemy's QueuePool, configured to cost no round trip per checkout: no ping
+        # (pre_ping off) and no reset on return (every transaction ends itself).
+        self._pool = QueuePool(
+            backend.connect,
+            pool_size=self.config.pool_size,
+            max_overflow=0,
+            timeout=self.config.pool_timeout_s,
+            reset_on_return=None,
+            recycle=self.config.pool_recycle_s,  # an age check, no round trip; beats wait_timeout
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._pool.dispose()
+
+    def describe(self) -> str:
+        """Which database and driver this is (no secrets)."""
+        text = self.backend.describe()
+        if isinstance(self.backend, MySQLBackend):
+            driver = "C extension" if self.backend.has_c_extension else "pure Python"
+            text += f" (mysql-connector-python, {driver})"
+        return text
+
+    @contextmanager
+    def connection(self) -> Iterator[tuple[Any, Tx]]:
+        """A pooled connection in autocommit mode; a dead one is discarded, not returned."""
+        fairy = self._pool.connect()
+        try:
+            yield fairy, Tx(_cursor_of(fairy), self.backend)
+        except BaseException as error:
+            if self.backend.classify(error) is ConnectionLostError:
+                fairy.invalidate()
+            raise
+        finally:
+            fairy.close()
+
+    def write(self, work: Callable[[Tx], T]) -> T:
+        """Run work in one write transaction; retry it whole on deadlock, a bounded number of times.
+
+        A pooled connection found dead when the transaction starts is replaced, since nothing
+        was sent yet; one lost later is reported, because the commit may have happened.
+        Raises DuplicateKeyError or ConnectionLostError for those driver errors.
+        """
+        for attempt in range(self.config.deadlock_retries + 1):
+            started = False
+            try:
+                with self._write_gate, self.connection() as (connection, tx):
+                    tx.run(self.backend.begin_statement)
+                    started = True
+                    try:
+                        result = work(tx)
+                        connection.commit()
+                        return result
+                    except BaseException:
+                        _rollback_quietly(connection)
+                        raise
+            except Exception as error:
+                stale = not started and self.backend.classify(error) is ConnectionLostError
+                retry = stale or self.backend.is_retryable(error)
+                if retry and attempt < self.config.deadlock_retries:
+                    log.info("transaction retried after %s (attempt %d)", error, attempt + 1)
+                    time.sleep(0 if stale else random.uniform(0.005, 0.05) * (attempt + 1))
+                    continue
+                self._translate(error)
+                raise
+        raise AssertionError("unreachable")
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        """Run work on a pooled connection in autocommit mode; once more if the link was dead."""
+        for attempt in range(2):
+            try:
+                with self.connection() as (_, tx):
+                    return work(tx)
+            except Exception as error:
+                if attempt == 0 and self.backend.classify(error) is ConnectionLostError:
+                    continue
+                self._translate(error)
+                raise
+        raise AssertionError("unreachable")
+
+    def _translate(self, error: Exception) -> None:
+        kind = self.backend.classify(error)
+        if kind is not None:
+            raise kind(str(error)) from error
+
+
+def _cursor_of(fairy: Any) -> Any:
+    # One cursor per pooled connection, kept for its life: the C connector pings the server
+    # every time a cursor is created, which would cost a round trip per statement.
+    connection = fairy.dbapi_connection
+    kept = fairy.info.get("cursor")
+    if kept is None or kept[0] is not connection:
+        kept = fairy.info["cursor"] = (connection, connection.cursor())
+    return kept[1]
+
+
+def _rollback_quietly(connection: Any) -> None:
+    try:
+        connection.rollback()
+    except Exception:  # noqa: BLE001 - the original error matters more; a dead link rolls back anyway
+        log.debug("rollback failed", exc_info=True)
