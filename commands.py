@@ -45,15 +45,6 @@ MAX_TITLE_LENGTH = 300  # lending_books.title in schema.sql
 MAX_AUTHOR_LENGTH = 200
 
 
-@dataclass(frozen=True)
-class AuthConfig:
-    """Login throttling: per username, and a much higher bar per address (one office, one NAT)."""
-
-    failures_per_user: int = 5
-    failures_per_address: int = 100
-    failure_window_s: int = 15 * 60
-
-
 @dataclass
 class Session:
     """One connection's login state; lives on the connection, never in a global."""
@@ -76,13 +67,13 @@ class Commands:
         store: Store,
         openlibrary: OpenLibrary,
         hasher: PasswordHasher,
-        auth: AuthConfig | None = None,
+        auth: rules.LoginThrottle = rules.HOUSE_THROTTLE,
         clock: Callable[[], float] = time.time,
     ):
         self.store = store
         self.openlibrary = openlibrary
         self.hasher = hasher
-        self.auth = auth or AuthConfig()
+        self.auth = auth
         self.clock = clock
         self.handlers: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
             "hello": self.hello,

@@ -286,6 +286,19 @@ def free_copies(copies: int, on_loan: int, kept_for_holds: int) -> int:
 # Login throttling ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LoginThrottle:
+    """Failed logins allowed in a window: per username, and a much higher bar per address
+    (one office, one NAT)."""
+
+    failures_per_user: int = 5
+    failures_per_address: int = 100
+    failure_window_s: int = 15 * 60
+
+
+HOUSE_THROTTLE = LoginThrottle()
+
+
 def retry_after_s(
     failure_times: Sequence[datetime], now: datetime, limit: int, window: timedelta
 ) -> int | None:

@@ -31,7 +31,7 @@ import passwords
 import protocol
 import rules
 import tls
-from commands import AuthConfig, Commands, Session
+from commands import Commands, Session
 from db import Store, StoreConfig
 from engine import PoolConfig
 from openlibrary import OpenLibrary
@@ -408,7 +408,7 @@ def serve(config: ServerConfig) -> int:
         store,
         OpenLibrary(config.openlibrary_url, contact=config.openlibrary_contact),
         passwords.PasswordHasher(config.bcrypt_cost, config.hash_concurrency),
-        AuthConfig(
+        rules.LoginThrottle(
             failures_per_user=config.login_failures_per_user,
             failures_per_address=config.login_failures_per_address,
         ),

@@ -54,7 +54,7 @@ import rules  # noqa: E402
 import sample_data  # noqa: E402
 import server  # noqa: E402
 import tls  # noqa: E402
-from commands import AuthConfig, hash_token  # noqa: E402
+from commands import hash_token  # noqa: E402
 from db import Store, StoreConfig  # noqa: E402
 from engine import Database, MySQLBackend, PoolConfig, backend_from_url  # noqa: E402
 from protocol import ProtocolError  # noqa: E402
@@ -800,7 +800,7 @@ class StoreWorker(Worker):
     def login(self, args: dict[str, Any]) -> object:
         now = int(time.time())
         key = rules.username_key(args["username"])
-        window = AuthConfig().failure_window_s
+        window = rules.HOUSE_THROTTLE.failure_window_s
         attempt = self.store.record_login_attempt(key, HOST, now, keep_s=window)
         self.store.login_failures(key, HOST, since=now - window, other_than=attempt)
         user = self.store.user_for_login(key)
