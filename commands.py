@@ -1,13 +1,13 @@
 """One short handler per command: who may do what, then rules, the store and Open Library.
 
 Handlers take (session, args) with args already type-checked against protocol.COMMANDS,
-and return a result dict or raise ProtocolError. They know nothing of sockets or SQL.
+and return a result dict or raise ProtocolError. They know nothing of sockets or SQL. The
+domain errors that rules and the store raise become wire codes here, in one table.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import logging
 import secrets
 import time
@@ -16,24 +16,40 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import results
 import rules
 from db import Store
-from openlibrary import WORK_KEY, OpenLibrary, UpstreamNotFound, UpstreamUnavailable
-from passwords import PasswordHasher
+from errors import (
+    ConflictError,
+    DomainError,
+    ForbiddenError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    UnavailableError,
+    UsernameTakenError,
+    WeakPasswordError,
+)
+from openlibrary import WORK_KEY, OpenLibrary, UpstreamNotFoundError, UpstreamUnavailableError
+from passwords import PasswordHasher, hash_token
 from protocol import (
     BAD_REQUEST,
     COMMANDS,
+    CONFLICT,
     FORBIDDEN,
     INVALID_CREDENTIALS,
+    LIMIT_EXCEEDED,
     NOT_FOUND,
     PROTOCOL_VERSION,
     RATE_LIMITED,
     UNAUTHORIZED,
+    UNAVAILABLE,
     UPSTREAM_UNAVAILABLE,
+    USERNAME_TAKEN,
+    WEAK_PASSWORD,
     ProtocolError,
     Request,
     validate_args,
-    validate_order_items,
 )
 
 log = logging.getLogger(__name__)
@@ -54,9 +70,22 @@ class Session:
     token_hash: str | None = None
 
 
-def hash_token(token: str) -> str:
-    """Tokens are stored only as their SHA-256, so a copy of the database logs nobody in."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+# The one place a domain error becomes a wire code.
+WIRE_CODES: dict[type[DomainError], str] = {
+    InvalidInputError: BAD_REQUEST,
+    NotFoundError: NOT_FOUND,
+    ConflictError: CONFLICT,
+    ForbiddenError: FORBIDDEN,
+    UnavailableError: UNAVAILABLE,
+    LimitExceededError: LIMIT_EXCEEDED,
+    WeakPasswordError: WEAK_PASSWORD,
+    UsernameTakenError: USERNAME_TAKEN,
+}
+
+
+def wire_error(error: DomainError) -> ProtocolError:
+    """The wire's error for a domain error, with the same sentence and details."""
+    return ProtocolError(WIRE_CODES[type(error)], error.message, error.details)
 
 
 class Commands:
@@ -100,14 +129,19 @@ class Commands:
             "holds": self.holds,
             "cancel_hold": self.cancel_hold,
         }
-        assert self.handlers.keys() == COMMANDS.keys()
 
     def handle(self, session: Session, request: Request) -> dict[str, Any]:
-        """Authorise, validate and run one request."""
-        if COMMANDS[request.cmd].needs_login:
-            self._require_login(session)
+        """Authorise, validate and run one request; raises ProtocolError for the client."""
+        command = COMMANDS[request.cmd]
+        if command.needs_login:
+            user = self._require_login(session)
+            if command.admin_only and user["role"] != "admin":
+                raise ProtocolError(FORBIDDEN, "Only an administrator may do that.")
         args = validate_args(request.cmd, request.args)
-        return self.handlers[request.cmd](session, args)
+        try:
+            return self.handlers[request.cmd](session, args)
+        except DomainError as error:
+            raise wire_error(error) from None
 
     def _now(self) -> int:
         return int(self.clock())
@@ -132,12 +166,6 @@ class Commands:
         assert session.user is not None
         return session.user
 
-    def _require_admin(self, session: Session) -> dict[str, Any]:
-        user = self._member(session)
-        if user["role"] != "admin":
-            raise ProtocolError(FORBIDDEN, "Only an administrator may do that.")
-        return user
-
     # -- accounts -----------------------------------------------------------------------------
 
     def hello(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -152,33 +180,30 @@ class Commands:
     def login(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         # Case folding can lengthen a name ("ß" is "ss"); no real name is near the column's 64.
         key = rules.username_key(args["username"])[:64]
-        attempt = self.store.record_login_attempt(
-            key, session.address, self._now(), keep_s=self.auth.failure_window_s
-        )
-        try:
-            self._check_throttle(key, session.address, attempt)
-        except ProtocolError:
-            self.store.forget_login_attempt(attempt)  # a refused try does not prolong the wait
-            raise
-        user = self.store.user_for_login(key)
+        now = self._now()
+        attempt = self.store.start_login(key, session.address, now, self.auth.failure_window_s)
+        wait = self._throttle_wait(attempt.failures_by_user, attempt.failures_by_address, now)
+        if wait:
+            self.store.finish_login(attempt, key, None, now)  # a refused try does not prolong it
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"Too many failed logins; try again in {wait} seconds.",
+                {"retry_after_s": wait},
+            )
+        user = attempt.user
         # Without a user, verify against a dummy hash: same time, same answer.
         if not self.hasher.verify(args["password"], user["password_hash"] if user else None):
             raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
         assert user is not None
-        self.store.clear_login_failures(key)
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        self.store.create_session(user["id"], hash_token(token), self._now())
+        self.store.finish_login(attempt, key, hash_token(token), now)
         return self._logged_in(session, user, token)
 
-    def _check_throttle(self, username_key: str, address: str, attempt: int) -> None:
-        """Raise rate_limited when earlier failures reach either threshold."""
-        now = self._now()
+    def _throttle_wait(self, by_user: list[int], by_address: list[int], now: int) -> int:
+        """Seconds before another try, 0 while earlier failures reach neither threshold."""
         window = timedelta(seconds=self.auth.failure_window_s)
-        by_user, by_address = self.store.login_failures(
-            username_key, address, since=now - self.auth.failure_window_s, other_than=attempt
-        )
         moment = datetime.fromtimestamp(now, UTC)
-        waits = [
+        return max(
             rules.retry_after_s(
                 [datetime.fromtimestamp(t, UTC) for t in times], moment, limit, window
             )
@@ -187,13 +212,7 @@ class Commands:
                 (by_user, self.auth.failures_per_user),
                 (by_address, self.auth.failures_per_address),
             )
-        ]
-        if max(waits):
-            raise ProtocolError(
-                RATE_LIMITED,
-                f"Too many failed logins; try again in {max(waits)} seconds.",
-                {"retry_after_s": max(waits)},
-            )
+        )
 
     def resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         token_hash = hash_token(args["token"])
@@ -231,7 +250,7 @@ class Commands:
                 {"argument": "min_distance"},
             )
         difficulty = args.get("difficulty")
-        walks, total = self.store.search_walks(
+        found, total = self.store.search_walks(
             area_key=rules.match_key(args["area"]) if args.get("area") else None,
             min_distance=low,
             max_distance=high,
@@ -239,31 +258,29 @@ class Commands:
             limit=args.get("limit", 50),
             offset=args.get("offset", 0),
         )
-        return {"walks": walks, "total": total}
+        return {"walks": [results.walk(r) for r in found], "total": total}
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         return {"books": self.store.shop_books()}
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        items = validate_order_items(args["items"])
         books = self.store.shop_books()
         requested = rules.merge_quantities(
-            (_resolve_guide(item["book"], books), item["quantity"]) for item in items
+            (_resolve_guide(item["book"], books), item["quantity"]) for item in args["items"]
         )
-        return {"order": self.store.place_order(user["id"], requested, self._now())}
+        return {"order": results.order(self.store.place_order(user["id"], requested, self._now()))}
 
     def orders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"orders": self.store.orders_for(self._member(session)["id"])}
+        found = self.store.orders_for(self._member(session)["id"])
+        return {"orders": [results.order(r) for r in found]}
 
     def restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        self._require_admin(session)
         number = _resolve_guide(args["book"], self.store.shop_books())
         return self.store.restock(number, args["quantity"])
 
     def backorders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        self._require_admin(session)
-        return {"backorders": self.store.outstanding_backorders()}
+        return {"backorders": [results.backorder(r) for r in self.store.outstanding_backorders()]}
 
     # -- lending --------------------------------------------------------------------------------
 
@@ -276,7 +293,7 @@ class Commands:
         limit = args.get("limit", 10)
         try:
             answer = self.openlibrary.search(query, limit)
-        except UpstreamUnavailable as error:
+        except UpstreamUnavailableError as error:
             log.warning("Open Library search failed: %s", error)
             return self._search_catalogue_instead(query, limit)
         held = self.store.lending_books_by_key([hit.key for hit in answer.hits], self._now())
@@ -327,7 +344,6 @@ class Commands:
         return {"books": books, "total": total}
 
     def add_book(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        self._require_admin(session)
         key, copies = args["key"].strip(), args["copies"]
         if not WORK_KEY.fullmatch(key):
             raise ProtocolError(
@@ -339,11 +355,11 @@ class Commands:
         if book is None:
             try:
                 work = self.openlibrary.work(key)
-            except UpstreamNotFound:
+            except UpstreamNotFoundError:
                 raise ProtocolError(
                     NOT_FOUND, f"Open Library has no work {key}.", {"key": key}
                 ) from None
-            except UpstreamUnavailable:
+            except UpstreamUnavailableError:
                 raise ProtocolError(
                     UPSTREAM_UNAVAILABLE,
                     "Open Library cannot be reached just now to look up a new work;"
@@ -362,27 +378,36 @@ class Commands:
 
     def borrow(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        return {"loan": self.store.lend_copy(user["id"], args["book_id"], self._now())}
+        now = self._now()
+        return {"loan": results.loan(self.store.lend_copy(user["id"], args["book_id"], now), now)}
 
     def return_loan(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        return {"loan": self.store.return_loan(user["id"], args["loan_id"], self._now())}
+        now = self._now()
+        return {"loan": results.loan(self.store.return_loan(user["id"], args["loan_id"], now), now)}
 
     def renew(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        return {"loan": self.store.renew_loan(user["id"], args["loan_id"], self._now())}
+        now = self._now()
+        return {"loan": results.loan(self.store.renew_loan(user["id"], args["loan_id"], now), now)}
 
     def history(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        return {"loans": self.store.loans_for(user["id"], self._now())}
+        now = self._now()
+        return {"loans": [results.loan(r, now) for r in self.store.loans_for(user["id"])]}
 
     def hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        return {"hold": self.store.place_hold(user["id"], args["book_id"], self._now())}
+        return {
+            "hold": results.hold(self.store.place_hold(user["id"], args["book_id"], self._now()))
+        }
 
     def holds(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        return {"holds": self.store.holds_for(user["id"], self._now())}
+        now = self._now()
+        return {
+            "holds": [results.waiting_hold(r, now) for r in self.store.holds_for(user["id"], now)]
+        }
 
     def cancel_hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)

@@ -6,7 +6,7 @@ starts). Each write runs in one transaction that locks the rows its rules read: 
 `SELECT ... FOR UPDATE`, SQLite `BEGIN IMMEDIATE` (one writer at a time). Several server
 processes may share the database, so no invariant relies on a Python lock.
 
-Store methods raise protocol.ProtocolError for outcomes a client must hear about.
+Store methods raise the domain errors of errors.py for outcomes a client must hear about.
 """
 
 from __future__ import annotations
@@ -25,19 +25,18 @@ import rules
 import sample_data
 from catalogue import ImportReport, ShopBook, WalkRow
 from engine import Database, DuplicateKeyError, PoolConfig, Row, Tx, backend_from_url, placeholders
-from protocol import CONFLICT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, USERNAME_TAKEN, ProtocolError
+from errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+    UsernameTakenError,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-
-
-def iso(timestamp: int | None) -> str | None:
-    """UTC seconds as an ISO-8601 string with a Z suffix."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_datetime(timestamp: int) -> datetime:
@@ -52,6 +51,17 @@ def to_timestamp(moment: datetime) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # The store
+
+
+@dataclass(frozen=True)
+class LoginStart:
+    """A recorded login attempt, the user it names (None if none), and earlier failures' times
+    for this username and for this address."""
+
+    attempt_id: int
+    user: Row | None
+    failures_by_user: list[int]
+    failures_by_address: list[int]
 
 
 @dataclass(frozen=True)
@@ -135,9 +145,7 @@ class Store:
         try:
             return self.database.write(work)
         except DuplicateKeyError:
-            raise ProtocolError(
-                USERNAME_TAKEN, f"The username {username!r} is already taken.", {}
-            ) from None
+            raise UsernameTakenError(f"The username {username!r} is already taken.", {}) from None
 
     def make_admin(self, username: str, password_hash: str, now: int) -> tuple[Row, bool]:
         """Create an admin, or promote an existing user and set the password; (user, created)."""
@@ -162,79 +170,78 @@ class Store:
 
         return self.database.write(work)
 
-    def user_for_login(self, username_key: str) -> Row | None:
-        """id, username, role and password_hash of a user, or None."""
-        return self.database.read(
-            lambda tx: tx.row(
-                "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
-                (username_key,),
-            )
-        )
-
-    def login_failures(
-        self, username_key: str, address: str, since: int, other_than: int = 0
-    ) -> tuple[list[int], list[int]]:
-        """Failure times since `since`, except attempt other_than: (this username, this address)."""
-
-        def work(tx: Tx) -> tuple[list[int], list[int]]:
-            by_user = tx.rows(
-                "SELECT failed_at FROM login_failures WHERE username_key = ? AND failed_at >= ?"
-                " AND id <> ? ORDER BY failed_at",
-                (username_key, since, other_than),
-            )
-            by_address = tx.rows(
-                "SELECT failed_at FROM login_failures WHERE address = ? AND failed_at >= ?"
-                " AND id <> ? ORDER BY failed_at",
-                (address, since, other_than),
-            )
-            return [r["failed_at"] for r in by_user], [r["failed_at"] for r in by_address]
-
-        return self.database.read(work)
-
-    def record_login_attempt(self, username_key: str, address: str, now: int, keep_s: int) -> int:
-        """Count a login attempt as failed until it succeeds; forget ones older than keep_s.
+    def start_login(self, username_key: str, address: str, now: int, keep_s: int) -> LoginStart:
+        """Record a login attempt as failed until it succeeds, and read what the throttle needs.
 
         Recording before checking means parallel guesses all see each other, so they cannot
-        slip past the throttle together. Returns the attempt's id.
+        slip past the throttle together. Attempts older than keep_s are forgotten here.
         """
 
-        def work(tx: Tx) -> int:
+        def work(tx: Tx) -> LoginStart:
             tx.run("DELETE FROM login_failures WHERE failed_at < ?", (now - keep_s,))
             _, attempt_id = tx.run(
                 "INSERT INTO login_failures (username_key, address, failed_at) VALUES (?, ?, ?)",
                 (username_key, address, now),
             )
             assert attempt_id is not None
-            return attempt_id
+            since = now - keep_s
+            by_user = tx.rows(
+                "SELECT failed_at FROM login_failures WHERE username_key = ? AND failed_at >= ?"
+                " AND id <> ? ORDER BY failed_at",
+                (username_key, since, attempt_id),
+            )
+            by_address = tx.rows(
+                "SELECT failed_at FROM login_failures WHERE address = ? AND failed_at >= ?"
+                " AND id <> ? ORDER BY failed_at",
+                (address, since, attempt_id),
+            )
+            user = tx.row(
+                "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
+                (username_key,),
+            )
+            return LoginStart(
+                attempt_id,
+                user,
+                [r["failed_at"] for r in by_user],
+                [r["failed_at"] for r in by_address],
+            )
 
         return self.database.write(work)
 
-    def forget_login_attempt(self, attempt_id: int) -> None:
-        """Drop an attempt that was refused before its password was checked."""
-        self.database.write(
-            lambda tx: tx.run("DELETE FROM login_failures WHERE id = ?", (attempt_id,))
-        )
+    def finish_login(
+        self, attempt: LoginStart, username_key: str, token_hash: str | None, now: int
+    ) -> int | None:
+        """End a login: with a token, clear the name's failures and store the session (returns
+        its expiry); without one, forget an attempt that was refused before its password was
+        checked. A wrong password needs no call: its attempt stays recorded as a failure."""
+        expires_at = now + self.config.session_ttl_s
 
-    def clear_login_failures(self, username_key: str) -> None:
-        """Forget a username's failures (this attempt's included) once it logs in."""
-        self.database.write(
-            lambda tx: tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
-        )
+        def work(tx: Tx) -> int | None:
+            if token_hash is None or attempt.user is None:
+                tx.run("DELETE FROM login_failures WHERE id = ?", (attempt.attempt_id,))
+                return None
+            tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
+            self._insert_session(tx, attempt.user["id"], token_hash, now, expires_at)
+            return expires_at
+
+        return self.database.write(work)
 
     def create_session(self, user_id: int, token_hash: str, now: int) -> int:
         """Store a session by the hash of its token; returns its expiry."""
         expires_at = now + self.config.session_ttl_s
-
-        def work(tx: Tx) -> None:
-            tx.run("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-            tx.run(
-                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?)",
-                (token_hash, user_id, now, expires_at),
-            )
-
-        self.database.write(work)
+        self.database.write(
+            lambda tx: self._insert_session(tx, user_id, token_hash, now, expires_at)
+        )
         return expires_at
+
+    def _insert_session(
+        self, tx: Tx, user_id: int, token_hash: str, now: int, expires_at: int
+    ) -> None:
+        tx.run("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        tx.run(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (token_hash, user_id, now, expires_at),
+        )
 
     def session_user(self, token_hash: str, now: int) -> Row | None:
         """The user of an unexpired session (with its expires_at), or None."""
@@ -422,9 +429,7 @@ class Store:
             }
             missing = [n for n in numbers if n not in books]
             if missing:
-                raise ProtocolError(
-                    NOT_FOUND, f"No guide book numbered {missing[0]}.", {"book": missing[0]}
-                )
+                raise NotFoundError(f"No guide book numbered {missing[0]}.", {"book": missing[0]})
             lines = []
             for number, quantity in requested.items():
                 book = books[number]
@@ -480,29 +485,13 @@ class Store:
             params,
         )
         orders: dict[int, Row] = {}
+        order_columns = ("created_at", "subtotal_pence", "discount_pence", "total_pence")
         for r in found:
             order = orders.setdefault(
                 r["order_id"],
-                {
-                    "id": r["order_id"],
-                    "created_at": iso(r["created_at"]),
-                    "lines": [],
-                    "subtotal_pence": r["subtotal_pence"],
-                    "discount_pence": r["discount_pence"],
-                    "total_pence": r["total_pence"],
-                },
+                {"id": r["order_id"], **{k: r[k] for k in order_columns}, "lines": []},
             )
-            order["lines"].append(
-                {
-                    "book": {"number": r["book_number"], "title": r["title"]},
-                    "quantity": r["quantity"],
-                    "fulfilled": r["fulfilled"],
-                    "backordered": r["backordered"],
-                    "backorder_outstanding": r["backorder_outstanding"],
-                    "unit_price_pence": r["unit_price_pence"],
-                    "line_total_pence": r["quantity"] * r["unit_price_pence"],
-                }
-            )
+            order["lines"].append({k: v for k, v in r.items() if k not in order_columns})
         return list(orders.values())
 
     def restock(self, number: int, quantity: int) -> Row:
@@ -514,9 +503,7 @@ class Store:
                 (number,),
             )
             if book is None:
-                raise ProtocolError(
-                    NOT_FOUND, f"No guide book numbered {number}.", {"book": number}
-                )
+                raise NotFoundError(f"No guide book numbered {number}.", {"book": number})
             outstanding = tx.rows(
                 "SELECT id, order_id, backorder_outstanding FROM order_lines"
                 " WHERE book_number = ? AND backorder_outstanding > 0"
@@ -549,7 +536,7 @@ class Store:
 
     def outstanding_backorders(self) -> list[Row]:
         """Every order line still waiting for copies, oldest first."""
-        found = self.database.read(
+        return self.database.read(
             lambda tx: tx.rows(
                 "SELECT l.order_id, o.created_at, u.username, l.book_number, b.title,"
                 " l.backorder_outstanding FROM order_lines l"
@@ -558,16 +545,6 @@ class Store:
                 " WHERE l.backorder_outstanding > 0 ORDER BY l.order_id, l.id"
             )
         )
-        return [
-            {
-                "order_id": r["order_id"],
-                "created_at": iso(r["created_at"]),
-                "username": r["username"],
-                "book": {"number": r["book_number"], "title": r["title"]},
-                "outstanding": r["backorder_outstanding"],
-            }
-            for r in found
-        ]
 
     # -- lending: catalogue ----------------------------------------------------------------------
 
@@ -682,7 +659,7 @@ class Store:
             if tx.value(
                 "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
             ):
-                raise ProtocolError(CONFLICT, f"You already have {book['title']!r} on loan.")
+                raise ConflictError(f"You already have {book['title']!r} on loan.")
             active = tx.value(
                 "SELECT COUNT(*) FROM loans WHERE user_id = ? AND returned_at IS NULL", (user_id,)
             )
@@ -698,8 +675,7 @@ class Store:
                     (now, my_hold["id"]),
                 )
             elif self._free_copies(tx, book_id, book["copies"], now) <= 0:
-                raise ProtocolError(
-                    UNAVAILABLE,
+                raise UnavailableError(
                     f"Every copy of {book['title']!r} is out or kept for a member with a hold;"
                     " you can place a hold.",
                     {"book_id": book_id},
@@ -711,12 +687,12 @@ class Store:
                 (user_id, book_id, now, due, user_id),
             )
             assert loan_id is not None
-            return self._loan(tx, loan_id, now)
+            return self._loan(tx, loan_id)
 
         try:
             return self.database.write(work)
         except DuplicateKeyError:
-            raise ProtocolError(CONFLICT, "You already have this book on loan.") from None
+            raise ConflictError("You already have this book on loan.") from None
 
     def return_loan(self, user_id: int, loan_id: int, now: int) -> Row:
         """End a loan; the copy goes to the first member waiting, if any."""
@@ -727,13 +703,13 @@ class Store:
             # a return or renewal that committed while this transaction waited for the lock.
             loan = self._own_loan(tx, user_id, loan_id)
             if loan["returned_at"] is not None:
-                raise ProtocolError(CONFLICT, f"Loan {loan_id} was already returned.")
+                raise ConflictError(f"Loan {loan_id} was already returned.")
             tx.run(
                 "UPDATE loans SET returned_at = ?, active_user_id = NULL WHERE id = ?",
                 (now, loan_id),
             )
             self._settle_holds(tx, loan["book_id"], now)
-            return self._loan(tx, loan_id, now)
+            return self._loan(tx, loan_id)
 
         return self.database.write(work)
 
@@ -746,7 +722,7 @@ class Store:
             # a return or renewal that committed while this transaction waited for the lock.
             loan = self._own_loan(tx, user_id, loan_id)
             if loan["returned_at"] is not None:
-                raise ProtocolError(CONFLICT, f"Loan {loan_id} was already returned.")
+                raise ConflictError(f"Loan {loan_id} was already returned.")
             self._settle_holds(tx, loan["book_id"], now)
             waiting = tx.value(
                 "SELECT COUNT(*) FROM holds WHERE book_id = ? AND ended_at IS NULL AND user_id <> ?",
@@ -762,16 +738,16 @@ class Store:
                 "UPDATE loans SET due_at = ?, renewals = renewals + 1 WHERE id = ?",
                 (to_timestamp(due), loan_id),
             )
-            return self._loan(tx, loan_id, now)
+            return self._loan(tx, loan_id)
 
         return self.database.write(work)
 
-    def loans_for(self, user_id: int, now: int) -> list[Row]:
+    def loans_for(self, user_id: int) -> list[Row]:
         """Every loan of this member, current and returned, newest first."""
         found = self.database.read(
             lambda tx: tx.rows(f"{_LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,))
         )
-        return [_loan(r, now) for r in found]
+        return [_loan(r) for r in found]
 
     def place_hold(self, user_id: int, book_id: int, now: int) -> Row:
         """Join a book's queue; only when no copy is free to borrow."""
@@ -782,16 +758,13 @@ class Store:
             if tx.value(
                 "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
             ):
-                raise ProtocolError(CONFLICT, f"You already have {book['title']!r} on loan.")
+                raise ConflictError(f"You already have {book['title']!r} on loan.")
             if tx.value(
                 "SELECT id FROM holds WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
             ):
-                raise ProtocolError(
-                    CONFLICT, f"You already hold a place in the queue for {book['title']!r}."
-                )
+                raise ConflictError(f"You already hold a place in the queue for {book['title']!r}.")
             if self._free_copies(tx, book_id, book["copies"], now) > 0:
-                raise ProtocolError(
-                    CONFLICT,
+                raise ConflictError(
                     f"A copy of {book['title']!r} is free: borrow it instead.",
                     {"book_id": book_id},
                 )
@@ -799,16 +772,12 @@ class Store:
                 "INSERT INTO holds (user_id, book_id, created_at, active_user_id) VALUES (?, ?, ?, ?)",
                 (user_id, book_id, now, user_id),
             )
-            hold = self._holds(tx, "h.id = ?", (hold_id,), now)[0]
-            del hold["ready"]
-            return hold
+            return self._holds(tx, "h.id = ?", (hold_id,))[0]
 
         try:
             return self.database.write(work)
         except DuplicateKeyError:
-            raise ProtocolError(
-                CONFLICT, "You already hold a place in the queue for this book."
-            ) from None
+            raise ConflictError("You already hold a place in the queue for this book.") from None
 
     def holds_for(self, user_id: int, now: int) -> list[Row]:
         """This member's open holds with queue positions, settling expired reservations first."""
@@ -824,7 +793,7 @@ class Store:
             for book_id in book_ids:
                 self._lock_book(tx, book_id)
                 self._settle_holds(tx, book_id, now)
-            return self._holds(tx, "h.user_id = ?", (user_id,), now)
+            return self._holds(tx, "h.user_id = ?", (user_id,))
 
         return self.database.write(work)
 
@@ -834,14 +803,14 @@ class Store:
         def work(tx: Tx) -> None:
             hold = tx.row("SELECT user_id, book_id, ended_at FROM holds WHERE id = ?", (hold_id,))
             if hold is None:
-                raise ProtocolError(NOT_FOUND, f"No hold numbered {hold_id}.", {"hold_id": hold_id})
+                raise NotFoundError(f"No hold numbered {hold_id}.", {"hold_id": hold_id})
             if hold["user_id"] != user_id:
-                raise ProtocolError(FORBIDDEN, f"Hold {hold_id} belongs to another member.")
+                raise ForbiddenError(f"Hold {hold_id} belongs to another member.")
             self._lock_book(tx, hold["book_id"])
             # Read again under the book's lock: another cancel or a borrow may have ended it.
             ended_at = tx.value("SELECT ended_at FROM holds WHERE id = ?", (hold_id,))
             if ended_at is not None:
-                raise ProtocolError(CONFLICT, f"Hold {hold_id} has already ended.")
+                raise ConflictError(f"Hold {hold_id} has already ended.")
             tx.run(
                 "UPDATE holds SET ended_at = ?, end_reason = 'cancelled', active_user_id = NULL"
                 " WHERE id = ?",
@@ -856,7 +825,7 @@ class Store:
             f"SELECT id, title, copies FROM lending_books WHERE id = ?{tx.lock}", (book_id,)
         )
         if book is None:
-            raise ProtocolError(NOT_FOUND, f"No book numbered {book_id}.", {"book_id": book_id})
+            raise NotFoundError(f"No book numbered {book_id}.", {"book_id": book_id})
         return book
 
     def _own_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
@@ -865,9 +834,9 @@ class Store:
             (loan_id,),
         )
         if loan is None:
-            raise ProtocolError(NOT_FOUND, f"No loan numbered {loan_id}.", {"loan_id": loan_id})
+            raise NotFoundError(f"No loan numbered {loan_id}.", {"loan_id": loan_id})
         if loan["user_id"] != user_id:
-            raise ProtocolError(FORBIDDEN, f"Loan {loan_id} belongs to another member.")
+            raise ForbiddenError(f"Loan {loan_id} belongs to another member.")
         return loan
 
     def _free_copies(self, tx: Tx, book_id: int, copies: int, now: int) -> int:
@@ -900,12 +869,12 @@ class Store:
         for hold in waiting:
             tx.run("UPDATE holds SET ready_until = ? WHERE id = ?", (ready_until, hold["id"]))
 
-    def _loan(self, tx: Tx, loan_id: int, now: int) -> Row:
+    def _loan(self, tx: Tx, loan_id: int) -> Row:
         found = tx.row(f"{_LOAN_SELECT} WHERE l.id = ?", (loan_id,))
         assert found is not None
-        return _loan(found, now)
+        return _loan(found)
 
-    def _holds(self, tx: Tx, where: str, params: Sequence[Any], now: int) -> list[Row]:
+    def _holds(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Row]:
         found = tx.rows(
             "SELECT h.id, h.book_id, b.title, h.created_at, h.ready_until,"
             " (SELECT COUNT(*) FROM holds q WHERE q.book_id = h.book_id AND q.ended_at IS NULL"
@@ -914,17 +883,7 @@ class Store:
             f" WHERE {where} AND h.ended_at IS NULL ORDER BY h.id",
             params,
         )
-        return [
-            {
-                "id": r["id"],
-                "book": {"id": r["book_id"], "title": r["title"]},
-                "position": int(r["position"]),
-                "ready": r["ready_until"] is not None and r["ready_until"] > now,
-                "ready_until": iso(r["ready_until"]),
-                "created_at": iso(r["created_at"]),
-            }
-            for r in found
-        ]
+        return [{**r, "position": int(r["position"])} for r in found]
 
 
 def _escape_like(text: str) -> str:
@@ -947,28 +906,12 @@ def _walk_values(r: Row) -> tuple[Any, ...]:
 
 
 def _walk(r: Row) -> Row:
-    walk = {
-        "id": r["id"],
-        "name": r["name"],
-        "area": r["area"],
+    # MySQL answers DECIMAL columns as Decimal; the wire wants plain numbers.
+    return {
+        **r,
         "distance_miles": _number(r["distance_miles"]),
-        "difficulty": r["difficulty"],
-        "page": r["page"],
-        "book": {
-            "number": r["number"],
-            "title": r["title"],
-            "price_pence": r["price_pence"],
-            "in_stock": r["in_stock"],
-        },
-    }
-    extras = {
-        "ascent_m": r["ascent_m"],
         "time_hours": _number(r["time_hours"]),
-        "route_type": r["route_type"],
-        "start_grid_ref": r["start_grid_ref"],
     }
-    walk.update({k: v for k, v in extras.items() if v is not None})
-    return walk
 
 
 _CATALOGUE_SELECT = (
@@ -999,19 +942,5 @@ _LOAN_SELECT = (
 )
 
 
-def _loan(r: Row, now: int) -> Row:
-    overdue_days = (
-        0
-        if r["returned_at"] is not None
-        else rules.days_overdue(to_datetime(r["due_at"]), to_datetime(now))
-    )
-    return {
-        "id": r["id"],
-        "book": {"id": r["book_id"], "title": r["title"], "authors": json.loads(r["authors"])},
-        "borrowed_at": iso(r["borrowed_at"]),
-        "due_at": iso(r["due_at"]),
-        "returned_at": iso(r["returned_at"]),
-        "renewals": r["renewals"],
-        "overdue": overdue_days > 0,
-        "days_overdue": overdue_days,
-    }
+def _loan(r: Row) -> Row:
+    return {**r, "authors": json.loads(r["authors"])}

@@ -1,6 +1,6 @@
 """Open Library client: book search and work lookup, cached, retried and bounded in time.
 
-Every failure reaches callers as UpstreamUnavailable (UpstreamNotFound for an unknown work).
+Every failure reaches callers as UpstreamUnavailableError (UpstreamNotFoundError for an unknown work).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ __all__ = [
     "BookHit",
     "OpenLibrary",
     "SearchAnswer",
-    "UpstreamNotFound",
-    "UpstreamUnavailable",
+    "UpstreamNotFoundError",
+    "UpstreamUnavailableError",
     "Work",
     "normalise_query",
     "parse_year",
@@ -60,11 +60,11 @@ T = TypeVar("T")
 Source = Literal["cache", "upstream", "stale"]
 
 
-class UpstreamUnavailable(Exception):
+class UpstreamUnavailableError(Exception):
     """Open Library gave no usable answer: network error, timeout, HTTP error or bad data."""
 
 
-class UpstreamNotFound(UpstreamUnavailable):
+class UpstreamNotFoundError(UpstreamUnavailableError):
     """Open Library answered that the work or author does not exist."""
 
 
@@ -223,7 +223,7 @@ class OpenLibrary:
         self.close()
 
     def search(self, query: str, limit: int = 10) -> SearchAnswer:
-        """Search works by title or author; raises ValueError, or UpstreamUnavailable if uncached."""
+        """Search works by title or author; raises ValueError, or UpstreamUnavailableError if uncached."""
         normalised = normalise_query(query)
         if not normalised:
             raise ValueError("query must not be empty")
@@ -237,7 +237,7 @@ class OpenLibrary:
         return SearchAnswer(hits, from_cache=source != "upstream", stale=source == "stale")
 
     def work(self, key: str) -> Work:
-        """Look up a work such as "/works/OL45804W"; UpstreamNotFound means no such work."""
+        """Look up a work such as "/works/OL45804W"; UpstreamNotFoundError means no such work."""
         if not WORK_KEY.fullmatch(key):
             raise ValueError(f"not an Open Library work key: {key!r}")
         work, _ = self._cached(("work", key), lambda: self._fetch_work(key))
@@ -247,7 +247,7 @@ class OpenLibrary:
         record = self._record(key, WORK_KEY)
         title = record.get("title")
         if not isinstance(title, str) or not title.strip():
-            raise UpstreamUnavailable(f"Open Library sent a work without a title for {key}")
+            raise UpstreamUnavailableError(f"Open Library sent a work without a title for {key}")
         canonical = record.get("key")
         names = (self._author_name(author) for author in _author_keys(record)[:MAX_AUTHORS])
         date = record.get("first_publish_date")
@@ -263,7 +263,7 @@ class OpenLibrary:
         """Return an author's name, or None for a dangling or nameless author record."""
         try:
             name, _ = self._cached(("author", key), lambda: _name(self._record(key, AUTHOR_KEY)))
-        except UpstreamNotFound:
+        except UpstreamNotFoundError:
             logger.warning("Open Library lists author %s, which it does not have", key)
             return None
         return name
@@ -275,9 +275,9 @@ class OpenLibrary:
             return cached[0], "cache"
         try:
             value = fetch()
-        except UpstreamNotFound:
+        except UpstreamNotFoundError:
             raise  # Open Library's own "no such thing" outranks anything we remember.
-        except UpstreamUnavailable as exc:
+        except UpstreamUnavailableError as exc:
             if cached is None:
                 raise
             logger.warning(
@@ -293,16 +293,16 @@ class OpenLibrary:
         if _ref(record.get("type")) == "/type/redirect":
             location = record.get("location")
             if not isinstance(location, str) or not pattern.fullmatch(location):
-                raise UpstreamUnavailable(f"Open Library redirected {key} nowhere usable")
+                raise UpstreamUnavailableError(f"Open Library redirected {key} nowhere usable")
             record = _object(self._fetch(f"{location}.json"), location)
         if _ref(record.get("type")) == "/type/delete":
-            raise UpstreamNotFound(f"Open Library has deleted {key}")
+            raise UpstreamNotFoundError(f"Open Library has deleted {key}")
         if _ref(record.get("type")) == "/type/redirect":
-            raise UpstreamUnavailable(f"Open Library redirected {key} more than once")
+            raise UpstreamUnavailableError(f"Open Library redirected {key} more than once")
         return record
 
     def _fetch(self, path: str, params: dict[str, str] | None = None) -> Any:
-        """GET a JSON answer; the one place where lower-level failures become UpstreamUnavailable."""
+        """GET a JSON answer; the one place where lower-level failures become UpstreamUnavailableError."""
         read_timeout = self._timeout[1]
         try:
             with self._session.get(
@@ -313,16 +313,18 @@ class OpenLibrary:
                 stream=True,
             ) as response:
                 if response.status_code == 404:
-                    raise UpstreamNotFound(f"Open Library has no {path}")
+                    raise UpstreamNotFoundError(f"Open Library has no {path}")
                 if response.status_code != 200:
-                    raise UpstreamUnavailable(
+                    raise UpstreamUnavailableError(
                         f"Open Library answered HTTP {response.status_code} for {path}"
                     )
                 body = _read_body(response, deadline=time.monotonic() + read_timeout)
             return json.loads(body)
         # RequestException is an OSError; RecursionError comes from absurdly nested JSON.
         except (OSError, ValueError, RecursionError, urllib3.exceptions.HTTPError) as exc:
-            raise UpstreamUnavailable(f"Open Library request for {path} failed: {exc}") from exc
+            raise UpstreamUnavailableError(
+                f"Open Library request for {path} failed: {exc}"
+            ) from exc
 
 
 def _read_body(response: requests.Response, deadline: float) -> bytes:
@@ -333,9 +335,9 @@ def _read_body(response: requests.Response, deadline: float) -> bytes:
     while chunk := response.raw.read1(16384, decode_content=True):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise UpstreamUnavailable(f"Open Library answer exceeds {MAX_BODY_BYTES} bytes")
+            raise UpstreamUnavailableError(f"Open Library answer exceeds {MAX_BODY_BYTES} bytes")
         if time.monotonic() > deadline:
-            raise UpstreamUnavailable("Open Library answer arrived too slowly")
+            raise UpstreamUnavailableError("Open Library answer arrived too slowly")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -344,7 +346,7 @@ def _parse_search(data: Any) -> tuple[BookHit, ...]:
     """Turn a search answer into hits, skipping any document that lacks a key or title."""
     docs = data.get("docs") if isinstance(data, dict) else None
     if not isinstance(docs, list):
-        raise UpstreamUnavailable("Open Library sent a search answer without docs")
+        raise UpstreamUnavailableError("Open Library sent a search answer without docs")
     hits = []
     for doc in docs:
         key = doc.get("key") if isinstance(doc, dict) else None
@@ -363,7 +365,7 @@ def _parse_search(data: Any) -> tuple[BookHit, ...]:
 def _object(data: Any, key: str) -> dict[str, Any]:
     """Return data if it is a JSON object, the shape of every Open Library record."""
     if not isinstance(data, dict):
-        raise UpstreamUnavailable(f"Open Library sent something other than a record for {key}")
+        raise UpstreamUnavailableError(f"Open Library sent something other than a record for {key}")
     return data
 
 

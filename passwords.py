@@ -1,4 +1,4 @@
-"""Password hashing with bcrypt, bounded so that logins cannot starve other clients."""
+"""Password and token hashing: bcrypt, bounded so that logins cannot starve other clients."""
 
 from __future__ import annotations
 
@@ -49,3 +49,8 @@ def _prehash(password: str) -> bytes:
     # bcrypt reads only 72 bytes (bcrypt 5 raises beyond that). SHA-256 then base64 gives
     # 44 bytes with no NUL, so every byte of a long password counts.
     return base64.b64encode(hashlib.sha256(password.encode("utf-8")).digest())
+
+
+def hash_token(token: str) -> str:
+    """Tokens are stored only as their SHA-256, so a copy of the database logs nobody in."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

@@ -60,7 +60,10 @@ BOOK_REF = "book"
 
 @dataclass(frozen=True)
 class Arg:
-    """One argument of a command: its name, type, whether required, and bounds."""
+    """One argument of a command: its name, type, whether required, and bounds.
+
+    A LIST argument with `items` holds objects, each checked against those Args.
+    """
 
     name: str
     kind: str
@@ -68,70 +71,81 @@ class Arg:
     minimum: float | None = None
     maximum: float | None = None
     max_length: int | None = None
+    items: tuple[Arg, ...] = ()
 
 
 @dataclass(frozen=True)
 class Command:
-    """A command's arguments and whether it needs a logged-in connection."""
+    """Everything about one command: its arguments, who may run it, and whether a client may
+    send it again after a broken connection (it changes nothing, or repeating it is harmless)."""
 
     args: tuple[Arg, ...] = ()
     needs_login: bool = True
+    admin_only: bool = False
+    safe_to_repeat: bool = False
 
 
 _ID = 2**53  # ids beyond JSON's safe integers cannot name a row
 # An offset past 2**63 overflows SQLite's INTEGER and MySQL's LIMIT: bound it like an id.
 _PAGING = (Arg("limit", INT, minimum=1, maximum=200), Arg("offset", INT, minimum=0, maximum=_ID))
+_CREDENTIALS = (
+    Arg("username", STR, True, max_length=64),
+    Arg("password", STR, True, max_length=4096),
+)
+MAX_ORDER_ITEMS = 50
+_ORDER_ITEM = (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=1000))
+
+
+def _read(*args: Arg, needs_login: bool = False, admin_only: bool = False) -> Command:
+    return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=True)
+
+
+def _write(*args: Arg, needs_login: bool = True, admin_only: bool = False) -> Command:
+    return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=False)
+
 
 COMMANDS: dict[str, Command] = {
-    "hello": Command(needs_login=False),
-    "register": Command(
-        (Arg("username", STR, True, max_length=64), Arg("password", STR, True, max_length=4096)),
-        needs_login=False,
+    "hello": _read(),
+    "register": _write(*_CREDENTIALS, needs_login=False),
+    # Logging in again, resuming or logging out again leaves the same state: safe to repeat.
+    "login": _read(*_CREDENTIALS),
+    "resume": _read(Arg("token", STR, True, max_length=256)),
+    "logout": _read(needs_login=True),
+    "whoami": _read(needs_login=True),
+    "list_areas": _read(),
+    "search_walks": _read(
+        Arg("area", STR, max_length=200),
+        Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
+        Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
+        Arg("difficulty", STR, max_length=50),
+        *_PAGING,
     ),
-    "login": Command(
-        (Arg("username", STR, True, max_length=64), Arg("password", STR, True, max_length=4096)),
-        needs_login=False,
+    "guide_books": _read(),
+    "buy": _write(Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM)),
+    "orders": _read(needs_login=True),
+    "restock": _write(
+        Arg("book", BOOK_REF, True),
+        Arg("quantity", INT, True, minimum=1, maximum=100_000),
+        admin_only=True,
     ),
-    "resume": Command((Arg("token", STR, True, max_length=256),), needs_login=False),
-    "logout": Command(),
-    "whoami": Command(),
-    "list_areas": Command(needs_login=False),
-    "search_walks": Command(
-        (
-            Arg("area", STR, max_length=200),
-            Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
-            Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
-            Arg("difficulty", STR, max_length=50),
-            *_PAGING,
-        ),
-        needs_login=False,
+    "backorders": _read(admin_only=True),
+    "search_books": _read(
+        Arg("query", STR, True, max_length=200), Arg("limit", INT, minimum=1, maximum=100)
     ),
-    "guide_books": Command(needs_login=False),
-    "buy": Command((Arg("items", LIST, True),)),
-    "orders": Command(),
-    "restock": Command(
-        (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=100_000))
+    "catalogue": _read(Arg("query", STR, max_length=200), *_PAGING),
+    "add_book": _write(
+        Arg("key", STR, True, max_length=64),
+        Arg("copies", INT, True, minimum=1, maximum=1000),
+        admin_only=True,
     ),
-    "backorders": Command(),
-    "search_books": Command(
-        (Arg("query", STR, True, max_length=200), Arg("limit", INT, minimum=1, maximum=100)),
-        needs_login=False,
-    ),
-    "catalogue": Command((Arg("query", STR, max_length=200), *_PAGING), needs_login=False),
-    "add_book": Command(
-        (Arg("key", STR, True, max_length=64), Arg("copies", INT, True, minimum=1, maximum=1000))
-    ),
-    "borrow": Command((Arg("book_id", INT, True, minimum=1, maximum=_ID),)),
-    "return": Command((Arg("loan_id", INT, True, minimum=1, maximum=_ID),)),
-    "renew": Command((Arg("loan_id", INT, True, minimum=1, maximum=_ID),)),
-    "history": Command(),
-    "hold": Command((Arg("book_id", INT, True, minimum=1, maximum=_ID),)),
-    "holds": Command(),
-    "cancel_hold": Command((Arg("hold_id", INT, True, minimum=1, maximum=_ID),)),
+    "borrow": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
+    "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
+    "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
+    "history": _read(needs_login=True),
+    "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
+    "holds": _read(needs_login=True),
+    "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID)),
 }
-
-MAX_ORDER_ITEMS = 50
-ORDER_ITEM = (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=1000))
 
 
 @dataclass(frozen=True)
@@ -291,34 +305,6 @@ def validate_fields(spec: tuple[Arg, ...], values: dict[str, Any]) -> dict[str, 
     return clean
 
 
-def validate_order_items(items: list[Any]) -> list[dict[str, Any]]:
-    """Each item of a buy: {"book": number or title, "quantity": whole number >= 1}."""
-    if not items:
-        raise ProtocolError(
-            BAD_REQUEST, "The argument 'items' must list at least one book.", {"argument": "items"}
-        )
-    if len(items) > MAX_ORDER_ITEMS:
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"The argument 'items' may list at most {MAX_ORDER_ITEMS} lines.",
-            {"argument": "items"},
-        )
-    clean = []
-    for position, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise ProtocolError(
-                BAD_REQUEST,
-                f"Item {position} of 'items' must be an object with 'book' and 'quantity'.",
-                {"argument": "items"},
-            )
-        try:
-            clean.append(validate_fields(ORDER_ITEM, item))
-        except ProtocolError as error:
-            error.message = f"In item {position} of 'items': {error.message}"
-            raise
-    return clean
-
-
 def _check(arg: Arg, value: Any) -> Any:
     if arg.kind == BOOK_REF:
         kind_ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
@@ -363,7 +349,43 @@ def _check(arg: Arg, value: Any) -> Any:
                 f"The argument '{arg.name}' must be at most {_number(arg.maximum)}.",
                 {"argument": arg.name},
             )
+    if isinstance(value, list):
+        return _check_list(arg, value)
     return value
+
+
+def _check_list(arg: Arg, values: list[Any]) -> list[Any]:
+    if arg.minimum is not None and len(values) < arg.minimum:
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"The argument '{arg.name}' must list at least {_number(arg.minimum)} entries."
+            if arg.minimum > 1
+            else f"The argument '{arg.name}' must not be empty.",
+            {"argument": arg.name},
+        )
+    if arg.maximum is not None and len(values) > arg.maximum:
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"The argument '{arg.name}' may list at most {_number(arg.maximum)} entries.",
+            {"argument": arg.name},
+        )
+    if not arg.items:
+        return values
+    fields = " and ".join(f"'{item.name}'" for item in arg.items)
+    clean = []
+    for position, item in enumerate(values, start=1):
+        if not isinstance(item, dict):
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"Item {position} of '{arg.name}' must be an object with {fields}.",
+                {"argument": arg.name},
+            )
+        try:
+            clean.append(validate_fields(arg.items, item))
+        except ProtocolError as error:
+            error.message = f"In item {position} of '{arg.name}': {error.message}"
+            raise
+    return clean
 
 
 def _parse_object(line: bytes) -> dict[str, Any]:

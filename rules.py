@@ -2,8 +2,8 @@
 
 Pure functions over plain values: no I/O, no SQL, no clock reads (callers pass `now`).
 db.py applies them inside the transaction that reads the numbers they need. A broken rule
-raises protocol.ProtocolError with the code PROTOCOL.md gives for it; a ValueError means the
-caller passed values no request could produce (a programming error).
+raises a domain error from errors.py; a ValueError means the caller passed values no request
+could produce (a programming error).
 """
 
 from __future__ import annotations
@@ -13,13 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from protocol import (
-    BAD_REQUEST,
-    CONFLICT,
-    LIMIT_EXCEEDED,
-    WEAK_PASSWORD,
-    ProtocolError,
-)
+from errors import ConflictError, InvalidInputError, LimitExceededError, WeakPasswordError
 
 DISCOUNT_THRESHOLD_PENCE = 7500
 DISCOUNT_PERCENT = 10
@@ -60,14 +54,14 @@ def match_key(text: str) -> str:
 
 
 def validate_username(username: str) -> str:
-    """The username as given when 3-32 ASCII letters, digits, '_', '.', '-'; else bad_request."""
+    """The username as given when 3-32 ASCII letters, digits, '_', '.', '-'; else InvalidInputError."""
     if _USERNAME.fullmatch(username):
         return username
     if not 3 <= len(username) <= 32:
         message = "The username must be 3 to 32 characters long."
     else:
         message = "The username may use only the letters A-Z, digits, '_', '.' and '-'."
-    raise ProtocolError(BAD_REQUEST, message, {"argument": "username"})
+    raise InvalidInputError(message, {"argument": "username"})
 
 
 def username_key(username: str) -> str:
@@ -76,33 +70,30 @@ def username_key(username: str) -> str:
 
 
 def validate_password(password: str) -> None:
-    """Return if the password may be used; else weak_password saying which rule it breaks."""
+    """Return if the password may be used; else WeakPasswordError saying which rule it breaks."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ProtocolError(
-            WEAK_PASSWORD,
+        raise WeakPasswordError(
             f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.",
             {"min_length": MIN_PASSWORD_LENGTH},
         )
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise ProtocolError(
-            WEAK_PASSWORD,
+        raise WeakPasswordError(
             f"The password must be at most {MAX_PASSWORD_LENGTH} characters long.",
             {"max_length": MAX_PASSWORD_LENGTH},
         )
     if not password.strip():
-        raise ProtocolError(WEAK_PASSWORD, "The password must not be only spaces.")
+        raise WeakPasswordError("The password must not be only spaces.")
 
 
 # Walks ---------------------------------------------------------------------------------------
 
 
 def normalise_difficulty(value: str) -> str:
-    """One of DIFFICULTIES, whatever the case of value; else bad_request listing them."""
+    """One of DIFFICULTIES, whatever the case of value; else InvalidInputError listing them."""
     difficulty = match_key(value)
     if difficulty in DIFFICULTIES:
         return difficulty
-    raise ProtocolError(
-        BAD_REQUEST,
+    raise InvalidInputError(
         "The difficulty must be easy, medium or hard.",
         {"argument": "difficulty", "allowed": list(DIFFICULTIES)},
     )
@@ -149,7 +140,7 @@ def merge_quantities(items: Iterable[tuple[int, int]]) -> dict[int, int]:
 
 
 def check_copy_limits(requested: Mapping[int, int], already_ordered: Mapping[int, int]) -> None:
-    """Return if every book is within the per-order and per-customer limits; else limit_exceeded.
+    """Return if every book is within the per-order and per-customer limits; else LimitExceededError.
 
     Books are checked in number order, so the same request always reports the same breach.
     """
@@ -172,7 +163,7 @@ def check_copy_limits(requested: Mapping[int, int], already_ordered: Mapping[int
             details = {"book": book, "limit": MAX_COPIES_PER_CUSTOMER, "scope": "customer"}
         else:
             continue
-        raise ProtocolError(LIMIT_EXCEEDED, message, {**details, "allowed": allowed})
+        raise LimitExceededError(message, {**details, "allowed": allowed})
 
 
 def split_fulfilment(quantity: int, in_stock: int) -> tuple[int, int]:
@@ -237,11 +228,10 @@ def renewed_due_date(
 
 
 def check_can_borrow(active_loans: int, policy: LendingPolicy = HOUSE_RULES) -> None:
-    """Return if a member with this many books out may borrow another; else limit_exceeded."""
+    """Return if a member with this many books out may borrow another; else LimitExceededError."""
     limit = policy.max_active_loans
     if active_loans >= limit:
-        raise ProtocolError(
-            LIMIT_EXCEEDED,
+        raise LimitExceededError(
             f"You already have {limit} books on loan, the most a member may have "
             "at once; return one to borrow another.",
             {"limit": limit, "allowed": 0, "scope": "active_loans"},
@@ -251,22 +241,19 @@ def check_can_borrow(active_loans: int, policy: LendingPolicy = HOUSE_RULES) -> 
 def check_can_renew(
     renewals_so_far: int, held_by_others: bool, policy: LendingPolicy = HOUSE_RULES
 ) -> None:
-    """Return if a loan may be renewed; else limit_exceeded (renewals used up) or conflict (held).
+    """Return if a loan may be renewed; else LimitExceededError (renewals used up) or ConflictError (held).
 
     The renewal count is checked first: it is final, whereas a hold may be cancelled, so
     reporting the hold would suggest that waiting could help when it cannot.
     """
     limit = policy.max_renewals
     if renewals_so_far >= limit:
-        raise ProtocolError(
-            LIMIT_EXCEEDED,
+        raise LimitExceededError(
             f"This loan has already been renewed {limit} times, the most allowed.",
             {"limit": limit, "allowed": 0, "scope": "renewals"},
         )
     if held_by_others:
-        raise ProtocolError(
-            CONFLICT, "Another member is waiting for this book, so it cannot be renewed."
-        )
+        raise ConflictError("Another member is waiting for this book, so it cannot be renewed.")
 
 
 def days_overdue(due_at: datetime, now: datetime) -> int:

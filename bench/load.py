@@ -54,9 +54,9 @@ import rules  # noqa: E402
 import sample_data  # noqa: E402
 import server  # noqa: E402
 import tls  # noqa: E402
-from commands import hash_token  # noqa: E402
 from db import Store, StoreConfig  # noqa: E402
 from engine import Database, MySQLBackend, PoolConfig, backend_from_url  # noqa: E402
+from passwords import hash_token  # noqa: E402
 from protocol import ProtocolError  # noqa: E402
 
 HOST = "127.0.0.1"

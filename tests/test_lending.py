@@ -20,13 +20,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from commands import Commands, Session
+from commands import Commands, Session, wire_error
 from db import Store
 from engine import backend_from_url
+from errors import DomainError
 from openlibrary import WORK_KEY, OpenLibrary
 from passwords import PasswordHasher
 from protocol import ProtocolError, Request
 from tests.fake_openlibrary import FakeOpenLibrary, refused_url
+from tests.shaped_store import ShapedStore
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 T = TypeVar("T")
@@ -73,17 +75,18 @@ def new_members(store: Store, *names: str) -> list[int]:
 
 def code_of(action: Callable[[], object]) -> str:
     """The protocol error code that action raises."""
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises((ProtocolError, DomainError)) as caught:
         action()
-    return caught.value.code
+    error = caught.value
+    return error.code if isinstance(error, ProtocolError) else wire_error(error).code
 
 
-def assert_circulation_sound(connection_source: Store | str) -> None:
+def assert_circulation_sound(connection_source: Store | ShapedStore | str) -> None:
     """Copies on loan never exceed copies owned; one active loan per member and book; at most 5."""
     backend = (
-        connection_source.database.backend
-        if isinstance(connection_source, Store)
-        else backend_from_url(connection_source)
+        backend_from_url(connection_source)
+        if isinstance(connection_source, str)
+        else connection_source.database.backend
     )
     connection = backend.connect()
     try:
@@ -120,6 +123,8 @@ def race(count: int, attempt: Callable[[int], T]) -> list[T | str]:
             outcomes[index] = attempt(index)
         except ProtocolError as error:
             outcomes[index] = error.code
+        except DomainError as error:
+            outcomes[index] = wire_error(error).code
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -160,10 +165,10 @@ def test_starter_catalogue_is_not_loaded_twice(store: Store, db_url: str) -> Non
 
 
 @pytest.fixture
-def commands(store: Store) -> Iterator[Commands]:
+def commands(store: ShapedStore) -> Iterator[Commands]:
     """Command handlers over each backend; Open Library refuses every connection."""
     with OpenLibrary(refused_url(), connect_timeout=0.5, read_timeout=0.5, retries=0) as ol:
-        yield Commands(store, ol, PasswordHasher(4, 1))
+        yield Commands(store.store, ol, PasswordHasher(4, 1))
 
 
 def run(commands: Commands, cmd: str, **args: Any) -> dict[str, Any]:
@@ -245,9 +250,9 @@ def test_a_member_may_have_five_books_out_at_once(store: Store) -> None:
     ids = list(book_ids(store).values())
     loans = [store.lend_copy(alice, book, NOW) for book in ids[:5]]
 
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.lend_copy(alice, ids[5], NOW)
-    assert caught.value.code == "limit_exceeded"
+    assert wire_error(caught.value).code == "limit_exceeded"
     assert caught.value.details["limit"] == 5
     assert caught.value.details["allowed"] == 0
 
@@ -273,9 +278,9 @@ def test_borrow_when_every_copy_is_out_is_unavailable(store: Store) -> None:
     road = book_ids(store)[ROAD_KEY]
     store.lend_copy(alice, road, NOW)
 
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.lend_copy(bob, road, NOW)
-    assert caught.value.code == "unavailable"
+    assert wire_error(caught.value).code == "unavailable"
     assert catalogue_entry(store, road)["copies_available"] == 0
 
 
@@ -301,9 +306,9 @@ def test_renew_counts_from_the_later_of_now_and_the_due_date_twice_at_most(store
     late = store.renew_loan(alice, loan["id"], NOW + 40 * DAY)  # overdue: counted from now
     assert late["due_at"] == stamp(NOW + 54 * DAY)
 
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.renew_loan(alice, loan["id"], NOW + 41 * DAY)
-    assert caught.value.code == "limit_exceeded"
+    assert wire_error(caught.value).code == "limit_exceeded"
     assert caught.value.details["limit"] == 2
     assert store.loans_for(alice, NOW + 41 * DAY)[0]["due_at"] == stamp(NOW + 54 * DAY)
 
@@ -877,3 +882,9 @@ def test_the_lending_terms_are_configurable(tmp_path: Path) -> None:
             error = client.error("borrow", book_id=books[1]["id"])
             assert error["code"] == "limit_exceeded" and error["details"]["limit"] == 1
             assert client.error("renew", loan_id=loan["id"])["details"]["limit"] == 0
+
+
+@pytest.fixture
+def store(store: Store) -> ShapedStore:
+    """The conftest Store, answering in wire shapes as the commands do."""
+    return ShapedStore(store)

@@ -15,8 +15,8 @@ from openlibrary import (
     SEARCH_FIELDS,
     BookHit,
     OpenLibrary,
-    UpstreamNotFound,
-    UpstreamUnavailable,
+    UpstreamNotFoundError,
+    UpstreamUnavailableError,
     Work,
     _TimeBoundRetry,
     parse_year,
@@ -178,19 +178,19 @@ def test_failed_search_without_cache_raises(
 ) -> None:
     fake.mode = mode
     fake.retry_after = "0"
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailableError):
         client.search("tolkien")
 
 
 def test_refused_connection_without_cache_raises() -> None:
-    with make_client(refused_url()) as ol, pytest.raises(UpstreamUnavailable) as caught:
+    with make_client(refused_url()) as ol, pytest.raises(UpstreamUnavailableError) as caught:
         ol.search("tolkien")
     assert caught.value.__cause__ is not None
 
 
 def test_bad_json_is_mapped_with_its_cause(fake: FakeOpenLibrary, client: OpenLibrary) -> None:
     fake.mode = "bad_json"
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(UpstreamUnavailableError) as caught:
         client.search("tolkien")
     assert isinstance(caught.value.__cause__, ValueError)
 
@@ -198,7 +198,7 @@ def test_bad_json_is_mapped_with_its_cause(fake: FakeOpenLibrary, client: OpenLi
 def test_unreadable_retry_after_is_mapped(fake: FakeOpenLibrary, client: OpenLibrary) -> None:
     fake.mode = "429"
     fake.retry_after = "whenever"
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailableError):
         client.search("tolkien")
 
 
@@ -234,7 +234,10 @@ def test_server_error_is_retried(fake: FakeOpenLibrary, client: OpenLibrary) -> 
 
 def test_persistent_server_error_gives_up_after_the_retries(fake: FakeOpenLibrary) -> None:
     fake.mode = "500"
-    with make_client(fake.url, retries=2) as ol, pytest.raises(UpstreamUnavailable, match="500"):
+    with (
+        make_client(fake.url, retries=2) as ol,
+        pytest.raises(UpstreamUnavailableError, match="500"),
+    ):
         ol.search("austen")
     assert fake.requests["/search.json"] == 3
 
@@ -244,7 +247,7 @@ def test_hanging_server_costs_one_read_timeout(fake: FakeOpenLibrary, client: Op
     fake.slow_s = 5
 
     started = time.monotonic()
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailableError):
         client.search("austen")
 
     assert time.monotonic() - started < READ_TIMEOUT_S + 1
@@ -263,7 +266,7 @@ def test_trickling_answer_is_cut_off(fake: FakeOpenLibrary, client: OpenLibrary)
     fake.mode = "trickle"  # every piece arrives well within the read timeout
 
     started = time.monotonic()
-    with pytest.raises(UpstreamUnavailable, match="too slowly"):
+    with pytest.raises(UpstreamUnavailableError, match="too slowly"):
         client.search("tolkien")
 
     assert time.monotonic() - started < READ_TIMEOUT_S + 1
@@ -383,14 +386,14 @@ def test_work_follows_a_merge_redirect(client: OpenLibrary) -> None:
 
 
 def test_unknown_work_is_not_found(fake: FakeOpenLibrary, client: OpenLibrary) -> None:
-    with pytest.raises(UpstreamNotFound):
+    with pytest.raises(UpstreamNotFoundError):
         client.work("/works/OL999999999W")
     assert fake.requests["/works/OL999999999W.json"] == 1
 
 
 def test_deleted_work_is_not_found(fake: FakeOpenLibrary, client: OpenLibrary) -> None:
     fake.works["OL2W"] = {"key": "/works/OL2W", "type": {"key": "/type/delete"}}
-    with pytest.raises(UpstreamNotFound):
+    with pytest.raises(UpstreamNotFoundError):
         client.work("/works/OL2W")
 
 
@@ -398,9 +401,9 @@ def test_unavailable_work_lookup_is_not_not_found(
     fake: FakeOpenLibrary, client: OpenLibrary
 ) -> None:
     fake.mode = "500"
-    with pytest.raises(UpstreamUnavailable) as caught:
+    with pytest.raises(UpstreamUnavailableError) as caught:
         client.work("/works/OL66554W")
-    assert not isinstance(caught.value, UpstreamNotFound)
+    assert not isinstance(caught.value, UpstreamNotFoundError)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import protocol
+from commands import Commands
 from protocol import LineDecoder, ProtocolError, decode_request, validate_args
 
 
@@ -127,7 +128,7 @@ def test_unknown_arguments_are_ignored() -> None:
 )  # fmt: skip
 def test_bad_order_items_are_bad_requests(items: list) -> None:
     with pytest.raises(ProtocolError) as caught:
-        protocol.validate_order_items(items)
+        protocol.validate_args("buy", {"items": items})
     assert caught.value.code == protocol.BAD_REQUEST
     assert "items" in caught.value.message
 
@@ -170,3 +171,9 @@ def test_an_infinite_id_is_refused_and_never_echoed() -> None:
 
 def test_deep_nesting_is_a_bad_request_even_for_the_id_lookup() -> None:
     assert protocol.request_id_of(b"[" * 5000) is None
+
+
+
+def test_every_command_in_the_table_has_a_handler_and_no_handler_is_unlisted() -> None:
+    handlers = Commands(None, None, None).handlers  # type: ignore[arg-type]
+    assert handlers.keys() == protocol.COMMANDS.keys()

@@ -9,12 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rules
+from commands import wire_error
+from errors import DomainError
 from protocol import (
     BAD_REQUEST,
     CONFLICT,
     LIMIT_EXCEEDED,
     WEAK_PASSWORD,
-    ProtocolError,
 )
 
 NOW = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
@@ -112,9 +113,9 @@ def test_valid_usernames_are_returned_as_given(username: str) -> None:
     ],
 )
 def test_invalid_usernames_are_bad_requests_naming_username(username: str, reason: str) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.validate_username(username)
-    assert caught.value.code == BAD_REQUEST
+    assert wire_error(caught.value).code == BAD_REQUEST
     assert "username" in caught.value.message
     assert reason in caught.value.message
     assert caught.value.details == {"argument": "username"}
@@ -163,9 +164,9 @@ def test_acceptable_passwords(password: str) -> None:
     ],
 )
 def test_weak_passwords(password: str, expected: str) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.validate_password(password)
-    assert caught.value.code == WEAK_PASSWORD
+    assert wire_error(caught.value).code == WEAK_PASSWORD
     assert expected in caught.value.message
     assert caught.value.message.endswith(".")
 
@@ -190,10 +191,10 @@ def test_difficulty_in_any_case(value: str, expected: str) -> None:
 
 @pytest.mark.parametrize("value", ["", "extreme", "moderate", "easy-ish", "eas y", "1"])
 def test_bad_difficulty_lists_the_valid_ones(value: str) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.normalise_difficulty(value)
     error = caught.value
-    assert error.code == BAD_REQUEST
+    assert wire_error(error).code == BAD_REQUEST
     assert "difficulty" in error.message
     assert all(name in error.message for name in ("easy", "medium", "hard"))
     assert error.details == {"argument": "difficulty", "allowed": ["easy", "medium", "hard"]}
@@ -330,9 +331,9 @@ def test_within_copy_limits(requested: dict[int, int], already: dict[int, int]) 
 def test_copy_limits_broken(
     requested: dict[int, int], already: dict[int, int], details: dict[str, object]
 ) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.check_copy_limits(requested, already)
-    assert caught.value.code == LIMIT_EXCEEDED
+    assert wire_error(caught.value).code == LIMIT_EXCEEDED
     assert caught.value.details == details
     assert str(details["book"]) in caught.value.message
 
@@ -349,7 +350,7 @@ def test_copy_limits_broken(
 def test_copy_limit_messages_say_how_many_are_left(
     requested: dict[int, int], already: dict[int, int], phrase: str
 ) -> None:
-    with pytest.raises(ProtocolError, match=phrase):
+    with pytest.raises(DomainError, match=phrase):
         rules.check_copy_limits(requested, already)
 
 
@@ -479,9 +480,9 @@ def test_can_borrow_below_the_cap(active_loans: int) -> None:
 
 @pytest.mark.parametrize("active_loans", [5, 6])
 def test_cannot_borrow_at_the_cap(active_loans: int) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.check_can_borrow(active_loans)
-    assert caught.value.code == LIMIT_EXCEEDED
+    assert wire_error(caught.value).code == LIMIT_EXCEEDED
     assert caught.value.details == {"limit": 5, "allowed": 0, "scope": "active_loans"}
 
 
@@ -502,14 +503,14 @@ def test_can_renew(renewals: int) -> None:
     ],
 )
 def test_cannot_renew(renewals: int, held: bool, code: str, details: dict[str, object]) -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.check_can_renew(renewals, held)
-    assert caught.value.code == code
+    assert wire_error(caught.value).code == code
     assert caught.value.details == details
 
 
 def test_renewal_blocked_by_a_hold_says_why() -> None:
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         rules.check_can_renew(0, held_by_others=True)
     assert caught.value.message == (
         "Another member is waiting for this book, so it cannot be renewed."

@@ -20,8 +20,10 @@ import pytest
 import rules
 import sample_data
 from catalogue import read_walks
+from commands import wire_error
 from db import Store
-from protocol import ProtocolError
+from errors import DomainError
+from tests.shaped_store import ShapedStore
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 PASSWORD = "correct horse"
@@ -302,9 +304,9 @@ def test_store_sells_stock_then_back_orders_and_restock_fills_oldest_first(store
         0,
         0,
     ]
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.restock(999, 1)
-    assert caught.value.code == "not_found"
+    assert wire_error(caught.value).code == "not_found"
 
 
 def test_store_limits_reject_the_whole_order_and_store_nothing(store: Store) -> None:
@@ -316,23 +318,23 @@ def test_store_limits_reject_the_whole_order_and_store_nothing(store: Store) -> 
         ({101: 1, 999: 1}, "not_found", {"book": 999}),
     ]
     for requested, code, details in cases:
-        with pytest.raises(ProtocolError) as caught:
+        with pytest.raises(DomainError) as caught:
             store.place_order(user, requested, now)
-        assert caught.value.code == code
+        assert wire_error(caught.value).code == code
         assert {k: caught.value.details[k] for k in details} == details
     assert store.orders_for(user) == []
     assert store.shop_books() == before
 
     store.place_order(user, {104: 5}, now)
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.place_order(user, {101: 1, 104: 4}, now)
-    assert caught.value.code == "limit_exceeded"
+    assert wire_error(caught.value).code == "limit_exceeded"
     assert {k: caught.value.details[k] for k in ("book", "limit", "allowed")} == {
         "book": 104, "limit": 8, "allowed": 3,
     }  # fmt: skip
     assert len(store.orders_for(user)) == 1
     store.place_order(user, {104: 3}, now)
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.place_order(user, {104: 1}, now)
     assert caught.value.details["allowed"] == 0
 
@@ -1006,3 +1008,9 @@ def test_guide_books_lists_every_book_for_sale_without_login(backend_server: Ser
         "in_stock": books[2]["in_stock"],
     }
     assert all(10 <= b["in_stock"] <= 40 for b in books)
+
+
+@pytest.fixture
+def store(store: Store) -> ShapedStore:
+    """The conftest Store, answering in wire shapes as the commands do."""
+    return ShapedStore(store)

@@ -12,9 +12,10 @@ import pytest
 
 import db
 import engine
+from commands import wire_error
 from db import Store, StoreConfig
 from engine import PoolConfig
-from protocol import ProtocolError
+from errors import DomainError
 
 NOW = 1_800_000_000
 
@@ -61,9 +62,9 @@ def test_processes_starting_together_seed_exactly_once(db_url: str) -> None:
 
 def test_create_user_refuses_a_name_that_differs_only_in_case(store: Store) -> None:
     store.create_user("Hiker", "hash", NOW)
-    with pytest.raises(ProtocolError) as caught:
+    with pytest.raises(DomainError) as caught:
         store.create_user("hIKER", "hash", NOW)
-    assert caught.value.code == "username_taken"
+    assert wire_error(caught.value).code == "username_taken"
 
 
 def test_sessions_are_found_by_hash_until_they_expire(store: Store) -> None:
@@ -79,18 +80,26 @@ def test_sessions_are_found_by_hash_until_they_expire(store: Store) -> None:
 
 def test_login_attempts_are_counted_per_user_and_address_and_forgotten(store: Store) -> None:
     for offset in range(3):
-        store.record_login_attempt("ann", "10.0.0.1", NOW + offset, keep_s=900)
-    latest = store.record_login_attempt("bob", "10.0.0.1", NOW + 5, keep_s=900)
-    by_user, by_address = store.login_failures("ann", "10.0.0.1", since=NOW + 1)
-    assert by_user == [NOW + 1, NOW + 2]
-    assert by_address == [NOW + 1, NOW + 2, NOW + 5]
-    assert store.login_failures("bob", "10.0.0.1", since=NOW, other_than=latest)[0] == []
-    store.forget_login_attempt(latest)
-    assert store.login_failures("bob", "10.0.0.1", since=NOW)[0] == []
-    store.clear_login_failures("ann")
-    assert store.login_failures("ann", "10.0.0.1", since=0)[0] == []
-    store.record_login_attempt("carl", "10.0.0.2", NOW + 2000, keep_s=900)
-    assert store.login_failures("ann", "10.0.0.1", since=0)[1] == []  # old ones forgotten
+        store.start_login("ann", "10.0.0.1", NOW + offset, keep_s=900)
+    bob = store.start_login("bob", "10.0.0.1", NOW + 5, keep_s=900)
+    assert bob.user is None
+    assert bob.failures_by_user == []  # an attempt is never among its own earlier failures
+    assert bob.failures_by_address == [NOW, NOW + 1, NOW + 2]
+    ann = store.start_login("ann", "10.0.0.1", NOW + 6, keep_s=900)
+    assert ann.failures_by_user == [NOW, NOW + 1, NOW + 2]
+    assert ann.failures_by_address == [NOW, NOW + 1, NOW + 2, NOW + 5]
+    # Refused before its password was checked: forgotten, so it prolongs nothing.
+    assert store.finish_login(bob, "bob", None, NOW + 6) is None
+    assert store.start_login("bob", "10.0.0.9", NOW + 7, keep_s=900).failures_by_user == []
+    user = store.create_user("ann", "hash", NOW)
+    ann = store.start_login("ann", "10.0.0.1", NOW + 8, keep_s=900)
+    assert ann.user is not None and ann.user["id"] == user["id"]
+    expires = store.finish_login(ann, "ann", "ab" * 32, NOW + 8)
+    assert expires == NOW + 8 + StoreConfig().session_ttl_s
+    assert store.session_user("ab" * 32, NOW + 9)["username"] == "ann"  # type: ignore[index]
+    assert store.start_login("ann", "10.0.0.3", NOW + 9, keep_s=900).failures_by_user == []
+    later = store.start_login("carl", "10.0.0.1", NOW + 2000, keep_s=900)
+    assert later.failures_by_address == []  # old ones forgotten
 
 
 def test_make_admin_creates_or_promotes(store: Store) -> None:
@@ -99,7 +108,8 @@ def test_make_admin_creates_or_promotes(store: Store) -> None:
     store.create_user("deputy", "hash", NOW)
     promoted, was_new = store.make_admin("DEPUTY", "new-hash", NOW)
     assert not was_new and promoted["username"] == "deputy"
-    assert store.user_for_login("deputy")["password_hash"] == "new-hash"  # type: ignore[index]
+    deputy = store.start_login("deputy", "10.0.0.1", NOW, keep_s=900).user
+    assert deputy is not None and deputy["password_hash"] == "new-hash"
 
 
 def test_sql_metacharacters_are_only_ever_data(store: Store) -> None:

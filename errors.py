@@ -1,0 +1,50 @@
+"""The domain's errors: what rules and the store raise, knowing nothing of the wire.
+
+Each carries a sentence a person can read and details a program can act on; commands.py maps
+each class to one wire code, in one table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A request the domain refuses; the message is one sentence a person understands."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidInputError(DomainError):
+    """A value no rule accepts (a malformed username, an unknown difficulty)."""
+
+
+class NotFoundError(DomainError):
+    """No such book, walk, loan, hold or order."""
+
+
+class ConflictError(DomainError):
+    """The request contradicts the current state (a loan already returned)."""
+
+
+class ForbiddenError(DomainError):
+    """Someone else's loan, hold or order."""
+
+
+class UnavailableError(DomainError):
+    """Nothing to lend right now."""
+
+
+class LimitExceededError(DomainError):
+    """A purchase or borrowing limit would be broken; details say which and how many remain."""
+
+
+class WeakPasswordError(DomainError):
+    """A password that breaks the password rules."""
+
+
+class UsernameTakenError(DomainError):
+    """A username that exists already, ignoring case."""

@@ -1,0 +1,116 @@
+"""Shapes the store's rows into the wire's objects (PROTOCOL.md's Walk, Order, Loan, Hold).
+
+The store answers in plain values (UTC seconds, flat rows); this is where they become ISO-8601
+strings with a Z, nested book objects and the fields each command's answer promises.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import rules
+
+Row = dict[str, Any]
+
+_WALK_EXTRAS = ("ascent_m", "time_hours", "route_type", "start_grid_ref")
+
+
+def iso(timestamp: int | None) -> str | None:
+    """UTC seconds as an ISO-8601 string with a Z suffix."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def walk(r: Row) -> Row:
+    """A Walk, with its guide book; the optional route details only where known."""
+    shaped = {
+        "id": r["id"],
+        "name": r["name"],
+        "area": r["area"],
+        "distance_miles": r["distance_miles"],
+        "difficulty": r["difficulty"],
+        "page": r["page"],
+        "book": {
+            "number": r["number"],
+            "title": r["title"],
+            "price_pence": r["price_pence"],
+            "in_stock": r["in_stock"],
+        },
+    }
+    shaped.update({k: r[k] for k in _WALK_EXTRAS if r[k] is not None})
+    return shaped
+
+
+def order(r: Row) -> Row:
+    """An Order with its lines, each with its outstanding back order and line total."""
+    return {
+        "id": r["id"],
+        "created_at": iso(r["created_at"]),
+        "lines": [
+            {
+                "book": {"number": line["book_number"], "title": line["title"]},
+                "quantity": line["quantity"],
+                "fulfilled": line["fulfilled"],
+                "backordered": line["backordered"],
+                "backorder_outstanding": line["backorder_outstanding"],
+                "unit_price_pence": line["unit_price_pence"],
+                "line_total_pence": line["quantity"] * line["unit_price_pence"],
+            }
+            for line in r["lines"]
+        ],
+        "subtotal_pence": r["subtotal_pence"],
+        "discount_pence": r["discount_pence"],
+        "total_pence": r["total_pence"],
+    }
+
+
+def backorder(r: Row) -> Row:
+    """One order line still waiting for copies, for the librarian's list."""
+    return {
+        "order_id": r["order_id"],
+        "created_at": iso(r["created_at"]),
+        "username": r["username"],
+        "book": {"number": r["book_number"], "title": r["title"]},
+        "outstanding": r["backorder_outstanding"],
+    }
+
+
+def loan(r: Row, now: int) -> Row:
+    """A Loan, with whether (and by how many days) it is overdue at `now`."""
+    late = (
+        0
+        if r["returned_at"] is not None
+        else rules.days_overdue(_moment(r["due_at"]), _moment(now))
+    )
+    return {
+        "id": r["id"],
+        "book": {"id": r["book_id"], "title": r["title"], "authors": r["authors"]},
+        "borrowed_at": iso(r["borrowed_at"]),
+        "due_at": iso(r["due_at"]),
+        "returned_at": iso(r["returned_at"]),
+        "renewals": r["renewals"],
+        "overdue": late > 0,
+        "days_overdue": late,
+    }
+
+
+def hold(r: Row) -> Row:
+    """A new hold: its place in the queue."""
+    return {
+        "id": r["id"],
+        "book": {"id": r["book_id"], "title": r["title"]},
+        "position": r["position"],
+        "created_at": iso(r["created_at"]),
+    }
+
+
+def waiting_hold(r: Row, now: int) -> Row:
+    """A hold in the member's list: also whether a copy is kept for them, and until when."""
+    ready = r["ready_until"] is not None and r["ready_until"] > now
+    return {**hold(r), "ready": ready, "ready_until": iso(r["ready_until"])}
+
+
+def _moment(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
