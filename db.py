@@ -15,15 +15,12 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rules
-import sample_data
-from catalogue import ImportReport, ShopBook, WalkRow
 from engine import Database, DuplicateKeyError, PoolConfig, Row, Tx, backend_from_url, placeholders
 from errors import (
     ConflictError,
@@ -32,6 +29,9 @@ from errors import (
     UnavailableError,
     UsernameTakenError,
 )
+
+if TYPE_CHECKING:  # the records the shop's CSV reader makes; db.py needs only their fields
+    from shop_import import ShopBook, WalkRow
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ class Store:
 
     @classmethod
     def open(cls, url: str, config: StoreConfig | None = None) -> Store:
-        """Connect, create the schema if missing and load the sample catalogue if empty."""
+        """Connect and create the schema if missing; ValueError explains a bad URL."""
         config = config or StoreConfig()
         store = cls(Database(backend_from_url(url), config.pool), config)
-        store.initialise()
+        store.create_schema()
         return store
 
     def close(self) -> None:
@@ -98,30 +98,41 @@ class Store:
 
     # -- schema -------------------------------------------------------------------------------
 
-    def initialise(self) -> None:
-        """Create missing tables, then load the sample catalogue once into an empty database."""
+    def create_schema(self) -> None:
+        """Create the tables that are missing."""
         statements = self.database.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
         with self.database.connection() as (_, tx):
             for statement in statements:
                 tx.run(statement)
-        with suppress(DuplicateKeyError):  # another process seeded it first
-            self.database.write(self._claim_and_seed)
 
-    def _claim_and_seed(self, tx: Tx) -> None:
-        if tx.value("SELECT version FROM schema_version WHERE id = 1") is not None:
-            return
-        # The insert takes the row's key first, so a second process starting at the same
-        # moment waits here, then fails on the duplicate and leaves the seeding to us.
-        tx.run(
-            "INSERT INTO schema_version (id, version, applied_at) VALUES (1, ?, ?)",
-            (SCHEMA_VERSION, int(time.time())),
-        )
-        self._upsert_shop_books(tx, sample_data.shop_books())
-        known = {book.title: book.number for book in sample_data.shop_books()}
-        self._upsert_walks(tx, sample_data.walks().walks, known)
-        for book in sample_data.lending_books():
-            self._insert_lending_book(tx, **book)
-        log.info("loaded the sample catalogue into %s", self.database.backend.describe())
+    def load_if_empty(
+        self,
+        shop_books: Sequence[ShopBook],
+        walks: Sequence[WalkRow],
+        lending_books: Sequence[dict[str, Any]],
+    ) -> bool:
+        """Load a catalogue into a database never loaded before, once even when several
+        processes start together; True if this call loaded it."""
+
+        def work(tx: Tx) -> bool:
+            if tx.value("SELECT version FROM schema_version WHERE id = 1") is not None:
+                return False
+            # The insert takes the row's key first, so a second process starting at the same
+            # moment waits here, then fails on the duplicate and leaves the loading to us.
+            tx.run(
+                "INSERT INTO schema_version (id, version, applied_at) VALUES (1, ?, ?)",
+                (SCHEMA_VERSION, int(time.time())),
+            )
+            self._upsert_shop_books(tx, shop_books)
+            self._upsert_walks(tx, walks, {book.title: book.number for book in shop_books})
+            for book in lending_books:
+                self._insert_lending_book(tx, **book)
+            return True
+
+        try:
+            return self.database.write(work)
+        except DuplicateKeyError:  # another process loaded it first
+            return False
 
     def schema_version(self) -> int | None:
         """The recorded schema version."""
@@ -319,7 +330,7 @@ class Store:
             )
         )
 
-    def import_walks(self, books: Sequence[ShopBook], report: ImportReport) -> dict[str, int]:
+    def import_walks(self, books: Sequence[ShopBook], walks: Sequence[WalkRow]) -> dict[str, int]:
         """Add or update guide books and walks (matched by book and walk name); idempotent."""
 
         def work(tx: Tx) -> dict[str, int]:
@@ -327,7 +338,7 @@ class Store:
             known = {
                 r["title"]: r["number"] for r in tx.rows("SELECT number, title FROM shop_books")
             }
-            return {"books": books_changed, **self._upsert_walks(tx, report.walks, known)}
+            return {"books": books_changed, **self._upsert_walks(tx, walks, known)}
 
         return self.database.write(work)
 

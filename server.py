@@ -26,10 +26,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import catalogue
 import passwords
 import protocol
 import rules
+import seed
+import shop_import
 import tls
 from commands import Commands, Session
 from db import Store, StoreConfig
@@ -387,7 +388,7 @@ def open_store(config: ServerConfig) -> Store:
         max_renewals=config.max_renewals,
         hold_kept_for=timedelta(days=config.hold_days),
     )
-    store = Store.open(
+    store = seed.open_store(
         config.db,
         StoreConfig(
             pool=PoolConfig(pool_size=config.pool_size),
@@ -460,10 +461,10 @@ def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None
     """Load a shop's walks (and optionally its book prices); 1 if any row was rejected."""
     store = open_store(config)
     try:
-        books = catalogue.read_book_prices(books_file.read_text("utf-8")) if books_file else []
+        books = shop_import.read_book_prices(books_file.read_text("utf-8")) if books_file else []
         titles = [b.title for b in books] + [b["title"] for b in store.shop_books()]
-        report = catalogue.read_walks(walks_file.read_text("utf-8"), known_book_titles=titles)
-        counts = store.import_walks(books, report)
+        report = shop_import.read_walks(walks_file.read_text("utf-8"), known_book_titles=titles)
+        counts = store.import_walks(books, report.walks)
     finally:
         store.close()
     print(

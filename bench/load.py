@@ -51,7 +51,7 @@ import mysql.connector.pooling  # noqa: E402
 
 import passwords  # noqa: E402
 import rules  # noqa: E402
-import sample_data  # noqa: E402
+import seed  # noqa: E402
 import server  # noqa: E402
 import tls  # noqa: E402
 from db import Store, StoreConfig  # noqa: E402
@@ -76,11 +76,9 @@ MIXES: dict[str, dict[str, int]] = {
     "login": {"login": 1},
     "mixed": {"search_walks": 40, "catalogue": 40, "buy": 15, "login": 5},
 }
-AREAS = sorted({walk.area for walk in sample_data.walks().walks})
-BOOKS = [book.number for book in sample_data.shop_books()]
-CATALOGUE_QUERIES = sorted(
-    {book["title"].split()[-1].lower() for book in sample_data.lending_books()}
-)
+AREAS = sorted({walk.area for walk in seed.walks().walks})
+BOOKS = [book.number for book in seed.shop_books()]
+CATALOGUE_QUERIES = sorted({book["title"].split()[-1].lower() for book in seed.lending_books()})
 
 
 class BenchError(Exception):
@@ -618,7 +616,7 @@ def fresh_database(db: str, workdir: Path, label: str) -> Iterator[str]:
 @contextmanager
 def seeded_store(url: str, pool_size: int) -> Iterator[Store]:
     """A Store on the database with the sample catalogue and stock enough for any run."""
-    store = Store.open(url, StoreConfig(pool=PoolConfig(pool_size=pool_size)))
+    store = seed.open_store(url, StoreConfig(pool=PoolConfig(pool_size=pool_size)))
     try:
         for number in BOOKS:
             store.restock(number, PLENTY)

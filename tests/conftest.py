@@ -11,6 +11,7 @@ from pathlib import Path
 import mysql.connector
 import pytest
 
+import seed
 from db import Store, StoreConfig
 from engine import PoolConfig, mysql_address
 from tests.fake_openlibrary import FakeOpenLibrary
@@ -61,7 +62,7 @@ def mysql_database(mysql_server_url: str) -> Iterator[str]:
 
 
 def wipe_mysql(url: str) -> None:
-    """Empty every table so the next Store.open() loads the sample catalogue afresh."""
+    """Empty every table so the next seed.open_store() loads the sample catalogue afresh."""
     connection = _mysql_admin(url)
     cursor = connection.cursor()
     cursor.execute(f"USE {mysql_address(url)[4]}")
@@ -93,7 +94,7 @@ def mysql_url(mysql_database: str) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     """A Store holding the sample catalogue, on each backend in turn."""
-    opened = Store.open(db_url, StoreConfig(pool=PoolConfig(pool_size=8)))
+    opened = seed.open_store(db_url, StoreConfig(pool=PoolConfig(pool_size=8)))
     try:
         yield opened
     finally:

@@ -11,8 +11,8 @@ import mysql.connector
 import pytest
 
 import passwords
+import seed
 import server as server_module
-from db import Store
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 PASSWORD = "correct horse"
@@ -315,7 +315,7 @@ def test_hashing_is_bounded_to_the_configured_concurrency() -> None:
 
 def test_the_mysql_c_extension_is_loaded_and_logged(mysql_url: str, tmp_path: Path) -> None:
     assert mysql.connector.HAVE_CEXT, "mysql-connector-python fell back to pure Python"
-    store = Store.open(mysql_url)
+    store = seed.open_store(mysql_url)
     try:
         assert "C extension" in store.describe()
     finally:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import seed
 from commands import Commands, Session, wire_error
 from db import Store
 from engine import backend_from_url
@@ -154,7 +155,7 @@ def test_starter_catalogue_is_loaded_on_an_empty_database(store: Store) -> None:
 
 
 def test_starter_catalogue_is_not_loaded_twice(store: Store, db_url: str) -> None:
-    reopened = Store.open(db_url)
+    reopened = seed.open_store(db_url)
     try:
         assert reopened.catalogue(None, 200, 0, NOW)[1] == len(STARTER)
     finally:
@@ -670,7 +671,7 @@ def test_a_stale_cached_answer_is_served_with_a_warning(
 ) -> None:
     # The server offers no cache TTL setting, so the stale path runs through the handlers with
     # a client whose answers expire at once but are kept for an outage.
-    store = Store.open(f"sqlite:///{tmp_path / 'stale.db'}")
+    store = seed.open_store(f"sqlite:///{tmp_path / 'stale.db'}")
     try:
         with OpenLibrary(openlibrary_fake.url, cache_ttl_s=0, read_timeout=1) as ol:
             commands = Commands(store, ol, PasswordHasher(4, 1))

@@ -173,7 +173,6 @@ def test_deep_nesting_is_a_bad_request_even_for_the_id_lookup() -> None:
     assert protocol.request_id_of(b"[" * 5000) is None
 
 
-
 def test_every_command_in_the_table_has_a_handler_and_no_handler_is_unlisted() -> None:
     handlers = Commands(None, None, None).handlers  # type: ignore[arg-type]
     assert handlers.keys() == protocol.COMMANDS.keys()

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 import rules
-import sample_data
-from catalogue import read_walks
+import seed
 from commands import wire_error
 from db import Store
 from errors import DomainError
+from shop_import import read_walks
 from tests.shaped_store import ShapedStore
 from tests.wire import ServerProcess, WireClient, register_and_login
 
@@ -349,16 +349,20 @@ EXTRA_COLUMNS_CSV = (
 
 
 def test_store_import_is_idempotent_and_keeps_live_stock(store: Store) -> None:
-    sample = (sample_data.DATA_DIR / "circular_walks.csv").read_text(encoding="utf-8")
+    sample = (seed.DATA_DIR / "circular_walks.csv").read_text(encoding="utf-8")
     titles = [b["title"] for b in store.shop_books()]
     unchanged = {"books": 0, "walks_added": 0, "walks_updated": 0}
     # The sample, spelled "Vale Of York" and all, is already there: nothing changes.
-    assert store.import_walks(sample_data.shop_books(), read_walks(sample, titles)) == unchanged
+    assert store.import_walks(seed.shop_books(), read_walks(sample, titles).walks) == unchanged
 
     report = read_walks(EXTRA_COLUMNS_CSV, titles)
     assert report.rejected == []
-    assert store.import_walks([], report) == {"books": 0, "walks_added": 2, "walks_updated": 0}
-    assert store.import_walks([], report) == unchanged
+    assert store.import_walks([], report.walks) == {
+        "books": 0,
+        "walks_added": 2,
+        "walks_updated": 0,
+    }
+    assert store.import_walks([], report.walks) == unchanged
     walks, total = store.search_walks("peak district", None, None, "hard", 50, 0)
     assert total == 1
     assert walks[0]["name"] == "Kinder Scout"
@@ -369,7 +373,7 @@ def test_store_import_is_idempotent_and_keeps_live_stock(store: Store) -> None:
     user = store.create_user("reader", "not a real hash", int(time.time()))["id"]
     store.place_order(user, {101: 2}, int(time.time()))
     before = store.shop_books()
-    assert store.import_walks(sample_data.shop_books(), read_walks(sample, titles)) == unchanged
+    assert store.import_walks(seed.shop_books(), read_walks(sample, titles).walks) == unchanged
     assert store.shop_books() == before
 
 
@@ -800,9 +804,7 @@ def test_import_walks_with_extra_columns_is_searchable_and_idempotent(
         again = import_walks(backend_server, tmp_path, IMPORT_WALKS_CSV, IMPORT_BOOKS_CSV)
         assert again.returncode == 0, again.stderr
         assert "0 walks added, 0 updated, 0 books added or updated" in again.stdout
-        sample = run_import(
-            backend_server, tmp_path, str(sample_data.DATA_DIR / "circular_walks.csv")
-        )
+        sample = run_import(backend_server, tmp_path, str(seed.DATA_DIR / "circular_walks.csv"))
         assert sample.returncode == 0, sample.stderr
         assert "0 walks added, 0 updated, 0 books added or updated" in sample.stdout
         assert client.call("search_walks", limit=200) == everything

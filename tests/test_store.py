@@ -12,6 +12,7 @@ import pytest
 
 import db
 import engine
+import seed
 from commands import wire_error
 from db import Store, StoreConfig
 from engine import PoolConfig
@@ -25,8 +26,8 @@ def test_the_schema_version_is_recorded(store: Store) -> None:
 
 
 def test_the_sample_catalogue_is_loaded_once(db_url: str) -> None:
-    first = Store.open(db_url)
-    second = Store.open(db_url)  # a second start must not load it again
+    first = seed.open_store(db_url)
+    second = seed.open_store(db_url)  # a second start must not load it again
     try:
         assert len(second.shop_books()) == 7
         assert second.search_walks(None, None, None, None, 200, 0)[1] == 16
@@ -43,7 +44,7 @@ def test_processes_starting_together_seed_exactly_once(db_url: str) -> None:
     def start() -> None:
         barrier.wait()
         try:
-            Store.open(db_url).close()
+            seed.open_store(db_url).close()
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -53,7 +54,7 @@ def test_processes_starting_together_seed_exactly_once(db_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    store = Store.open(db_url)
+    store = seed.open_store(db_url)
     try:
         assert len(store.shop_books()) == 7
     finally:
@@ -199,7 +200,7 @@ def test_schema_sql_loads_with_the_mysql_client_as_it_is(mysql_server_url: str) 
 def test_a_dropped_mysql_connection_is_replaced(mysql_url: str) -> None:
     import mysql.connector
 
-    store = Store.open(mysql_url, StoreConfig(pool=PoolConfig(pool_size=1)))
+    store = seed.open_store(mysql_url, StoreConfig(pool=PoolConfig(pool_size=1)))
     try:
         assert len(store.shop_books()) == 7
         parts = urllib.parse.urlsplit(mysql_url)

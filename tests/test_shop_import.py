@@ -1,4 +1,4 @@
-"""Tests for catalogue.py: the shop's real CSV exports, extra columns, and every kind of bad row."""
+"""Tests for shop_import.py: the shop's real CSV exports, extra columns, and every kind of bad row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from catalogue import ImportReport, ShopBook, WalkRow, read_book_prices, read_walks
+from shop_import import ImportReport, ShopBook, WalkRow, read_book_prices, read_walks
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 HEADER = "Area,Book,WalkName,Distance,Difficult,Page"

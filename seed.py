@@ -1,19 +1,35 @@
-"""The sample catalogue loaded into an empty database: guide books, walks and lending books.
+"""Opens the store and loads the sample catalogue (guide books, walks, lending books) once.
 
 The files live in data/ inside the project (copied from the original shop's export, warts
-and all); catalogue.py cleans them as they are read.
+and all); shop_import.py cleans them as they are read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from catalogue import ImportReport, ShopBook, read_book_prices, read_walks
+from db import Store, StoreConfig
+from shop_import import ImportReport, ShopBook, read_book_prices, read_walks
 
 DATA_DIR = Path(__file__).with_name("data")
+
+log = logging.getLogger(__name__)
+
+
+def open_store(url: str, config: StoreConfig | None = None) -> Store:
+    """The store at url with its schema, holding the sample catalogue if it was empty."""
+    store = Store.open(url, config)
+    try:
+        if store.load_if_empty(shop_books(), walks().walks, lending_books()):
+            log.info("loaded the sample catalogue into %s", store.database.backend.describe())
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 @cache
