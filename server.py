@@ -20,8 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,123 +30,10 @@ import protocol
 import rules
 import tls
 from commands import Commands, Session
-from db import Store, StoreConfig
-from engine import PoolConfig
 from openlibrary import OpenLibrary
+from settings import ServerConfig, add_config_options, load_config, login_throttle, open_store
 
 log = logging.getLogger("waymark.server")
-
-PROJECT_DIR = Path(__file__).resolve().parent
-
-
-@dataclass
-class ServerConfig:
-    """Every setting, each with a safe default and an environment variable WAYMARK_<NAME>."""
-
-    host: str = "127.0.0.1"
-    port: int = 7443
-    db: str = f"sqlite:///{PROJECT_DIR / 'data' / 'waymark.db'}"
-    cert: Path = PROJECT_DIR / "certs" / "server.crt"
-    key: Path = PROJECT_DIR / "certs" / "server.key"
-    openlibrary_url: str = "https://openlibrary.org"
-    openlibrary_contact: str = "waymark-admin@example.org"
-    max_line_bytes: int = protocol.DEFAULT_MAX_LINE_BYTES
-    max_connections: int = 1024
-    handshake_timeout_s: float = 10.0
-    idle_timeout_s: float = 300.0
-    write_timeout_s: float = 30.0
-    drain_timeout_s: float = 30.0
-    session_ttl_s: int = 12 * 3600
-    bcrypt_cost: int = passwords.PRODUCTION_COST
-    hash_concurrency: int = passwords.default_concurrency()
-    pool_size: int = 16
-    loan_days: int = 14
-    max_active_loans: int = 5
-    max_renewals: int = 2
-    hold_days: int = 3
-    login_failures_per_user: int = 5
-    login_failures_per_address: int = 100
-    log_level: str = "INFO"
-
-
-HELP = {
-    "host": "address to listen on",
-    "port": "TCP port (0 picks a free one)",
-    "db": "sqlite:///path.db or mysql://user:password@host:port/database",
-    "cert": "TLS certificate (created on first start if missing)",
-    "key": "TLS private key (created with mode 0600 if missing)",
-    "openlibrary_url": "base URL of Open Library",
-    "openlibrary_contact": "contact address sent in the User-Agent to Open Library",
-    "max_line_bytes": "longest request line accepted",
-    "max_connections": "connections served at once; more get server_busy",
-    "handshake_timeout_s": "seconds a client has to finish the TLS handshake",
-    "idle_timeout_s": "seconds a silent connection is kept open",
-    "write_timeout_s": "seconds a client may take to read an answer",
-    "drain_timeout_s": "seconds to finish requests in flight on shutdown",
-    "session_ttl_s": "seconds a login session lasts",
-    "bcrypt_cost": "bcrypt work factor for new password hashes",
-    "hash_concurrency": "password hashes computed at once",
-    "pool_size": "database connections kept open",
-    "loan_days": "days a loan lasts, and each renewal adds",
-    "max_active_loans": "books a member may have on loan at once",
-    "max_renewals": "times one loan may be renewed",
-    "hold_days": "days a returned copy is kept for the first member waiting",
-    "login_failures_per_user": "failed logins per username in 15 minutes before throttling",
-    "login_failures_per_address": "failed logins per address in 15 minutes before throttling",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One --option per ServerConfig field; unset ones fall back to the environment, then defaults."""
-    for field in fields(ServerConfig):
-        flag = "--" + field.name.replace("_", "-")
-        env = "WAYMARK_" + field.name.upper()
-        default = ServerConfig.__dataclass_fields__[field.name].default
-        parser.add_argument(
-            flag,
-            dest=field.name,
-            default=argparse.SUPPRESS,
-            metavar=_metavar(field.name),
-            help=f"{HELP[field.name]} [{env}; default {default}]",
-        )
-
-
-def _metavar(name: str) -> str:
-    special = {
-        "db": "URL",
-        "openlibrary_url": "URL",
-        "openlibrary_contact": "EMAIL",
-        "cert": "FILE",
-        "key": "FILE",
-    }
-    if name in special:
-        return special[name]
-    if name.endswith("_s"):
-        return "SECONDS"
-    return "N" if isinstance(getattr(ServerConfig, name), int) else name.upper()
-
-
-def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfig:
-    """Settings from options, else WAYMARK_* variables, else defaults; ValueError names a bad one."""
-    values: dict[str, Any] = {}
-    for field in fields(ServerConfig):
-        raw = options.get(field.name, environ.get("WAYMARK_" + field.name.upper()))
-        if raw is None:
-            continue
-        kind: Any = type(getattr(ServerConfig, field.name))
-        try:
-            values[field.name] = kind(raw)
-            if isinstance(values[field.name], (int, float)) and values[field.name] < 0:
-                raise ValueError
-        except ValueError:
-            flag = "--" + field.name.replace("_", "-")
-            wanted = {int: "a whole number of 0 or more", float: "a number of 0 or more"}.get(
-                kind, "text"
-            )
-            raise ValueError(f"{flag} must be {wanted}, not {raw!r}.") from None
-    return ServerConfig(**values)
-
 
 # ---------------------------------------------------------------------------------------------
 # Connections
@@ -379,26 +264,6 @@ def _say_goodbye(sock: ssl.SSLSocket) -> None:
 # Command line
 
 
-def open_store(config: ServerConfig) -> Store:
-    """The store named by --db, with the schema ready."""
-    lending = rules.LendingPolicy(
-        loan_period=timedelta(days=config.loan_days),
-        max_active_loans=config.max_active_loans,
-        max_renewals=config.max_renewals,
-        hold_kept_for=timedelta(days=config.hold_days),
-    )
-    store = Store.open(
-        config.db,
-        StoreConfig(
-            pool=PoolConfig(pool_size=config.pool_size),
-            session_ttl_s=config.session_ttl_s,
-            lending=lending,
-        ),
-    )
-    log.info("data in %s", store.describe())
-    return store
-
-
 def serve(config: ServerConfig) -> int:
     """Run the server until SIGINT or SIGTERM; 0 on a clean stop."""
     tls.ensure_certificate(config.cert, config.key)
@@ -408,10 +273,7 @@ def serve(config: ServerConfig) -> int:
         store,
         OpenLibrary(config.openlibrary_url, contact=config.openlibrary_contact),
         passwords.PasswordHasher(config.bcrypt_cost, config.hash_concurrency),
-        rules.LoginThrottle(
-            failures_per_user=config.login_failures_per_user,
-            failures_per_address=config.login_failures_per_address,
-        ),
+        login_throttle(config),
     )
     server = WaymarkServer(config, commands, context)
 
