@@ -37,8 +37,8 @@ log = logging.getLogger("waymark.server")
 # Connections
 
 
-class Connection:
-    """One client: read lines, answer each in order, until it leaves, idles out or we stop."""
+class ConnectionHandler:
+    """One client's connection: handle() answers its lines in order, finish() closes it cleanly."""
 
     POLL_S = 0.5  # how often a waiting connection looks at the shutdown flag
 
@@ -48,7 +48,7 @@ class Connection:
         self.session = Session(address=address)
         self.decoder = protocol.LineDecoder(server.config.max_line_bytes)
 
-    def serve(self) -> None:
+    def handle(self) -> None:
         """Answer requests until the client leaves, idles out, overflows a line or we stop."""
         last_heard = time.monotonic()
         while not self.server.stopping.is_set():
@@ -68,12 +68,49 @@ class Connection:
                     self.send(protocol.error_response(None, item))
                     _discard_input(self.sock)
                     return
-                self.send(self.server.respond(self.session, item))
+                self.send(self.respond(item))
+
+    def respond(self, line: bytes) -> dict[str, Any]:
+        """The response to one request line; never raises, never shows a traceback."""
+        started = time.perf_counter()
+        try:
+            request = protocol.decode_request(line)
+        except protocol.ProtocolError as error:
+            return protocol.error_response(protocol.request_id_of(line), error)
+        try:
+            response = protocol.ok_response(
+                request.id, self.server.commands.handle(self.session, request)
+            )
+        except protocol.ProtocolError as error:
+            response = protocol.error_response(request.id, error)
+        except Exception:  # noqa: BLE001 - logged with a reference the client can quote
+            reference = secrets.token_hex(6)
+            log.exception("internal error %s while running %s", reference, request.cmd)
+            internal = protocol.ProtocolError(
+                protocol.INTERNAL,
+                f"Something went wrong on the server (reference {reference}); nothing was changed.",
+                {"request_id": reference},
+            )
+            response = protocol.error_response(request.id, internal)
+        # Arguments are never logged: they may hold passwords and tokens.
+        log.debug(
+            "%s %s %.1f ms",
+            request.cmd,
+            "ok" if response["ok"] else response["error"]["code"],
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
 
     def send(self, message: dict[str, Any]) -> None:
         """Write one response line; a client too slow to read it is dropped."""
         self.sock.settimeout(self.server.config.write_timeout_s)
         self.sock.sendall(protocol.encode(message))
+
+    def finish(self) -> None:
+        """Send a TLS close_notify, so the client can tell an end from a truncation."""
+        # Only after handle() returned: once a read or write failed there is no clean close.
+        self.sock.settimeout(1.0)
+        self.sock.unwrap()
 
 
 class WaymarkServer:
@@ -100,7 +137,7 @@ class WaymarkServer:
 
     def serve_forever(self) -> None:
         """Accept until stop() is called, then drain the connections."""
-        self.listener.settimeout(Connection.POLL_S)
+        self.listener.settimeout(ConnectionHandler.POLL_S)
         while not self.stopping.is_set():
             try:
                 raw, peer = self.listener.accept()
@@ -164,8 +201,9 @@ class WaymarkServer:
                 return
             with sock:
                 try:
-                    Connection(self, sock, address).serve()
-                    _say_goodbye(sock)
+                    handler = ConnectionHandler(self, sock, address)
+                    handler.handle()
+                    handler.finish()
                 except (OSError, ssl.SSLError) as error:
                     log.debug("connection from %s ended: %s", address, error)
         except Exception:  # noqa: BLE001 - one connection's fault must never stop the server
@@ -206,35 +244,6 @@ class WaymarkServer:
                 break
             threads[0].join(timeout=max(deadline - time.monotonic(), 0))
 
-    def respond(self, session: Session, line: bytes) -> dict[str, Any]:
-        """The response to one request line; never raises, never shows a traceback."""
-        started = time.perf_counter()
-        try:
-            request = protocol.decode_request(line)
-        except protocol.ProtocolError as error:
-            return protocol.error_response(protocol.request_id_of(line), error)
-        try:
-            response = protocol.ok_response(request.id, self.commands.handle(session, request))
-        except protocol.ProtocolError as error:
-            response = protocol.error_response(request.id, error)
-        except Exception:  # noqa: BLE001 - logged with a reference the client can quote
-            reference = secrets.token_hex(6)
-            log.exception("internal error %s while running %s", reference, request.cmd)
-            internal = protocol.ProtocolError(
-                protocol.INTERNAL,
-                f"Something went wrong on the server (reference {reference}); nothing was changed.",
-                {"request_id": reference},
-            )
-            response = protocol.error_response(request.id, internal)
-        # Arguments are never logged: they may hold passwords and tokens.
-        log.debug(
-            "%s %s %.1f ms",
-            request.cmd,
-            "ok" if response["ok"] else response["error"]["code"],
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
-
 
 def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 << 20) -> None:
     # Closing a socket with unread input sends a TCP reset, which can destroy the error line
@@ -250,12 +259,6 @@ def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 <<
             if not data:
                 break
             seen += len(data)
-
-
-def _say_goodbye(sock: ssl.SSLSocket) -> None:
-    # A TLS close_notify tells the client the stream ended on purpose, not by truncation.
-    sock.settimeout(1.0)
-    sock.unwrap()
 
 
 # ---------------------------------------------------------------------------------------------
