@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import getpass
 import logging
 import os
 import secrets
@@ -20,143 +19,26 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import passwords
 import protocol
-import rules
-import seed
-import shop_import
+import server_admin
 import tls
 from commands import Commands, Session
-from db import Store, StoreConfig
-from engine import PoolConfig
 from openlibrary import OpenLibrary
+from settings import ServerConfig, add_config_options, load_config, login_throttle, open_store
 
 log = logging.getLogger("waymark.server")
-
-PROJECT_DIR = Path(__file__).resolve().parent
-
-
-@dataclass
-class ServerConfig:
-    """Every setting, each with a safe default and an environment variable WAYMARK_<NAME>."""
-
-    host: str = "127.0.0.1"
-    port: int = 7443
-    db: str = f"sqlite:///{PROJECT_DIR / 'data' / 'waymark.db'}"
-    cert: Path = PROJECT_DIR / "certs" / "server.crt"
-    key: Path = PROJECT_DIR / "certs" / "server.key"
-    openlibrary_url: str = "https://openlibrary.org"
-    openlibrary_contact: str = "waymark-admin@example.org"
-    max_line_bytes: int = protocol.DEFAULT_MAX_LINE_BYTES
-    max_connections: int = 1024
-    handshake_timeout_s: float = 10.0
-    idle_timeout_s: float = 300.0
-    write_timeout_s: float = 30.0
-    drain_timeout_s: float = 30.0
-    session_ttl_s: int = 12 * 3600
-    bcrypt_cost: int = passwords.PRODUCTION_COST
-    hash_concurrency: int = passwords.default_concurrency()
-    pool_size: int = 16
-    loan_days: int = 14
-    max_active_loans: int = 5
-    max_renewals: int = 2
-    hold_days: int = 3
-    login_failures_per_user: int = 5
-    login_failures_per_address: int = 100
-    log_level: str = "INFO"
-
-
-HELP = {
-    "host": "address to listen on",
-    "port": "TCP port (0 picks a free one)",
-    "db": "sqlite:///path.db or mysql://user:password@host:port/database",
-    "cert": "TLS certificate (created on first start if missing)",
-    "key": "TLS private key (created with mode 0600 if missing)",
-    "openlibrary_url": "base URL of Open Library",
-    "openlibrary_contact": "contact address sent in the User-Agent to Open Library",
-    "max_line_bytes": "longest request line accepted",
-    "max_connections": "connections served at once; more get server_busy",
-    "handshake_timeout_s": "seconds a client has to finish the TLS handshake",
-    "idle_timeout_s": "seconds a silent connection is kept open",
-    "write_timeout_s": "seconds a client may take to read an answer",
-    "drain_timeout_s": "seconds to finish requests in flight on shutdown",
-    "session_ttl_s": "seconds a login session lasts",
-    "bcrypt_cost": "bcrypt work factor for new password hashes",
-    "hash_concurrency": "password hashes computed at once",
-    "pool_size": "database connections kept open",
-    "loan_days": "days a loan lasts, and each renewal adds",
-    "max_active_loans": "books a member may have on loan at once",
-    "max_renewals": "times one loan may be renewed",
-    "hold_days": "days a returned copy is kept for the first member waiting",
-    "login_failures_per_user": "failed logins per username in 15 minutes before throttling",
-    "login_failures_per_address": "failed logins per address in 15 minutes before throttling",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
-}
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One --option per ServerConfig field; unset ones fall back to the environment, then defaults."""
-    for field in fields(ServerConfig):
-        flag = "--" + field.name.replace("_", "-")
-        env = "WAYMARK_" + field.name.upper()
-        default = ServerConfig.__dataclass_fields__[field.name].default
-        parser.add_argument(
-            flag,
-            dest=field.name,
-            default=argparse.SUPPRESS,
-            metavar=_metavar(field.name),
-            help=f"{HELP[field.name]} [{env}; default {default}]",
-        )
-
-
-def _metavar(name: str) -> str:
-    special = {
-        "db": "URL",
-        "openlibrary_url": "URL",
-        "openlibrary_contact": "EMAIL",
-        "cert": "FILE",
-        "key": "FILE",
-    }
-    if name in special:
-        return special[name]
-    if name.endswith("_s"):
-        return "SECONDS"
-    return "N" if isinstance(getattr(ServerConfig, name), int) else name.upper()
-
-
-def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfig:
-    """Settings from options, else WAYMARK_* variables, else defaults; ValueError names a bad one."""
-    values: dict[str, Any] = {}
-    for field in fields(ServerConfig):
-        raw = options.get(field.name, environ.get("WAYMARK_" + field.name.upper()))
-        if raw is None:
-            continue
-        kind: Any = type(getattr(ServerConfig, field.name))
-        try:
-            values[field.name] = kind(raw)
-            if isinstance(values[field.name], (int, float)) and values[field.name] < 0:
-                raise ValueError
-        except ValueError:
-            flag = "--" + field.name.replace("_", "-")
-            wanted = {int: "a whole number of 0 or more", float: "a number of 0 or more"}.get(
-                kind, "text"
-            )
-            raise ValueError(f"{flag} must be {wanted}, not {raw!r}.") from None
-    return ServerConfig(**values)
-
 
 # ---------------------------------------------------------------------------------------------
 # Connections
 
 
-class Connection:
-    """One client: read lines, answer each in order, until it leaves, idles out or we stop."""
+class ConnectionHandler:
+    """One client's connection: handle() answers its lines in order, finish() closes it cleanly."""
 
     POLL_S = 0.5  # how often a waiting connection looks at the shutdown flag
 
@@ -166,7 +48,7 @@ class Connection:
         self.session = Session(address=address)
         self.decoder = protocol.LineDecoder(server.config.max_line_bytes)
 
-    def serve(self) -> None:
+    def handle(self) -> None:
         """Answer requests until the client leaves, idles out, overflows a line or we stop."""
         last_heard = time.monotonic()
         while not self.server.stopping.is_set():
@@ -186,12 +68,49 @@ class Connection:
                     self.send(protocol.error_response(None, item))
                     _discard_input(self.sock)
                     return
-                self.send(self.server.respond(self.session, item))
+                self.send(self.respond(item))
+
+    def respond(self, line: bytes) -> dict[str, Any]:
+        """The response to one request line; never raises, never shows a traceback."""
+        started = time.perf_counter()
+        try:
+            request = protocol.decode_request(line)
+        except protocol.ProtocolError as error:
+            return protocol.error_response(protocol.request_id_of(line), error)
+        try:
+            response = protocol.ok_response(
+                request.id, self.server.commands.handle(self.session, request)
+            )
+        except protocol.ProtocolError as error:
+            response = protocol.error_response(request.id, error)
+        except Exception:  # noqa: BLE001 - logged with a reference the client can quote
+            reference = secrets.token_hex(6)
+            log.exception("internal error %s while running %s", reference, request.cmd)
+            internal = protocol.ProtocolError(
+                protocol.INTERNAL,
+                f"Something went wrong on the server (reference {reference}); nothing was changed.",
+                {"request_id": reference},
+            )
+            response = protocol.error_response(request.id, internal)
+        # Arguments are never logged: they may hold passwords and tokens.
+        log.debug(
+            "%s %s %.1f ms",
+            request.cmd,
+            "ok" if response["ok"] else response["error"]["code"],
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
 
     def send(self, message: dict[str, Any]) -> None:
         """Write one response line; a client too slow to read it is dropped."""
         self.sock.settimeout(self.server.config.write_timeout_s)
         self.sock.sendall(protocol.encode(message))
+
+    def finish(self) -> None:
+        """Send a TLS close_notify, so the client can tell an end from a truncation."""
+        # Only after handle() returned: once a read or write failed there is no clean close.
+        self.sock.settimeout(1.0)
+        self.sock.unwrap()
 
 
 class WaymarkServer:
@@ -218,7 +137,7 @@ class WaymarkServer:
 
     def serve_forever(self) -> None:
         """Accept until stop() is called, then drain the connections."""
-        self.listener.settimeout(Connection.POLL_S)
+        self.listener.settimeout(ConnectionHandler.POLL_S)
         while not self.stopping.is_set():
             try:
                 raw, peer = self.listener.accept()
@@ -282,8 +201,9 @@ class WaymarkServer:
                 return
             with sock:
                 try:
-                    Connection(self, sock, address).serve()
-                    _say_goodbye(sock)
+                    handler = ConnectionHandler(self, sock, address)
+                    handler.handle()
+                    handler.finish()
                 except (OSError, ssl.SSLError) as error:
                     log.debug("connection from %s ended: %s", address, error)
         except Exception:  # noqa: BLE001 - one connection's fault must never stop the server
@@ -324,35 +244,6 @@ class WaymarkServer:
                 break
             threads[0].join(timeout=max(deadline - time.monotonic(), 0))
 
-    def respond(self, session: Session, line: bytes) -> dict[str, Any]:
-        """The response to one request line; never raises, never shows a traceback."""
-        started = time.perf_counter()
-        try:
-            request = protocol.decode_request(line)
-        except protocol.ProtocolError as error:
-            return protocol.error_response(protocol.request_id_of(line), error)
-        try:
-            response = protocol.ok_response(request.id, self.commands.handle(session, request))
-        except protocol.ProtocolError as error:
-            response = protocol.error_response(request.id, error)
-        except Exception:  # noqa: BLE001 - logged with a reference the client can quote
-            reference = secrets.token_hex(6)
-            log.exception("internal error %s while running %s", reference, request.cmd)
-            internal = protocol.ProtocolError(
-                protocol.INTERNAL,
-                f"Something went wrong on the server (reference {reference}); nothing was changed.",
-                {"request_id": reference},
-            )
-            response = protocol.error_response(request.id, internal)
-        # Arguments are never logged: they may hold passwords and tokens.
-        log.debug(
-            "%s %s %.1f ms",
-            request.cmd,
-            "ok" if response["ok"] else response["error"]["code"],
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
-
 
 def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 << 20) -> None:
     # Closing a socket with unread input sends a TCP reset, which can destroy the error line
@@ -370,34 +261,8 @@ def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 <<
             seen += len(data)
 
 
-def _say_goodbye(sock: ssl.SSLSocket) -> None:
-    # A TLS close_notify tells the client the stream ended on purpose, not by truncation.
-    sock.settimeout(1.0)
-    sock.unwrap()
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def open_store(config: ServerConfig) -> Store:
-    """The store named by --db, with the schema ready."""
-    lending = rules.LendingPolicy(
-        loan_period=timedelta(days=config.loan_days),
-        max_active_loans=config.max_active_loans,
-        max_renewals=config.max_renewals,
-        hold_kept_for=timedelta(days=config.hold_days),
-    )
-    store = seed.open_store(
-        config.db,
-        StoreConfig(
-            pool=PoolConfig(pool_size=config.pool_size),
-            session_ttl_s=config.session_ttl_s,
-            lending=lending,
-        ),
-    )
-    log.info("data in %s", store.describe())
-    return store
 
 
 def serve(config: ServerConfig) -> int:
@@ -409,10 +274,7 @@ def serve(config: ServerConfig) -> int:
         store,
         OpenLibrary(config.openlibrary_url, contact=config.openlibrary_contact),
         passwords.PasswordHasher(config.bcrypt_cost, config.hash_concurrency),
-        rules.LoginThrottle(
-            failures_per_user=config.login_failures_per_user,
-            failures_per_address=config.login_failures_per_address,
-        ),
+        login_throttle(config),
     )
     server = WaymarkServer(config, commands, context)
 
@@ -430,51 +292,6 @@ def serve(config: ServerConfig) -> int:
         store.close()
     log.info("stopped")
     return 0
-
-
-def read_new_password(prompt_twice: bool) -> str:
-    """A password from stdin when piped, else typed twice at a hidden prompt."""
-    if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
-    password = getpass.getpass("Password: ")
-    if prompt_twice and getpass.getpass("Password again: ") != password:
-        raise ValueError("The two passwords differ.")
-    return password
-
-
-def create_admin(config: ServerConfig, username: str) -> int:
-    """Create or promote an admin; the password comes from stdin or a prompt."""
-    rules.validate_username(username)
-    password = read_new_password(prompt_twice=True)
-    rules.validate_password(password)
-    store = open_store(config)
-    try:
-        hasher = passwords.PasswordHasher(config.bcrypt_cost, 1)
-        user, created = store.make_admin(username, hasher.hash(password), int(time.time()))
-    finally:
-        store.close()
-    print(f"{'Created' if created else 'Promoted'} admin {user['username']!r}.")
-    return 0
-
-
-def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None) -> int:
-    """Load a shop's walks (and optionally its book prices); 1 if any row was rejected."""
-    store = open_store(config)
-    try:
-        books = shop_import.read_book_prices(books_file.read_text("utf-8")) if books_file else []
-        titles = [b.title for b in books] + [b["title"] for b in store.shop_books()]
-        report = shop_import.read_walks(walks_file.read_text("utf-8"), known_book_titles=titles)
-        counts = store.import_walks(books, report.walks)
-    finally:
-        store.close()
-    print(
-        f"Imported {walks_file}: {counts['walks_added']} walks added,"
-        f" {counts['walks_updated']} updated, {counts['books']} books added or updated,"
-        f" {len(report.rejected)} rows rejected."
-    )
-    for line, reason in report.rejected:
-        print(f"  line {line}: {reason}")
-    return 1 if report.rejected else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -513,9 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if options["command"] == "create-admin":
-            return create_admin(config, options["username"])
+            return server_admin.create_admin(config, options["username"])
         if options["command"] == "import-walks":
-            return import_walks(config, options["walks_file"], options.get("books"))
+            return server_admin.import_walks(config, options["walks_file"], options.get("books"))
         return serve(config)
     except (ValueError, OSError) as error:
         print(f"server.py: {error}", file=sys.stderr)

@@ -52,12 +52,12 @@ import mysql.connector.pooling  # noqa: E402
 import passwords  # noqa: E402
 import rules  # noqa: E402
 import seed  # noqa: E402
-import server  # noqa: E402
 import tls  # noqa: E402
 from db import Store, StoreConfig  # noqa: E402
 from engine import Database, MySQLBackend, PoolConfig, backend_from_url  # noqa: E402
 from passwords import hash_token  # noqa: E402
 from protocol import ProtocolError  # noqa: E402
+from settings import ServerConfig, load_config  # noqa: E402
 
 HOST = "127.0.0.1"
 DEFAULT_MYSQL = f"mysql://root@{HOST}:3306/"
@@ -567,9 +567,9 @@ def server_service(url: str, workdir: Path, cert: Path, key: Path, env: dict[str
     return Service(command, workdir / "server.log", env)
 
 
-def settings_of(env: dict[str, str]) -> server.ServerConfig:
+def settings_of(env: dict[str, str]) -> ServerConfig:
     """The settings server.py will run with in this environment (what the report shows)."""
-    return server.load_config({}, env)
+    return load_config({}, env)
 
 
 def make_certificate(workdir: Path) -> tuple[Path, Path]:
@@ -889,7 +889,7 @@ def transport_stage(options: Options, workdir: Path, cert: Path, key: Path) -> S
 
 
 def database_stage(
-    options: Options, workdir: Path, settings: server.ServerConfig, password_hash: str
+    options: Options, workdir: Path, settings: ServerConfig, password_hash: str
 ) -> StageResult:
     """The mix's Store calls from N threads, on a pool as large as the server's."""
     mix = MIXES[options.mix]
@@ -959,7 +959,7 @@ def run_load(options: Options) -> dict[str, Any]:
     }
 
 
-def describe_run(options: Options, settings: server.ServerConfig) -> dict[str, Any]:
+def describe_run(options: Options, settings: ServerConfig) -> dict[str, Any]:
     """What ran: versions, machine, database, driver, bcrypt cost and the server's limits."""
     return {
         "mix": options.mix,
@@ -1237,7 +1237,7 @@ def login_burst(options: Options) -> list[dict[str, Any]]:
 
 
 def burst_phase(
-    stage: StageResult, readers: int, logins: int, settings: server.ServerConfig
+    stage: StageResult, readers: int, logins: int, settings: ServerConfig
 ) -> dict[str, Any]:
     """One phase of the burst: the readers' numbers and the logins' numbers, separately."""
     return {

@@ -12,7 +12,7 @@ import pytest
 
 import passwords
 import seed
-import server as server_module
+from settings import ServerConfig
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 PASSWORD = "correct horse"
@@ -262,7 +262,7 @@ def test_no_password_or_token_reaches_the_log(tmp_path: Path) -> None:
 
 def test_the_production_bcrypt_cost_is_12() -> None:
     assert passwords.PRODUCTION_COST == 12
-    assert server_module.ServerConfig().bcrypt_cost == 12
+    assert ServerConfig().bcrypt_cost == 12
     hasher = passwords.PasswordHasher(concurrency=1)
     assert hasher.cost == 12
     assert hasher.hash("production cost").startswith("$2b$12$")

@@ -1,0 +1,58 @@
+"""The operator commands create-admin and import-walks, run as python server.py SUBCOMMAND."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+import time
+from pathlib import Path
+
+import passwords
+import rules
+import shop_import
+from settings import ServerConfig, open_store
+
+
+def read_new_password(prompt_twice: bool) -> str:
+    """A password from stdin when piped, else typed twice at a hidden prompt."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if prompt_twice and getpass.getpass("Password again: ") != password:
+        raise ValueError("The two passwords differ.")
+    return password
+
+
+def create_admin(config: ServerConfig, username: str) -> int:
+    """Create or promote an admin; the password comes from stdin or a prompt."""
+    rules.validate_username(username)
+    password = read_new_password(prompt_twice=True)
+    rules.validate_password(password)
+    store = open_store(config)
+    try:
+        hasher = passwords.PasswordHasher(config.bcrypt_cost, 1)
+        user, created = store.make_admin(username, hasher.hash(password), int(time.time()))
+    finally:
+        store.close()
+    print(f"{'Created' if created else 'Promoted'} admin {user['username']!r}.")
+    return 0
+
+
+def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None) -> int:
+    """Load a shop's walks (and optionally its book prices); 1 if any row was rejected."""
+    store = open_store(config)
+    try:
+        books = shop_import.read_book_prices(books_file.read_text("utf-8")) if books_file else []
+        titles = [b.title for b in books] + [b["title"] for b in store.shop_books()]
+        report = shop_import.read_walks(walks_file.read_text("utf-8"), known_book_titles=titles)
+        counts = store.import_walks(books, report.walks)
+    finally:
+        store.close()
+    print(
+        f"Imported {walks_file}: {counts['walks_added']} walks added,"
+        f" {counts['walks_updated']} updated, {counts['books']} books added or updated,"
+        f" {len(report.rejected)} rows rejected."
+    )
+    for line, reason in report.rejected:
+        print(f"  line {line}: {reason}")
+    return 1 if report.rejected else 0
