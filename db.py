@@ -709,12 +709,7 @@ class Store:
         """End a loan; the copy goes to the first member waiting, if any."""
 
         def work(tx: Tx) -> Row:
-            self._lock_book(tx, self._own_loan(tx, user_id, loan_id)["book_id"])
-            # Read again under the book's lock: under READ COMMITTED the first read may predate
-            # a return or renewal that committed while this transaction waited for the lock.
-            loan = self._own_loan(tx, user_id, loan_id)
-            if loan["returned_at"] is not None:
-                raise ConflictError(f"Loan {loan_id} was already returned.")
+            loan = self._lock_active_loan(tx, user_id, loan_id)
             tx.run(
                 "UPDATE loans SET returned_at = ?, active_user_id = NULL WHERE id = ?",
                 (now, loan_id),
@@ -728,12 +723,7 @@ class Store:
         """Extend a loan unless another member is waiting or it was renewed twice."""
 
         def work(tx: Tx) -> Row:
-            self._lock_book(tx, self._own_loan(tx, user_id, loan_id)["book_id"])
-            # Read again under the book's lock: under READ COMMITTED the first read may predate
-            # a return or renewal that committed while this transaction waited for the lock.
-            loan = self._own_loan(tx, user_id, loan_id)
-            if loan["returned_at"] is not None:
-                raise ConflictError(f"Loan {loan_id} was already returned.")
+            loan = self._lock_active_loan(tx, user_id, loan_id)
             self._settle_holds(tx, loan["book_id"], now)
             waiting = tx.value(
                 "SELECT COUNT(*) FROM holds WHERE book_id = ? AND ended_at IS NULL AND user_id <> ?",
@@ -838,6 +828,16 @@ class Store:
         if book is None:
             raise NotFoundError(f"No book numbered {book_id}.", {"book_id": book_id})
         return book
+
+    def _lock_active_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
+        """This member's unreturned loan, read under its book's lock."""
+        self._lock_book(tx, self._own_loan(tx, user_id, loan_id)["book_id"])
+        # Read again under the book's lock: under READ COMMITTED the first read may predate
+        # a return or renewal that committed while this transaction waited for the lock.
+        loan = self._own_loan(tx, user_id, loan_id)
+        if loan["returned_at"] is not None:
+            raise ConflictError(f"Loan {loan_id} was already returned.")
+        return loan
 
     def _own_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
         loan = tx.row(

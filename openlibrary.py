@@ -25,6 +25,8 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from rules import match_key
+
 __all__ = [
     "BookHit",
     "OpenLibrary",
@@ -32,7 +34,6 @@ __all__ = [
     "UpstreamNotFoundError",
     "UpstreamUnavailableError",
     "Work",
-    "normalise_query",
     "parse_year",
 ]
 
@@ -96,11 +97,6 @@ class Work:
     authors: tuple[str, ...]
     first_publish_year: int | None
     description: str | None
-
-
-def normalise_query(query: str) -> str:
-    """Collapse whitespace and case so that equivalent searches share one cache entry."""
-    return " ".join(query.split()).casefold()
 
 
 def parse_year(date: str | None) -> int | None:
@@ -224,7 +220,7 @@ class OpenLibrary:
 
     def search(self, query: str, limit: int = 10) -> SearchAnswer:
         """Search works by title or author; raises ValueError, or UpstreamUnavailableError if uncached."""
-        normalised = normalise_query(query)
+        normalised = match_key(query)
         if not normalised:
             raise ValueError("query must not be empty")
         if not 1 <= limit <= MAX_SEARCH_LIMIT:
