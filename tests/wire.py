@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import protocol
 import tls
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -176,6 +177,7 @@ class WireClient:
                 raise ConnectionError("the server closed the connection")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
+        protocol.decode_reply(line)  # every answer must be a response the clients can read
         return json.loads(line)
 
     def request(self, cmd: str, **args: Any) -> dict[str, Any]:
