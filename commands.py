@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import results
@@ -182,7 +182,13 @@ class Commands:
         key = rules.username_key(args["username"])[:64]
         now = self._now()
         attempt = self.store.start_login(key, session.address, now, self.auth.failure_window_s)
-        wait = self._throttle_wait(attempt.failures_by_user, attempt.failures_by_address, now)
+        wait = rules.login_retry_after_s(
+            self.auth,
+            [_moment(t) for t in attempt.failures_by_user_and_address],
+            [_moment(t) for t in attempt.failures_by_user],
+            [_moment(t) for t in attempt.failures_by_address],
+            _moment(now),
+        )
         if wait:
             self.store.finish_login(attempt, key, None, now)  # a refused try does not prolong it
             raise ProtocolError(
@@ -195,24 +201,14 @@ class Commands:
         if not self.hasher.verify(args["password"], user["password_hash"] if user else None):
             raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
         assert user is not None
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        self.store.finish_login(attempt, key, hash_token(token), now)
-        return self._logged_in(session, user, token)
-
-    def _throttle_wait(self, by_user: list[int], by_address: list[int], now: int) -> int:
-        """Seconds before another try, 0 while earlier failures reach neither threshold."""
-        window = timedelta(seconds=self.auth.failure_window_s)
-        moment = datetime.fromtimestamp(now, UTC)
-        return max(
-            rules.retry_after_s(
-                [datetime.fromtimestamp(t, UTC) for t in times], moment, limit, window
-            )
-            or 0
-            for times, limit in (
-                (by_user, self.auth.failures_per_user),
-                (by_address, self.auth.failures_per_address),
-            )
+        upgraded = (
+            self.hasher.hash(args["password"])
+            if self.hasher.needs_rehash(user["password_hash"])
+            else None
         )
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        self.store.finish_login(attempt, key, hash_token(token), now, upgraded)
+        return self._logged_in(session, user, token)
 
     def resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         token_hash = hash_token(args["token"])
@@ -413,6 +409,10 @@ class Commands:
         user = self._member(session)
         self.store.cancel_hold(user["id"], args["hold_id"], self._now())
         return {}
+
+
+def _moment(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _resolve_guide(reference: int | str, books: list[dict[str, Any]]) -> int:

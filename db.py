@@ -55,11 +55,12 @@ def to_timestamp(moment: datetime) -> int:
 
 @dataclass(frozen=True)
 class LoginStart:
-    """A recorded login attempt, the user it names (None if none), and earlier failures' times
-    for this username and for this address."""
+    """A recorded login attempt, the user it names (None if none), and the times of earlier
+    failures: this username from this address, this username from anywhere, this address."""
 
     attempt_id: int
     user: Row | None
+    failures_by_user_and_address: list[int]
     failures_by_user: list[int]
     failures_by_address: list[int]
 
@@ -196,15 +197,12 @@ class Store:
             )
             assert attempt_id is not None
             since = now - keep_s
-            by_user = tx.rows(
-                "SELECT failed_at FROM login_failures WHERE username_key = ? AND failed_at >= ?"
-                " AND id <> ? ORDER BY failed_at",
-                (username_key, since, attempt_id),
-            )
-            by_address = tx.rows(
-                "SELECT failed_at FROM login_failures WHERE address = ? AND failed_at >= ?"
-                " AND id <> ? ORDER BY failed_at",
-                (address, since, attempt_id),
+            # Earlier failures in the window, this attempt left out: (username, address) pairs.
+            failures = tx.rows(
+                "SELECT username_key, address, failed_at FROM login_failures"
+                " WHERE (username_key = ? OR address = ?) AND failed_at >= ? AND id <> ?"
+                " ORDER BY failed_at",
+                (username_key, address, since, attempt_id),
             )
             user = tx.row(
                 "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
@@ -213,18 +211,31 @@ class Store:
             return LoginStart(
                 attempt_id,
                 user,
-                [r["failed_at"] for r in by_user],
-                [r["failed_at"] for r in by_address],
+                failures_by_user_and_address=[
+                    r["failed_at"]
+                    for r in failures
+                    if r["username_key"] == username_key and r["address"] == address
+                ],
+                failures_by_user=[
+                    r["failed_at"] for r in failures if r["username_key"] == username_key
+                ],
+                failures_by_address=[r["failed_at"] for r in failures if r["address"] == address],
             )
 
         return self.database.write(work)
 
     def finish_login(
-        self, attempt: LoginStart, username_key: str, token_hash: str | None, now: int
+        self,
+        attempt: LoginStart,
+        username_key: str,
+        token_hash: str | None,
+        now: int,
+        new_password_hash: str | None = None,
     ) -> int | None:
-        """End a login: with a token, clear the name's failures and store the session (returns
-        its expiry); without one, forget an attempt that was refused before its password was
-        checked. A wrong password needs no call: its attempt stays recorded as a failure."""
+        """End a login: with a token, clear the name's failures, store the session (returns its
+        expiry) and, if given, replace the password hash (a cost upgrade); without one, forget
+        an attempt refused before its password was checked. A wrong password needs no call:
+        its attempt stays recorded as a failure."""
         expires_at = now + self.config.session_ttl_s
 
         def work(tx: Tx) -> int | None:
@@ -232,6 +243,11 @@ class Store:
                 tx.run("DELETE FROM login_failures WHERE id = ?", (attempt.attempt_id,))
                 return None
             tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
+            if new_password_hash is not None:
+                tx.run(
+                    "UPDATE users SET password_hash = ? WHERE id = ?",
+                    (new_password_hash, attempt.user["id"]),
+                )
             self._insert_session(tx, attempt.user["id"], token_hash, now, expires_at)
             return expires_at
 

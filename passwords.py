@@ -37,12 +37,29 @@ class PasswordHasher:
             return bcrypt.hashpw(_prehash(password), bcrypt.gensalt(self.cost)).decode("ascii")
 
     def verify(self, password: str, password_hash: str | None) -> bool:
-        """True if the password matches; with no hash, spend the same time and say False."""
+        """True if the password matches.
+
+        A refusal costs at least the configured cost's work whatever the stored hash's cost,
+        or with no hash at all, so its timing says nothing about the account.
+        """
         with self._slots:
             if password_hash is None:
                 bcrypt.checkpw(_prehash(password), self._dummy_hash.encode("ascii"))
                 return False
-            return bcrypt.checkpw(_prehash(password), password_hash.encode("ascii"))
+            matches = bcrypt.checkpw(_prehash(password), password_hash.encode("ascii"))
+            if not matches and cost_of(password_hash) < self.cost:
+                # A hash made at a lower cost (before the cost was raised) fails fast: pad it.
+                bcrypt.checkpw(_prehash(password), self._dummy_hash.encode("ascii"))
+            return matches
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the hash was made at another cost than the configured one."""
+        return cost_of(password_hash) != self.cost
+
+
+def cost_of(password_hash: str) -> int:
+    """The work factor recorded in a bcrypt hash such as $2b$12$..."""
+    return int(password_hash.split("$")[2])
 
 
 def _prehash(password: str) -> bytes:

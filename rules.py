@@ -275,10 +275,15 @@ def free_copies(copies: int, on_loan: int, kept_for_holds: int) -> int:
 
 @dataclass(frozen=True)
 class LoginThrottle:
-    """Failed logins allowed in a window: per username, and a much higher bar per address
-    (one office, one NAT)."""
+    """Failed logins allowed in a window before the next try must wait.
 
-    failures_per_user: int = 5
+    Per username from one address is the tight bar, so a stranger elsewhere cannot lock a
+    member out. Per username from every address is a higher bar that slows a distributed
+    guess: past it, only an address with no recent failure for that name may try. Per
+    address is the highest (one office, one NAT)."""
+
+    failures_per_user_and_address: int = 5
+    failures_per_user: int = 25
     failures_per_address: int = 100
     failure_window_s: int = 15 * 60
 
@@ -304,6 +309,30 @@ def retry_after_s(
     wait = recent[-limit] + window - now
     microseconds = wait // _ONE_MICROSECOND
     return max(1, -(-microseconds // 1_000_000))
+
+
+def login_retry_after_s(
+    throttle: LoginThrottle,
+    by_user_and_address: Sequence[datetime],
+    by_user: Sequence[datetime],
+    by_address: Sequence[datetime],
+    now: datetime,
+) -> int:
+    """Seconds before this address may try this username again; 0 when it may try now.
+
+    Each list holds the times of earlier failures in the window: this username from this
+    address, this username from anywhere, and anything from this address.
+    """
+    window = timedelta(seconds=throttle.failure_window_s)
+    bars = [
+        (by_user_and_address, throttle.failures_per_user_and_address),
+        (by_address, throttle.failures_per_address),
+    ]
+    # An address that has not failed for this name lately is let through the per-username
+    # bar, so a member logging in from home is not locked out by guesses from elsewhere.
+    if by_user_and_address:
+        bars.append((by_user, throttle.failures_per_user))
+    return max(retry_after_s(times, now, limit, window) or 0 for times, limit in bars)
 
 
 # Helpers -------------------------------------------------------------------------------------

@@ -95,10 +95,17 @@ class ServerConfig:
         "N",
         "days a returned copy is kept for the first member waiting",
     )
+    login_failures_per_user_and_address: int = _setting(
+        rules.HOUSE_THROTTLE.failures_per_user_and_address,
+        "N",
+        f"failed logins per username from one address in {_THROTTLE_MINUTES} minutes before"
+        " throttling",
+    )
     login_failures_per_user: int = _setting(
         rules.HOUSE_THROTTLE.failures_per_user,
         "N",
-        f"failed logins per username in {_THROTTLE_MINUTES} minutes before throttling",
+        f"failed logins per username from all addresses in {_THROTTLE_MINUTES} minutes before"
+        " only addresses with no failure for it may try",
     )
     login_failures_per_address: int = _setting(
         rules.HOUSE_THROTTLE.failures_per_address,
@@ -161,6 +168,7 @@ def lending_policy(config: ServerConfig) -> rules.LendingPolicy:
 def login_throttle(config: ServerConfig) -> rules.LoginThrottle:
     """The failed-login limits the settings give."""
     return rules.LoginThrottle(
+        failures_per_user_and_address=config.login_failures_per_user_and_address,
         failures_per_user=config.login_failures_per_user,
         failures_per_address=config.login_failures_per_address,
     )

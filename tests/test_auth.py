@@ -12,6 +12,8 @@ import pytest
 
 import passwords
 import seed
+from commands import Commands, Session
+from protocol import ProtocolError, Request
 from settings import ServerConfig
 from tests.wire import ServerProcess, WireClient, register_and_login
 
@@ -119,8 +121,12 @@ def test_parallel_guesses_cannot_slip_past_the_throttle(backend_server: ServerPr
 
 def test_unknown_usernames_are_throttled_the_same_way(server: ServerProcess) -> None:
     with server.client() as client:
-        for _ in range(5):
-            client.error("login", username="nobody", password="guess")
+        answers = [client.error("login", username="nobody", password="guess") for _ in range(5)]
+        known = client.call("register", username="somebody", password=PASSWORD)
+        assert known["user"]["username"] == "somebody"
+        wrong = client.error("login", username="somebody", password="guess")
+        # The same answer a known name gets, five times, and then the same throttle.
+        assert answers == [wrong] * 5
         assert client.error("login", username="nobody", password="guess")["code"] == "rate_limited"
 
 
@@ -326,6 +332,132 @@ def test_the_mysql_c_extension_is_loaded_and_logged(mysql_url: str, tmp_path: Pa
     assert "(mysql-connector-python, C extension)" in process.log()
 
 
-def test_a_client_of_another_server_is_not_logged_in_here(server: ServerProcess) -> None:
-    with WireClient(server.host, server.port, server.cafile) as client:
-        assert client.error("whoami")["code"] == "unauthorized"
+def test_a_client_of_another_server_is_not_logged_in_here(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    with ServerProcess(tmp_path, db_url=db) as first, ServerProcess(tmp_path, db_url=db) as second:
+        assert (first.host, first.port) != (second.host, second.port)
+        with first.client() as here:
+            register_and_login(here, "roamer")
+            assert here.call("whoami")["user"]["username"] == "roamer"
+            # Login state lives on the connection: the other server has no session for this one.
+            with WireClient(second.host, second.port, second.cafile) as there:
+                assert there.error("whoami")["code"] == "unauthorized"
+
+
+# Throttles that strangers cannot turn into lockouts, and timing that tells nothing -----------
+
+
+def test_a_stranger_elsewhere_cannot_lock_a_member_out(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.call("register", username="member", password=PASSWORD)
+    with server.client(source="127.0.0.2") as stranger:
+        codes = [
+            stranger.error("login", username="member", password="guess")["code"] for _ in range(6)
+        ]
+    assert codes == ["invalid_credentials"] * 5 + ["rate_limited"]
+    with server.client(source="127.0.0.3") as home:
+        assert (
+            home.call("login", username="member", password=PASSWORD)["user"]["username"] == "member"
+        )
+
+
+def test_a_guess_spread_over_many_addresses_is_still_slowed(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'spread.db'}"
+    with ServerProcess(
+        tmp_path, db_url=db, extra_args=("--login-failures-per-user", "6")
+    ) as server:
+        with server.client() as client:
+            client.call("register", username="popular", password=PASSWORD)
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            with server.client(source=source) as guesser:
+                for _ in range(2):
+                    assert guesser.error("login", username="popular", password="x")["code"] == (
+                        "invalid_credentials"
+                    )
+        # Six failures for the name: an address that has failed for it now waits...
+        with server.client(source="127.0.0.2") as guesser:
+            assert (
+                guesser.error("login", username="popular", password="x")["code"] == "rate_limited"
+            )
+        # ...while an address with a clean record may still try (and log in).
+        with server.client(source="127.0.0.9") as member:
+            assert member.call("login", username="popular", password=PASSWORD)["token"]
+
+
+def test_refused_tries_do_not_prolong_the_lockout(tmp_path: Path) -> None:
+    clock = [1_800_000_000.0]
+    store = seed.open_store(f"sqlite:///{tmp_path / 'clock.db'}")
+    handlers = Commands(store, None, passwords.PasswordHasher(4, 1), clock=lambda: clock[0])  # type: ignore[arg-type]
+    session = Session(address="10.1.1.1")
+
+    def login(password: str) -> tuple[str, int]:
+        try:
+            handlers.handle(
+                session, Request(1, "login", {"username": "patient", "password": password})
+            )
+        except ProtocolError as error:
+            return error.code, error.details.get("retry_after_s", 0)
+        return "ok", 0
+
+    try:
+        handlers.handle(
+            session, Request(1, "register", {"username": "patient", "password": PASSWORD})
+        )
+        for _ in range(5):
+            assert login("wrong")[0] == "invalid_credentials"
+            clock[0] += 1
+        waits = []
+        for _ in range(5):
+            code, wait = login(PASSWORD)
+            assert code == "rate_limited"
+            waits.append(wait)
+            clock[0] += 10
+        assert waits == sorted(waits, reverse=True) and waits[0] - waits[-1] >= 40
+        # Just after the first failure leaves the 15-minute window, four remain: a login succeeds.
+        clock[0] = 1_800_000_000.0 + 15 * 60 + 0.5
+        assert login(PASSWORD)[0] == "ok"
+    finally:
+        store.close()
+
+
+def _login_seconds(client: WireClient, username: str) -> float:
+    started = time.perf_counter()
+    assert client.error("login", username=username, password="not it")["code"] == (
+        "invalid_credentials"
+    )
+    return time.perf_counter() - started
+
+
+def test_wrong_passwords_and_unknown_names_take_as_long_at_any_stored_cost(tmp_path: Path) -> None:
+    """Hashes made at cost 4 and then served at cost 10 must not answer a wrong password fast."""
+    db = f"sqlite:///{tmp_path / 'costs.db'}"
+    with ServerProcess(tmp_path, db_url=db) as cheap:  # TEST_BCRYPT_COST, 4
+        with cheap.client() as client:
+            for name in ("old1", "old2", "old3"):
+                client.call("register", username=name, password=PASSWORD)
+    with ServerProcess(tmp_path, db_url=db, env={"WAYMARK_BCRYPT_COST": "10"}) as dear:
+        with dear.client(source="127.0.0.2") as client:
+            known = min(_login_seconds(client, name) for name in ("old1", "old2", "old3"))
+            unknown = min(_login_seconds(client, name) for name in ("new1", "new2", "new3"))
+            assert 0.6 < known / unknown < 1.6, (known, unknown)
+            # A successful login upgrades the stored hash to the configured cost.
+            assert client.call("login", username="old1", password=PASSWORD)["token"]
+    store = seed.open_store(db)
+    try:
+        upgraded = store.start_login("old1", "127.0.0.9", int(time.time()), keep_s=900).user
+        untouched = store.start_login("old2", "127.0.0.9", int(time.time()), keep_s=900).user
+        assert upgraded is not None and upgraded["password_hash"].startswith("$2b$10$")
+        assert untouched is not None and untouched["password_hash"].startswith("$2b$04$")
+    finally:
+        store.close()
+
+
+def test_an_unknown_name_does_the_dummy_bcrypt_work_through_login(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'dummy.db'}"
+    with ServerProcess(tmp_path, db_url=db, env={"WAYMARK_BCRYPT_COST": "11"}) as server:
+        with server.client() as client:
+            client.call("register", username="present", password=PASSWORD)
+            known = min(_login_seconds(client, "present") for _ in range(3))
+            unknown = min(_login_seconds(client, f"absent{i}") for i in range(3))
+    assert unknown > 0.02  # cost 11 is tens of milliseconds: the dummy hash really ran
+    assert 0.6 < known / unknown < 1.6, (known, unknown)

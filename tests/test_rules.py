@@ -600,3 +600,30 @@ def test_retry_after_is_exactly_when_the_count_drops(ages: list[int], limit: int
     if wait > 1:
         sooner = later - timedelta(seconds=1)
         assert rules.retry_after_s(failures, sooner, limit, WINDOW) is not None
+
+
+THROTTLE = rules.LoginThrottle(
+    failures_per_user_and_address=5, failures_per_user=25, failures_per_address=100
+)
+
+
+@pytest.mark.parametrize(
+    ("pair", "user", "address", "waits"),
+    [
+        (0, 0, 0, False),
+        (4, 4, 4, False),
+        (5, 5, 5, True),  # five from this address for this name
+        (0, 80, 0, False),  # a clean address passes the per-name bar
+        (1, 25, 1, True),  # an address that failed for this name does not
+        (1, 24, 1, False),
+        (0, 0, 100, True),  # the per-address bar holds whatever the name
+    ],
+)
+def test_login_throttle_bars(pair: int, user: int, address: int, waits: bool) -> None:
+    def times(count: int) -> list[datetime]:
+        return [NOW - timedelta(seconds=60)] * count
+
+    wait = rules.login_retry_after_s(THROTTLE, times(pair), times(user), times(address), NOW)
+    assert (wait > 0) == waits
+    if waits:
+        assert wait == 15 * 60 - 60

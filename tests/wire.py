@@ -134,16 +134,26 @@ class ServerProcess:
             timeout=60,
         )
 
-    def client(self) -> WireClient:
-        """A raw protocol client connected to this server."""
-        return WireClient(self.host, self.port, self.cafile)
+    def client(self, source: str | None = None) -> WireClient:
+        """A raw protocol client connected to this server (from another loopback address)."""
+        return WireClient(self.host, self.port, self.cafile, source=source)
 
 
 class WireClient:
     """A minimal TLS client that sends lines and reads response lines, for protocol tests."""
 
-    def __init__(self, host: str, port: int, cafile: Path, timeout_s: float = SOCKET_TIMEOUT_S):
-        raw = socket.create_connection((host, port), timeout=timeout_s)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        cafile: Path,
+        timeout_s: float = SOCKET_TIMEOUT_S,
+        source: str | None = None,
+    ):
+        # source: another loopback address (127.0.0.2, ...) to connect from, as another machine.
+        raw = socket.create_connection(
+            (host, port), timeout=timeout_s, source_address=(source, 0) if source else None
+        )
         self.sock = tls.client_context(cafile).wrap_socket(raw, server_hostname=host)
         self.buffer = b""
         self.next_id = 0
