@@ -5,7 +5,7 @@ Connection.call(), trusting only the pinned certificate (certs/server.crt by def
 checking the server's hostname; neither check can be switched off.
 
 The link itself (TLS, framing, reconnecting and resuming, what is safe to resend) is
-connection.py.
+client_link.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from connection import (
+from client_link import (
     DEFAULT_CAFILE,
     DEFAULT_HOST,
     DEFAULT_PORT,

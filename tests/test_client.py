@@ -27,7 +27,7 @@ from rich.console import Console
 import client
 import tls
 from client import App, Basket, BasketError, GuideBook
-from connection import (
+from client_link import (
     OUTCOME_UNKNOWN,
     Connection,
     ConnectionFailedError,
