@@ -29,6 +29,8 @@ from protocol import (
     UNAUTHORIZED,
     LineDecoder,
     ProtocolError,
+    Reply,
+    decode_reply,
     encode,
 )
 
@@ -157,7 +159,7 @@ class Connection:
             self._sock = None
         self._lines.clear()
 
-    def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> JsonDict:
+    def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> Reply:
         # A read is resent once on a new connection; a write never is.
         if lost.timed_out:
             sentence = (
@@ -268,7 +270,7 @@ class Connection:
                 sock.settimeout(self.timeout)
         return True
 
-    def _exchange(self, cmd: str, args: Mapping[str, Any]) -> JsonDict:
+    def _exchange(self, cmd: str, args: Mapping[str, Any]) -> Reply:
         sock = self._sock
         assert sock is not None
         request_id = next(self._ids)
@@ -279,9 +281,15 @@ class Connection:
             raise _LinkLostError(timed_out=True) from None
         except OSError:
             raise _LinkLostError() from None
-        reply = self._parse_reply(line)
+        try:
+            reply = decode_reply(line)
+        except ValueError:
+            self.close()
+            raise ConnectionFailedError(
+                f"The server at {self.address} sent a reply this client cannot read."
+            ) from None
         # A reply with a null id is an error about the connection itself (server_busy).
-        if reply.get("id") != request_id and not (reply.get("id") is None and not reply["ok"]):
+        if reply.id != request_id and not (reply.id is None and not reply.ok):
             self.close()
             raise ConnectionFailedError(
                 f"The server at {self.address} answered a different request; disconnected."
@@ -302,38 +310,17 @@ class Connection:
                 self._lines.append(item)
         return self._lines.pop(0)
 
-    def _parse_reply(self, line: bytes) -> JsonDict:
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            self.close()
-            raise ConnectionFailedError(
-                f"The server at {self.address} sent a reply this client cannot read."
-            )
-        return reply
-
-    def _result_of(self, cmd: str, reply: JsonDict) -> JsonDict:
-        if reply["ok"]:
-            result = reply.get("result")
-            result = result if isinstance(result, dict) else {}
-            if cmd in ("login", "resume") and isinstance(result.get("token"), str):
-                self.token = result["token"]
-            elif cmd == "logout":
-                self.token = None
-            return result
-        error = reply.get("error")
-        error = error if isinstance(error, dict) else {}
-        details = error.get("details")
-        code = str(error.get("code", "internal"))
-        if code in (SERVER_BUSY, LINE_TOO_LONG):
-            self.close()  # the server closes the connection after these
-        raise ServerError(
-            code,
-            str(error.get("message") or "The server reported an error."),
-            details if isinstance(details, dict) else {},
-        )
+    def _result_of(self, cmd: str, reply: Reply) -> JsonDict:
+        if not reply.ok:
+            if reply.code in (SERVER_BUSY, LINE_TOO_LONG):
+                self.close()  # the server closes the connection after these
+            raise ServerError(reply.code, reply.message, reply.details)
+        token = reply.result.get("token")
+        if cmd in ("login", "resume") and isinstance(token, str):
+            self.token = token
+        elif cmd == "logout":
+            self.token = None
+        return reply.result
 
 
 def _reason(error: OSError) -> str:

@@ -391,6 +391,14 @@ def test_an_answer_to_another_request_is_refused(scripted: Callable[..., Scripte
         connection.call("hello")
 
 
+def test_a_reply_that_is_not_a_response_is_refused(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(lambda number, request: {"okay": True})  # no boolean "ok"
+    with connect(server) as connection, pytest.raises(ConnectionFailedError, match="cannot read"):
+        connection.call("hello")
+
+
 def answer_with_session(number: int, request: dict[str, Any]) -> dict[str, Any]:
     if request["cmd"] in ("login", "resume"):
         return ok({"token": "tok-1", "user": {"id": 1, "username": "ann", "role": "member"}})
