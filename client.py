@@ -487,6 +487,7 @@ class MenuItem:
 class App:
     """The menu-driven session. Input, output and the password prompt are passed in so that
     tests can script a whole session; every failure is shown as a sentence, never a traceback.
+    Whether a login is remembered is the connection's to know (it owns the token).
     """
 
     def __init__(
@@ -495,15 +496,11 @@ class App:
         console: Console,
         input_fn: Callable[[str], str] = input,
         getpass_fn: Callable[[str], str] = getpass.getpass,
-        token_file: TokenFile | None = None,
-        remember: bool = False,
     ):
         self.connection = connection
         self.console = console
         self.input_fn = input_fn
         self.getpass_fn = getpass_fn
-        self.token_file = token_file
-        self.remember = remember
         self.user: JsonDict | None = None
         self.basket = Basket()
 
@@ -591,7 +588,7 @@ class App:
 
     def leave(self) -> None:
         """End the session on the server (unless remembered) and close the connection."""
-        if self.user is not None and not self.remember:
+        if self.user is not None and not self.connection.remember:
             with contextlib.suppress(ClientError, KeyboardInterrupt):
                 self.connection.call("logout")
         self.connection.close()
@@ -601,16 +598,14 @@ class App:
 
     def resume_remembered(self) -> None:
         """Resume the session saved by an earlier --remember, if there is one."""
-        token = self.token_file.load() if self.token_file is not None else None
-        if token is None:
-            return
         try:
-            result = self.connection.call("resume", token=token)
+            result = self.connection.resume_remembered()
         except ServerError as error:
-            if error.code != UNAUTHORIZED or self.token_file is None:
+            if error.code != UNAUTHORIZED:
                 raise
-            self.token_file.forget()
             self.warn("Your remembered login has expired; please log in again.")
+            return
+        if result is None:
             return
         self.user = result["user"]
         self.say(f"Welcome back, {self.user['username']}.")
@@ -641,13 +636,12 @@ class App:
         self.start_session(username, self.ask_secret("Password: "))
 
     def start_session(self, username: str, password: str) -> None:
-        """Log in; remember the token in its file only when asked to."""
+        """Log in (the connection saves the token only when asked to remember it)."""
         result = self.connection.call("login", username=username, password=password)
         self.user = result["user"]
         self.say(f"Welcome, {self.user['username']}!")
-        if self.remember and self.token_file is not None:
-            self.token_file.save(result["token"])
-            self.say(f"Your login is remembered in {self.token_file.path}.")
+        if (remembered_in := self.connection.remembered_in) is not None:
+            self.say(f"Your login is remembered in {remembered_in}.")
 
     def log_out(self) -> None:
         """End the session here and on the server."""
@@ -658,10 +652,8 @@ class App:
     def end_session(self) -> None:
         """Forget the user, their basket and any saved token."""
         self.user = None
-        self.connection.token = None
+        self.connection.forget_session()
         self.basket.clear()
-        if self.token_file is not None:
-            self.token_file.forget()
 
     # Walks and guide books
 
@@ -1113,6 +1105,18 @@ def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) ->
     return Settings(host, port, cafile, options.remember, TokenFile(token_path, server))
 
 
+def connect(settings: Settings, on_reconnect: Callable[[str], None] | None = None) -> Connection:
+    """A connection to the configured server that remembers logins when asked to."""
+    return Connection(
+        settings.host,
+        settings.port,
+        settings.cafile,
+        on_reconnect=on_reconnect,
+        token_file=settings.token_file,
+        remember=settings.remember,
+    )
+
+
 def parse_order_item(text: str) -> JsonDict:
     """'101:2' -> {'book': 101, 'quantity': 2}; a title may stand for the number; no ':N' is 1."""
     book, colon, quantity = text.rpartition(":")
@@ -1389,32 +1393,27 @@ def read_password(environ: Mapping[str, str], streams: Streams, twice: bool) -> 
 def authenticate(
     connection: Connection,
     options: argparse.Namespace,
-    settings: Settings,
     environ: Mapping[str, str],
     streams: Streams,
 ) -> None:
     """Log in with --user and a password, or resume the remembered session."""
     if options.user:
         password = read_password(environ, streams, twice=False)
-        result = connection.call("login", username=options.user, password=password)
-        if settings.remember:
-            settings.token_file.save(result["token"])
+        connection.call("login", username=options.user, password=password)
         return
-    token = settings.token_file.load()
-    if token is None:
-        raise UsageError(
-            f"'{options.command}' needs a login: pass --user NAME (the password comes from "
-            "WAYMARK_PASSWORD or standard input), or log in once with --remember."
-        )
     try:
-        connection.call("resume", token=token)
+        resumed = connection.resume_remembered()
     except ServerError as error:
         if error.code == UNAUTHORIZED:
-            settings.token_file.forget()
             raise ServerError(
                 error.code, "The remembered login has expired; log in again with --user NAME."
             ) from None
         raise
+    if resumed is None:
+        raise UsageError(
+            f"'{options.command}' needs a login: pass --user NAME (the password comes from "
+            "WAYMARK_PASSWORD or standard input), or log in once with --remember."
+        )
 
 
 def run_subcommand(
@@ -1422,7 +1421,7 @@ def run_subcommand(
 ) -> int:
     """Send one subcommand's request and print its result; the exit code."""
     cmd, args = request_for(options)
-    with Connection(settings.host, settings.port, settings.cafile) as connection:
+    with connect(settings) as connection:
         try:
             if cmd in ("register", "login"):
                 if not options.user:
@@ -1430,17 +1429,15 @@ def run_subcommand(
                 args = {"username": options.user}
                 args["password"] = read_password(environ, streams, twice=cmd == "register")
             elif COMMANDS[cmd].needs_login:
-                authenticate(connection, options, settings, environ, streams)
+                authenticate(connection, options, environ, streams)
             result = connection.call(cmd, **args)
         except UsageError:
             raise  # main() reports it with the usage line
         except ClientError as error:
             report_failure(error, options.json, streams)
             return EXIT_SERVER_ERROR
-        if cmd == "login" and settings.remember:
-            settings.token_file.save(result["token"])
-        elif cmd == "logout":
-            settings.token_file.forget()
+        if cmd == "logout":
+            connection.forget_session()
         if options.command == "loans":
             result = {"loans": active_loans(result["loans"])}
         if options.json:
@@ -1474,9 +1471,8 @@ def run_menu(settings: Settings) -> int:
     def note(message: str) -> None:
         console.print(message, style="yellow", markup=False, highlight=False)
 
-    with Connection(settings.host, settings.port, settings.cafile, on_reconnect=note) as connection:
-        app = App(connection, console, token_file=settings.token_file, remember=settings.remember)
-        return app.run()
+    with connect(settings, on_reconnect=note) as connection:
+        return App(connection, console).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The client's link to a Waymark server: verified TLS, framing, reconnect and resume.
+"""The client's link to a Waymark server: verified TLS, framing, reconnect, resume, the token.
 
 Dropped connections: Connection reconnects and resumes the session with its token. A request
 that changes nothing (a read) is then sent once more. A request that changes something (buy,
@@ -7,6 +7,9 @@ knows whether the server carried it out, so the client reconnects, resumes, and 
 OutcomeUnknownError telling the person to check their orders or loans. An idle connection the
 server has already closed (a restart between two requests) is noticed before sending and
 replaced, so that common case loses nothing, writes included.
+
+The session token has one owner, Connection: it keeps the token in memory to resume after a
+reconnect and, only when asked to remember, in a 0600 file (TokenFile) for the next run.
 """
 
 from __future__ import annotations
@@ -103,7 +106,8 @@ class Connection:
 
     call() raises ServerError for an error answer, ConnectionFailedError when the server cannot
     be reached, and OutcomeUnknownError when a write's answer was lost. The token of a
-    successful login or resume is kept (in memory only) to resume after a reconnect.
+    successful login or resume is kept in memory to resume after a reconnect; with remember
+    (and a token_file), a login's token is also saved there for the next run.
     """
 
     def __init__(
@@ -113,12 +117,16 @@ class Connection:
         cafile: Path | str,
         timeout: float = DEFAULT_TIMEOUT_S,
         on_reconnect: Callable[[str], None] | None = None,
+        token_file: TokenFile | None = None,
+        remember: bool = False,
     ):
         self.host = host
         self.port = port
         self.cafile = Path(cafile)
         self.timeout = timeout
         self.on_reconnect = on_reconnect
+        self.token_file = token_file
+        self.remember = remember
         self.token: str | None = None
         self._context: ssl.SSLContext | None = None
         self._sock: ssl.SSLSocket | None = None
@@ -138,18 +146,35 @@ class Connection:
         """host:port as people write it."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    @property
+    def remembered_in(self) -> Path | None:
+        """The file a login is remembered in, or None when logins are not remembered."""
+        return self.token_file.path if self.remember and self.token_file is not None else None
+
     def call(self, cmd: str, **args: Any) -> JsonDict:
         """Send one request and return its result; raises as the class docstring says."""
-        if self._sock is not None and self._is_stale():
-            self.close()
-        if self._sock is None:
-            self._open()
+        return self._result_of(cmd, self._request(cmd, args))
+
+    def resume_remembered(self) -> JsonDict | None:
+        """Resume the session saved in the token file: resume's result, or None if none is saved.
+
+        Raises ServerError(unauthorized) when that session has ended (the file is then
+        forgotten), and UsageError when others may read the file.
+        """
+        if self.token_file is None or (token := self.token_file.load()) is None:
+            return None
         try:
-            reply = self._exchange(cmd, args)
-        except _LinkLostError as lost:
-            self.close()
-            reply = self._recover(cmd, args, lost)
-        return self._result_of(cmd, reply)
+            return self.call("resume", token=token)
+        except ServerError as error:
+            if error.code == UNAUTHORIZED:
+                self.token_file.forget()
+            raise
+
+    def forget_session(self) -> None:
+        """Forget the session token, in memory and in the token file."""
+        self.token = None
+        if self.token_file is not None:
+            self.token_file.forget()
 
     def close(self) -> None:
         """Close the socket; the next call() connects again and resumes the session."""
@@ -158,6 +183,18 @@ class Connection:
                 self._sock.close()
             self._sock = None
         self._lines.clear()
+
+    def _request(self, cmd: str, args: Mapping[str, Any]) -> Reply:
+        # The one way a request reaches the server (tests replace it with scripted replies).
+        if self._sock is not None and self._is_stale():
+            self.close()
+        if self._sock is None:
+            self._open()
+        try:
+            return self._exchange(cmd, args)
+        except _LinkLostError as lost:
+            self.close()
+            return self._recover(cmd, args, lost)
 
     def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> Reply:
         # A read is resent once on a new connection; a write never is.
@@ -318,6 +355,8 @@ class Connection:
         token = reply.result.get("token")
         if cmd in ("login", "resume") and isinstance(token, str):
             self.token = token
+            if cmd == "login" and self.remember and self.token_file is not None:
+                self.token_file.save(token)
         elif cmd == "logout":
             self.token = None
         return reply.result

@@ -13,7 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +36,7 @@ from client_link import (
     TokenFile,
     UsageError,
 )
+from protocol import Reply
 from tests.wire import ServerProcess, make_cert
 
 SOCKET_TIMEOUT_S = 10.0
@@ -542,12 +543,17 @@ WALKS = [
 USER = {"id": 1, "username": "ann", "role": "member"}
 
 
-class FakeConnection:
-    """Answers from a table of results (or exceptions); records every call."""
+class FakeConnection(Connection):
+    """A Connection whose answers come from a table of results (or exceptions), not a server;
+    records every call. Everything above the wire (the token and its file) is the real code.
+    """
 
-    address = "127.0.0.1:7443"
-
-    def __init__(self, answers: dict[str, Any]):
+    def __init__(
+        self, answers: dict[str, Any], token_file: TokenFile | None = None, remember: bool = False
+    ):
+        super().__init__(
+            "127.0.0.1", 7443, "never-used.crt", token_file=token_file, remember=remember
+        )
         self.answers = {
             "hello": {"server": "waymark", "version": "1", "protocol": 1},
             "login": {"token": "tok", "user": USER},
@@ -558,10 +564,9 @@ class FakeConnection:
             **answers,
         }
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.token: str | None = None
 
-    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
-        self.calls.append((cmd, args))
+    def _request(self, cmd: str, args: Mapping[str, Any]) -> Reply:
+        self.calls.append((cmd, dict(args)))
         answer = self.answers[cmd]
         if callable(answer):
             answer = answer(**args)
@@ -569,10 +574,7 @@ class FakeConnection:
             answer = answer.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
-
-    def close(self) -> None:
-        pass
+        return Reply(None, True, result=answer)
 
     def sent(self, cmd: str) -> list[dict[str, Any]]:
         return [args for name, args in self.calls if name == cmd]
@@ -582,9 +584,7 @@ def plain_console(out: io.StringIO) -> Console:
     return Console(file=out, width=120, force_terminal=False, color_system=None)
 
 
-def run_menu(
-    connection: Any, answers: Sequence[Any], passwords: Sequence[str] = (), **app_options: Any
-) -> str:
+def run_menu(connection: Connection, answers: Sequence[Any], passwords: Sequence[str] = ()) -> str:
     """Run a whole menu session; returns the transcript a person would have seen."""
     out = io.StringIO()
     typed, secrets = list(answers), list(passwords)
@@ -608,7 +608,6 @@ def run_menu(
         plain_console(out),
         input_fn=lambda prompt: read(prompt, typed, echo=True),
         getpass_fn=lambda prompt: read(prompt, secrets, echo=False),
-        **app_options,
     )
     assert app.run() == 0
     assert typed == [] and secrets == [], f"unused answers {typed} {secrets}\n{out.getvalue()}"
@@ -937,8 +936,10 @@ def test_an_admin_sees_restock_and_add_book() -> None:
 def test_a_remembered_login_is_resumed_and_kept(tmp_path: Path) -> None:
     token_file = TokenFile(tmp_path / "token", "127.0.0.1:7443")
     token_file.save("saved")
-    connection = FakeConnection({"resume": {"token": "saved", "user": USER}})
-    transcript = run_menu(connection, ["0"], token_file=token_file, remember=True)
+    connection = FakeConnection(
+        {"resume": {"token": "saved", "user": USER}}, token_file=token_file, remember=True
+    )
+    transcript = run_menu(connection, ["0"])
     assert "Welcome back, ann." in transcript
     assert connection.sent("resume") == [{"token": "saved"}]
     assert connection.sent("logout") == []  # a remembered session outlives the program
@@ -949,9 +950,27 @@ def test_an_expired_remembered_login_is_forgotten(tmp_path: Path) -> None:
     token_file = TokenFile(tmp_path / "token", "127.0.0.1:7443")
     token_file.save("old")
     expired = ServerError("unauthorized", "That session has expired or ended; please log in.")
-    connection = FakeConnection({"resume": expired})
-    transcript = run_menu(connection, ["0"], token_file=token_file)
+    connection = FakeConnection({"resume": expired}, token_file=token_file)
+    transcript = run_menu(connection, ["0"])
     assert "Your remembered login has expired; please log in again." in transcript
+    assert not token_file.path.exists()
+
+
+def test_a_login_is_remembered_only_when_asked_and_forgotten_on_log_out(tmp_path: Path) -> None:
+    token_file = TokenFile(tmp_path / "token", "127.0.0.1:7443")
+    transcript = run_menu(
+        FakeConnection({}, token_file=token_file), [MENU_OUT["log in"], "ann", "0"], ["pw"]
+    )
+    assert "remembered" not in transcript
+    assert not token_file.path.exists()
+    connection = FakeConnection({}, token_file=token_file, remember=True)
+    transcript = run_menu(connection, [MENU_OUT["log in"], "ann", "0"], ["pw"])
+    assert f"Your login is remembered in {token_file.path}." in transcript
+    assert token_file.load() == "tok"
+    assert connection.sent("logout") == []
+    connection = FakeConnection({"resume": {"token": "tok", "user": USER}}, token_file=token_file)
+    transcript = run_menu(connection, [MENU_IN["log out"], "0"])
+    assert "You are logged out." in transcript
     assert not token_file.path.exists()
 
 
@@ -960,7 +979,7 @@ def test_a_server_that_is_down_ends_the_menu_with_a_sentence() -> None:
         "Cannot reach the Waymark server at 127.0.0.1:7443; is it running?"
     )
     out = io.StringIO()
-    app = App(FakeConnection({"hello": down}), plain_console(out))  # type: ignore[arg-type]
+    app = App(FakeConnection({"hello": down}), plain_console(out))
     assert app.run() == 1
     assert out.getvalue().strip() == str(down)
 
@@ -1020,7 +1039,8 @@ def test_a_whole_menu_session_against_the_real_server(server: ServerProcess) -> 
 
 def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> None:
     notes: list[str] = []
-    with real_connection(server, on_reconnect=notes.append) as connection:
+    # remember keeps the session when quitting, so that it can be checked below
+    with real_connection(server, on_reconnect=notes.append, remember=True) as connection:
         transcript = run_menu(
             connection,
             [
@@ -1032,7 +1052,6 @@ def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> 
                 "0",
             ],
             [MEMBER_PASSWORD, MEMBER_PASSWORD],
-            remember=True,  # keeps the session when quitting, so it can be checked below
         )  # fmt: skip
         assert notes == ["Reconnected to the server and resumed your session."]
         assert len(connection.call("orders")["orders"]) == 1
