@@ -26,7 +26,8 @@ from rich.console import Console
 
 import client
 import tls
-from client import App, Basket, BasketError, GuideBook
+from client import App
+from client_basket import Basket, BasketError, GuideBook, guide_books_in
 from client_link import (
     OUTCOME_UNKNOWN,
     Connection,
@@ -36,6 +37,7 @@ from client_link import (
     TokenFile,
     UsageError,
 )
+from client_views import clean_text, format_local_time, format_money, loan_status, walks_table
 from protocol import Reply
 from tests.wire import ServerProcess, make_cert
 
@@ -59,28 +61,28 @@ CLIENT = Path(client.__file__).resolve()
     ],
 )
 def test_money_is_shown_in_pounds_and_pence(pence: int, shown: str) -> None:
-    assert client.format_money(pence) == shown
+    assert format_money(pence) == shown
 
 
 @given(st.integers(min_value=-(10**12), max_value=10**12))
 def test_money_round_trips_exactly(pence: int) -> None:
-    shown = client.format_money(pence)
+    shown = format_money(pence)
     assert Decimal(shown.replace("£", "").replace(",", "")) * 100 == pence
 
 
 def test_times_are_shown_in_local_time() -> None:
     plus_one = timezone(timedelta(hours=1))
-    assert client.format_local_time("2026-01-17T13:05:00Z", plus_one) == "Sat 17 Jan 2026 14:05"
-    assert client.format_local_time("2026-01-17T13:05:00.123456Z", UTC) == "Sat 17 Jan 2026 13:05"
-    assert client.format_local_time(None) == ""
-    assert client.format_local_time("not a time") == "not a time"
+    assert format_local_time("2026-01-17T13:05:00Z", plus_one) == "Sat 17 Jan 2026 14:05"
+    assert format_local_time("2026-01-17T13:05:00.123456Z", UTC) == "Sat 17 Jan 2026 13:05"
+    assert format_local_time(None) == ""
+    assert format_local_time("not a time") == "not a time"
 
 
 def test_text_from_the_server_cannot_drive_the_terminal() -> None:
-    assert client.clean_text("Hope and Win\nHill") == "Hope and Win Hill"
-    assert client.clean_text("\x1b]0;owned\x07Title") == "\ufffd]0;owned\ufffdTitle"
-    assert client.clean_text("abc\u202edef") == "abc\ufffddef"
-    assert client.clean_text(42) == "42"
+    assert clean_text("Hope and Win\nHill") == "Hope and Win Hill"
+    assert clean_text("\x1b]0;owned\x07Title") == "\ufffd]0;owned\ufffdTitle"
+    assert clean_text("abc\u202edef") == "abc\ufffddef"
+    assert clean_text(42) == "42"
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ def test_text_from_the_server_cannot_drive_the_terminal() -> None:
 )
 def test_loan_status_marks_overdue_loans(loan: dict[str, Any], status: str) -> None:
     now = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)
-    assert client.loan_status(loan, now).startswith(status)
+    assert loan_status(loan, now).startswith(status)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +163,7 @@ def test_basket_never_holds_more_than_eight_of_one_book(adds: list[tuple[GuideBo
 
 
 def test_guide_books_are_gathered_from_walks() -> None:
-    books = client.guide_books_in(WALKS)
+    books = guide_books_in(WALKS)
     assert [book.number for book in books] == [101, 105]
     assert books[0] == GuideBook(101, "More Peak District", 1299, 3)
 
@@ -558,9 +560,7 @@ class FakeConnection(Connection):
             "hello": {"server": "waymark", "version": "1", "protocol": 1},
             "login": {"token": "tok", "user": USER},
             "logout": {},
-            "guide_books": {
-                "books": [dataclasses.asdict(book) for book in client.guide_books_in(WALKS)]
-            },
+            "guide_books": {"books": [dataclasses.asdict(book) for book in guide_books_in(WALKS)]},
             **answers,
         }
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -674,7 +674,7 @@ def test_finding_walks_forgives_bad_input() -> None:
 def test_a_walk_can_show_optional_fields() -> None:
     extra = dict(WALKS[0], ascent_m=350, time_hours=3.5, route_type="circular")
     out = io.StringIO()
-    plain_console(out).print(client.walks_table([extra, WALKS[1]], numbered=False))
+    plain_console(out).print(walks_table([extra, WALKS[1]], numbered=False))
     table = out.getvalue()
     assert "Ascent" in table and "350 m" in table and "3.5 h" in table and "circular" in table
     assert "Start" not in table
@@ -782,7 +782,7 @@ def test_borrowing_and_holding_from_the_catalogue() -> None:
         ["pw"],
     )  # fmt: skip
     assert "Frank Herbert" in transcript
-    due = client.format_local_time(LOAN["due_at"])
+    due = format_local_time(LOAN["due_at"])
     assert f"You have borrowed The Hobbit; it is due back {due}." in transcript
     assert "No copy of Dune is free. Join the queue for it? [Y/n]" in transcript
     assert "You are number 2 in the queue for Dune." in transcript
@@ -801,12 +801,12 @@ def test_my_loans_show_due_dates_and_overdue_marks_then_return() -> None:
          MENU_IN["history"], "0"],
         ["pw"],
     )  # fmt: skip
-    assert client.format_local_time(LOAN["due_at"]) in transcript
+    assert format_local_time(LOAN["due_at"]) in transcript
     assert "OVERDUE by 2 days" in transcript
     assert "'x' is not a whole number; enter 1 to 1." in transcript
     assert "Returned The Hobbit. Thank you!" in transcript
     assert connection.sent("return") == [{"loan_id": 4}]
-    assert "returned " + client.format_local_time(returned["returned_at"]) in transcript
+    assert "returned " + format_local_time(returned["returned_at"]) in transcript
 
 
 def test_renewing_a_loan_and_cancelling_a_hold() -> None:
@@ -820,7 +820,7 @@ def test_renewing_a_loan_and_cancelling_a_hold() -> None:
     transcript = run_menu(
         connection, [MENU_OUT["log in"], "ann", "8", "1", "9", "1", "y", "0"], ["pw"]
     )
-    due = client.format_local_time(renewed["due_at"])
+    due = format_local_time(renewed["due_at"])
     assert f"Renewed The Hobbit; it is now due back {due}." in transcript
     assert "a copy is kept for you" in transcript
     assert "Your hold on Dune is cancelled." in transcript
