@@ -63,6 +63,9 @@ JsonDict = dict[str, Any]
 
 # Errors --------------------------------------------------------------------------------------
 
+# What a run of the client ends with: a ServerError or ConnectionFailedError is 1, a UsageError 2.
+EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 
 class ClientError(Exception):
     """A failure to report to a person; str(error) is one sentence."""

@@ -13,6 +13,8 @@ from rich.text import Text
 
 from client_basket import Basket, GuideBook
 
+DIFFICULTIES = ("easy", "medium", "hard")
+
 JsonDict = dict[str, Any]
 
 

@@ -26,7 +26,6 @@ from rich.console import Console
 
 import client
 import tls
-from client import App
 from client_basket import Basket, BasketError, GuideBook, guide_books_in
 from client_link import (
     OUTCOME_UNKNOWN,
@@ -37,6 +36,7 @@ from client_link import (
     TokenFile,
     UsageError,
 )
+from client_menus import App
 from client_views import clean_text, format_local_time, format_money, loan_status, walks_table
 from protocol import Reply
 from tests.wire import ServerProcess, make_cert
