@@ -35,6 +35,7 @@ from client_link import (
 from client_menus import App
 from client_views import (
     DIFFICULTIES,
+    Shown,
     active_loans,
     areas_table,
     backorders_table,
@@ -51,6 +52,7 @@ from client_views import (
     sentence_returned,
     sentences_back_ordered,
     sentences_restocked,
+    show,
     walks_table,
 )
 from protocol import (
@@ -187,6 +189,186 @@ def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     add("--json", action="store_true", default=flag, help="print results as JSON")
 
 
+# The subcommands: one table, from each one's arguments to how its result is shown ------------
+
+Argument = tuple[tuple[str, ...], dict[str, Any]]  # what argparse's add_argument is given
+
+
+def _arg(*flags: str, **options: Any) -> Argument:
+    return flags, options
+
+
+def _id(name: str) -> Argument:
+    return _arg(name, type=_NUMBER, metavar=name.upper())
+
+
+def _given(*names: str) -> Callable[[argparse.Namespace], JsonDict]:
+    # The request's arguments are these options as given; one left out is not sent.
+    def args(options: argparse.Namespace) -> JsonDict:
+        chosen = {name: getattr(options, name) for name in names}
+        return {name: value for name, value in chosen.items() if value is not None}
+
+    return args
+
+
+def _query(options: argparse.Namespace) -> JsonDict:
+    # The words are one query; catalogue may have none, and then lists every book.
+    return ({"query": " ".join(options.query)} if options.query else {}) | _given("limit")(options)
+
+
+def _logged_in(result: JsonDict) -> Shown:
+    user = result["user"]
+    return [f"Logged in as {user['username']} ({user.get('role', 'member')})."]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One subcommand: its help, its arguments, the request it sends and how it shows the result.
+
+    keep picks what is printed of the result, as JSON too; show turns that into tables and
+    sentences for a person.
+    """
+
+    name: str
+    help: str
+    cmd: str
+    show: Callable[[JsonDict], Shown]
+    arguments: tuple[Argument, ...] = ()
+    args: Callable[[argparse.Namespace], JsonDict] = _given()
+    keep: Callable[[JsonDict], JsonDict] = lambda result: result
+
+
+_NUMBER = _argument_type(_whole_number)
+_LIMIT = _arg("--limit", type=_NUMBER)
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    subcommand.name: subcommand
+    for subcommand in (
+        Subcommand(
+            "hello", "Show which server answers.", "hello",
+            lambda r: [f"{r.get('server')} {r.get('version')} (protocol {r.get('protocol')})"],
+        ),
+        Subcommand(
+            "register", "Create an account for --user.", "register",
+            lambda r: [f"Registered {r['user']['username']}."],
+        ),
+        Subcommand(
+            "login", "Log in as --user (with --json, prints the token).", "login", _logged_in
+        ),
+        Subcommand("logout", "End the remembered session.", "logout", lambda r: ["Logged out."]),
+        Subcommand("whoami", "Show who is logged in.", "whoami", _logged_in),
+        Subcommand(
+            "areas", "List the walking areas.", "list_areas",
+            lambda r: [areas_table(r["areas"], numbered=False)],
+        ),
+        Subcommand(
+            "orders", "List my orders.", "orders",
+            lambda r: [order_table(order) for order in r["orders"] or []] or ["No orders yet."],
+        ),
+        Subcommand(
+            "loans", "List the books I have on loan.", "history",
+            lambda r: [loans_table(r["loans"], numbered=False, title="On loan")],
+            keep=lambda r: {"loans": active_loans(r["loans"])},
+        ),
+        Subcommand(
+            "history", "List all my loans, current and returned.", "history",
+            lambda r: [loans_table(r["loans"], numbered=False, title="Loan history")],
+        ),
+        Subcommand(
+            "holds", "List my holds.", "holds", lambda r: [holds_table(r["holds"], numbered=False)]
+        ),
+        Subcommand(
+            "backorders", "List outstanding back orders (admin).", "backorders",
+            lambda r: [backorders_table(r["backorders"])],
+        ),
+        Subcommand(
+            "search-walks", "Search the walks.", "search_walks",
+            lambda r: [
+                walks_table(r["walks"], numbered=False),
+                f"{len(r['walks'])} of {plural(r['total'], 'walk')}.",
+            ],
+            arguments=(
+                _arg("--area", help="part of an area's name"),
+                _arg("--difficulty", type=_argument_type(_difficulty), help="easy, medium or hard"),
+                _arg("--min-distance", type=_argument_type(_miles), metavar="MILES"),
+                _arg("--max-distance", type=_argument_type(_miles), metavar="MILES"),
+                _LIMIT,
+                _arg("--offset", type=_argument_type(_offset)),
+            ),
+            args=_given("area", "difficulty", "min_distance", "max_distance", "limit", "offset"),
+        ),
+        Subcommand(
+            "buy", "Buy guide books, for example: buy 101:2 105:1", "buy",
+            lambda r: [order_table(r["order"]), *sentences_back_ordered(r["order"])],
+            arguments=(
+                _arg("items", nargs="+", type=_argument_type(parse_order_item),
+                     metavar="BOOK:COPIES"),
+            ),
+            args=_given("items"),
+        ),
+        Subcommand(
+            "search-books", "Search Open Library and see which books are held here.",
+            "search_books",
+            lambda r: [
+                *([r["warning"]] if r.get("warning") else []),
+                book_hits_table(r["results"], numbered=False),
+            ],
+            arguments=(_arg("query", nargs="+"), _LIMIT),
+            args=_query,
+        ),
+        Subcommand(
+            "catalogue", "List the library's lending books.", "catalogue",
+            lambda r: [catalogue_table(r["books"], numbered=False)],
+            arguments=(_arg("query", nargs="*"), _LIMIT),
+            args=_query,
+        ),
+        Subcommand(
+            "borrow", "Borrow a library book.", "borrow",
+            lambda r: [sentence_borrowed(r["loan"])],
+            arguments=(_id("book_id"),), args=_given("book_id"),
+        ),
+        Subcommand(
+            "return", "Return a loan.", "return",
+            lambda r: [sentence_returned(r["loan"])],
+            arguments=(_id("loan_id"),), args=_given("loan_id"),
+        ),
+        Subcommand(
+            "renew", "Renew a loan.", "renew",
+            lambda r: [sentence_renewed(r["loan"])],
+            arguments=(_id("loan_id"),), args=_given("loan_id"),
+        ),
+        Subcommand(
+            "hold", "Join the queue for a book.", "hold",
+            lambda r: [sentence_held(r["hold"])],
+            arguments=(_id("book_id"),), args=_given("book_id"),
+        ),
+        Subcommand(
+            "cancel-hold", "Cancel a hold.", "cancel_hold",
+            lambda r: ["The hold is cancelled."],
+            arguments=(_id("hold_id"),), args=_given("hold_id"),
+        ),
+        Subcommand(
+            "restock", "Add copies of a guide book for sale (admin).", "restock",
+            sentences_restocked,
+            arguments=(
+                _arg("book", type=book_reference, help="number or title"),
+                _arg("quantity", type=_NUMBER),
+            ),
+            args=_given("book", "quantity"),
+        ),
+        Subcommand(
+            "add-book", "Add copies of an Open Library work to the library (admin).", "add_book",
+            lambda r: [sentence_added(r["book"])],
+            arguments=(
+                _arg("key", help="an Open Library work key, /works/OL...W"),
+                _arg("copies", type=_NUMBER),
+            ),
+            args=_given("key", "copies"),
+        ),
+    )
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: no subcommand starts the menu; each subcommand is one request."""
     parser = argparse.ArgumentParser(
@@ -199,160 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
-
-    number = _argument_type(_whole_number)
-    for name, help_text in [
-        ("hello", "Show which server answers."),
-        ("register", "Create an account for --user."),
-        ("login", "Log in as --user (with --json, prints the token)."),
-        ("logout", "End the remembered session."),
-        ("whoami", "Show who is logged in."),
-        ("areas", "List the walking areas."),
-        ("orders", "List my orders."),
-        ("loans", "List the books I have on loan."),
-        ("history", "List all my loans, current and returned."),
-        ("holds", "List my holds."),
-        ("backorders", "List outstanding back orders (admin)."),
-    ]:
-        command(name, help_text)
-    walks = command("search-walks", "Search the walks.")
-    walks.add_argument("--area", help="part of an area's name")
-    walks.add_argument(
-        "--difficulty", type=_argument_type(_difficulty), help="easy, medium or hard"
-    )
-    walks.add_argument("--min-distance", type=_argument_type(_miles), metavar="MILES")
-    walks.add_argument("--max-distance", type=_argument_type(_miles), metavar="MILES")
-    walks.add_argument("--limit", type=number)
-    walks.add_argument("--offset", type=_argument_type(_offset))
-    buy = command("buy", "Buy guide books, for example: buy 101:2 105:1")
-    buy.add_argument(
-        "items", nargs="+", type=_argument_type(parse_order_item), metavar="BOOK:COPIES"
-    )
-    books = command("search-books", "Search Open Library and see which books are held here.")
-    books.add_argument("query", nargs="+")
-    books.add_argument("--limit", type=number)
-    catalogue = command("catalogue", "List the library's lending books.")
-    catalogue.add_argument("query", nargs="*")
-    catalogue.add_argument("--limit", type=number)
-    for name, argument, help_text in [
-        ("borrow", "book_id", "Borrow a library book."),
-        ("return", "loan_id", "Return a loan."),
-        ("renew", "loan_id", "Renew a loan."),
-        ("hold", "book_id", "Join the queue for a book."),
-        ("cancel-hold", "hold_id", "Cancel a hold."),
-    ]:
-        command(name, help_text).add_argument(argument, type=number, metavar=argument.upper())
-    restock = command("restock", "Add copies of a guide book for sale (admin).")
-    restock.add_argument("book", type=book_reference, help="number or title")
-    restock.add_argument("quantity", type=number)
-    add_book = command("add-book", "Add copies of an Open Library work to the library (admin).")
-    add_book.add_argument("key", help="an Open Library work key, /works/OL...W")
-    add_book.add_argument("copies", type=number)
+    for subcommand in SUBCOMMANDS.values():
+        sub = commands.add_parser(
+            subcommand.name, help=subcommand.help, description=subcommand.help, parents=[common]
+        )
+        for flags, options in subcommand.arguments:
+            sub.add_argument(*flags, **options)
     return parser
 
 
 def request_for(options: argparse.Namespace) -> tuple[str, JsonDict]:
     """The protocol command and arguments a subcommand sends (credentials are added later)."""
-    name = options.command
-    match name:
-        case "areas":
-            return "list_areas", {}
-        case "loans":
-            return "history", {}
-        case "search-walks":
-            chosen = {
-                "area": options.area, "difficulty": options.difficulty,
-                "min_distance": options.min_distance, "max_distance": options.max_distance,
-                "limit": options.limit, "offset": options.offset,
-            }  # fmt: skip
-            return "search_walks", {
-                key: value for key, value in chosen.items() if value is not None
-            }
-        case "buy":
-            return "buy", {"items": options.items}
-        case "search-books":
-            query = {"query": " ".join(options.query)}
-            return "search_books", query | ({"limit": options.limit} if options.limit else {})
-        case "catalogue":
-            args = {"query": " ".join(options.query)} if options.query else {}
-            return "catalogue", args | ({"limit": options.limit} if options.limit else {})
-        case "borrow" | "hold":
-            return name, {"book_id": options.book_id}
-        case "return" | "renew":
-            return name, {"loan_id": options.loan_id}
-        case "cancel-hold":
-            return "cancel_hold", {"hold_id": options.hold_id}
-        case "restock":
-            return "restock", {"book": options.book, "quantity": options.quantity}
-        case "add-book":
-            return "add_book", {"key": options.key, "copies": options.copies}
-        case _:
-            return name, {}
-
-
-def show_result(console: Console, command: str, result: JsonDict) -> None:
-    """Print a subcommand's result for a person."""
-
-    def say(text: str) -> None:
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    match command:
-        case "hello":
-            say(
-                f"{result.get('server')} {result.get('version')} (protocol {result.get('protocol')})"
-            )
-        case "register":
-            say(f"Registered {result['user']['username']}.")
-        case "login" | "whoami":
-            user = result["user"]
-            say(f"Logged in as {user['username']} ({user.get('role', 'member')}).")
-        case "logout":
-            say("Logged out.")
-        case "areas":
-            console.print(areas_table(result["areas"], numbered=False))
-        case "search-walks":
-            console.print(walks_table(result["walks"], numbered=False))
-            say(f"{len(result['walks'])} of {plural(result['total'], 'walk')}.")
-        case "buy":
-            console.print(order_table(result["order"]))
-            for sentence in sentences_back_ordered(result["order"]):
-                say(sentence)
-        case "orders":
-            for order in result["orders"] or []:
-                console.print(order_table(order))
-            if not result["orders"]:
-                say("No orders yet.")
-        case "search-books":
-            if result.get("warning"):
-                say(result["warning"])
-            console.print(book_hits_table(result["results"], numbered=False))
-        case "catalogue":
-            console.print(catalogue_table(result["books"], numbered=False))
-        case "loans" | "history":
-            title = "On loan" if command == "loans" else "Loan history"
-            console.print(loans_table(result["loans"], numbered=False, title=title))
-        case "borrow":
-            say(sentence_borrowed(result["loan"]))
-        case "return":
-            say(sentence_returned(result["loan"]))
-        case "renew":
-            say(sentence_renewed(result["loan"]))
-        case "hold":
-            say(sentence_held(result["hold"]))
-        case "holds":
-            console.print(holds_table(result["holds"], numbered=False))
-        case "cancel-hold":
-            say("The hold is cancelled.")
-        case "restock":
-            for sentence in sentences_restocked(result):
-                say(sentence)
-        case "add-book":
-            say(sentence_added(result["book"]))
-        case "backorders":
-            console.print(backorders_table(result["backorders"]))
+    subcommand = SUBCOMMANDS[options.command]
+    return subcommand.cmd, subcommand.args(options)
 
 
 @dataclass
@@ -410,6 +451,7 @@ def run_subcommand(
     options: argparse.Namespace, settings: Settings, environ: Mapping[str, str], streams: Streams
 ) -> int:
     """Send one subcommand's request and print its result; the exit code."""
+    subcommand = SUBCOMMANDS[options.command]
     cmd, args = request_for(options)
     with connect(settings) as connection:
         try:
@@ -428,14 +470,13 @@ def run_subcommand(
             return EXIT_SERVER_ERROR
         if cmd == "logout":
             connection.forget_session()
-        if options.command == "loans":
-            result = {"loans": active_loans(result["loans"])}
+        result = subcommand.keep(result)
         if options.json:
             print(json.dumps(result, ensure_ascii=False), file=streams.stdout)
         else:
             # Piped output is not cut to 80 columns: tables are only as wide as their content.
             width = None if streams.stdout.isatty() else 160
-            show_result(Console(file=streams.stdout, width=width), options.command, result)
+            show(Console(file=streams.stdout, width=width), subcommand.show(result))
     return EXIT_OK
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from rich import box
+from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -16,6 +17,7 @@ from client_basket import Basket, GuideBook
 DIFFICULTIES = ("easy", "medium", "hard")
 
 JsonDict = dict[str, Any]
+Shown = Sequence[Table | str]  # what to print for a person: tables, and sentences as they are
 
 
 # Text ----------------------------------------------------------------------------------------
@@ -331,3 +333,20 @@ def sentence_added(book: JsonDict) -> str:
 
 def _due(loan: JsonDict) -> str:
     return format_local_time(loan["due_at"])
+
+
+# Printing ------------------------------------------------------------------------------------
+
+
+def say(console: Console, text: str, style: str | None = None) -> None:
+    """Print a sentence as it is (no markup: server text may contain brackets)."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def show(console: Console, shown: Shown) -> None:
+    """Print tables, and sentences as they are."""
+    for item in shown:
+        if isinstance(item, Table):
+            console.print(item)
+        else:
+            say(console, item)
