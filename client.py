@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from rich.console import Console
 
+import client_views as views
 from client_link import (
     DEFAULT_CAFILE,
     DEFAULT_HOST,
@@ -27,41 +28,15 @@ from client_link import (
     EXIT_USAGE,
     ClientError,
     Connection,
+    JsonDict,
     OutcomeUnknownError,
     ServerError,
     TokenFile,
     UsageError,
 )
 from client_menus import App
-from client_views import (
-    DIFFICULTIES,
-    Shown,
-    active_loans,
-    areas_table,
-    backorders_table,
-    book_hits_table,
-    catalogue_table,
-    holds_table,
-    loans_table,
-    order_table,
-    plural,
-    sentence_added,
-    sentence_borrowed,
-    sentence_held,
-    sentence_renewed,
-    sentence_returned,
-    sentences_back_ordered,
-    sentences_restocked,
-    show,
-    walks_table,
-)
-from protocol import (
-    COMMANDS,
-    UNAUTHORIZED,
-)
-
-JsonDict = dict[str, Any]
-
+from client_prompts import ask_password
+from protocol import COMMANDS, UNAUTHORIZED
 
 # Subcommands for scripts ---------------------------------------------------------------------
 
@@ -82,10 +57,10 @@ def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) ->
     host = options.host or environ.get("WAYMARK_HOST") or DEFAULT_HOST
     port = options.port
     if port is None:
-        text = environ.get("WAYMARK_PORT") or str(DEFAULT_PORT)
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
-            raise UsageError(f"WAYMARK_PORT={text!r} is not a port number from 1 to 65535.")
-        port = int(text)
+        try:
+            port = _port(environ.get("WAYMARK_PORT") or str(DEFAULT_PORT))
+        except ValueError as error:
+            raise UsageError(f"WAYMARK_PORT={error}") from None
     cafile = Path(options.cafile or environ.get("WAYMARK_CAFILE") or DEFAULT_CAFILE).expanduser()
     if not cafile.is_file():
         raise UsageError(
@@ -168,8 +143,8 @@ def _miles(text: str) -> float:
 
 
 def _difficulty(text: str) -> str:
-    if text.strip().lower() not in DIFFICULTIES:
-        raise ValueError(f"{text!r} is not a difficulty; choose easy, medium or hard.")
+    if text.strip().lower() not in views.DIFFICULTIES:
+        raise ValueError(views.sentence_not_a_difficulty(text))
     return text.strip().lower()
 
 
@@ -198,10 +173,6 @@ def _arg(*flags: str, **options: Any) -> Argument:
     return flags, options
 
 
-def _id(name: str) -> Argument:
-    return _arg(name, type=_NUMBER, metavar=name.upper())
-
-
 def _given(*names: str) -> Callable[[argparse.Namespace], JsonDict]:
     # The request's arguments are these options as given; one left out is not sent.
     def args(options: argparse.Namespace) -> JsonDict:
@@ -216,7 +187,7 @@ def _query(options: argparse.Namespace) -> JsonDict:
     return ({"query": " ".join(options.query)} if options.query else {}) | _given("limit")(options)
 
 
-def _logged_in(result: JsonDict) -> Shown:
+def _logged_in(result: JsonDict) -> views.Shown:
     user = result["user"]
     return [f"Logged in as {user['username']} ({user.get('role', 'member')})."]
 
@@ -232,10 +203,18 @@ class Subcommand:
     name: str
     help: str
     cmd: str
-    show: Callable[[JsonDict], Shown]
+    show: Callable[[JsonDict], views.Shown]
     arguments: tuple[Argument, ...] = ()
     args: Callable[[argparse.Namespace], JsonDict] = _given()
     keep: Callable[[JsonDict], JsonDict] = lambda result: result
+
+
+def _by_id(
+    name: str, help_text: str, cmd: str, id_name: str, show: Callable[[JsonDict], views.Shown]
+) -> Subcommand:
+    # A subcommand that sends one row's id, such as borrow BOOK_ID.
+    arguments = (_arg(id_name, type=_NUMBER, metavar=id_name.upper()),)
+    return Subcommand(name, help_text, cmd, show, arguments, _given(id_name))
 
 
 _NUMBER = _argument_type(_whole_number)
@@ -259,33 +238,35 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         Subcommand("whoami", "Show who is logged in.", "whoami", _logged_in),
         Subcommand(
             "areas", "List the walking areas.", "list_areas",
-            lambda r: [areas_table(r["areas"], numbered=False)],
+            lambda r: [views.areas_table(r["areas"], numbered=False)],
         ),
         Subcommand(
             "orders", "List my orders.", "orders",
-            lambda r: [order_table(order) for order in r["orders"] or []] or ["No orders yet."],
+            lambda r: [views.order_table(order) for order in r["orders"] or []]
+            or ["No orders yet."],
         ),
         Subcommand(
             "loans", "List the books I have on loan.", "history",
-            lambda r: [loans_table(r["loans"], numbered=False, title="On loan")],
-            keep=lambda r: {"loans": active_loans(r["loans"])},
+            lambda r: [views.loans_table(r["loans"], numbered=False, title="On loan")],
+            keep=lambda r: {"loans": views.active_loans(r["loans"])},
         ),
         Subcommand(
             "history", "List all my loans, current and returned.", "history",
-            lambda r: [loans_table(r["loans"], numbered=False, title="Loan history")],
+            lambda r: [views.loans_table(r["loans"], numbered=False, title="Loan history")],
         ),
         Subcommand(
-            "holds", "List my holds.", "holds", lambda r: [holds_table(r["holds"], numbered=False)]
+            "holds", "List my holds.", "holds",
+            lambda r: [views.holds_table(r["holds"], numbered=False)],
         ),
         Subcommand(
             "backorders", "List outstanding back orders (admin).", "backorders",
-            lambda r: [backorders_table(r["backorders"])],
+            lambda r: [views.backorders_table(r["backorders"])],
         ),
         Subcommand(
             "search-walks", "Search the walks.", "search_walks",
             lambda r: [
-                walks_table(r["walks"], numbered=False),
-                f"{len(r['walks'])} of {plural(r['total'], 'walk')}.",
+                views.walks_table(r["walks"], numbered=False),
+                f"{len(r['walks'])} of {views.plural(r['total'], 'walk')}.",
             ],
             arguments=(
                 _arg("--area", help="part of an area's name"),
@@ -299,7 +280,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         ),
         Subcommand(
             "buy", "Buy guide books, for example: buy 101:2 105:1", "buy",
-            lambda r: [order_table(r["order"]), *sentences_back_ordered(r["order"])],
+            lambda r: [views.order_table(r["order"]), *views.sentences_back_ordered(r["order"])],
             arguments=(
                 _arg("items", nargs="+", type=_argument_type(parse_order_item),
                      metavar="BOOK:COPIES"),
@@ -311,45 +292,30 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "search_books",
             lambda r: [
                 *([r["warning"]] if r.get("warning") else []),
-                book_hits_table(r["results"], numbered=False),
+                views.book_hits_table(r["results"], numbered=False),
             ],
             arguments=(_arg("query", nargs="+"), _LIMIT),
             args=_query,
         ),
         Subcommand(
             "catalogue", "List the library's lending books.", "catalogue",
-            lambda r: [catalogue_table(r["books"], numbered=False)],
+            lambda r: [views.catalogue_table(r["books"], numbered=False)],
             arguments=(_arg("query", nargs="*"), _LIMIT),
             args=_query,
         ),
-        Subcommand(
-            "borrow", "Borrow a library book.", "borrow",
-            lambda r: [sentence_borrowed(r["loan"])],
-            arguments=(_id("book_id"),), args=_given("book_id"),
-        ),
-        Subcommand(
-            "return", "Return a loan.", "return",
-            lambda r: [sentence_returned(r["loan"])],
-            arguments=(_id("loan_id"),), args=_given("loan_id"),
-        ),
-        Subcommand(
-            "renew", "Renew a loan.", "renew",
-            lambda r: [sentence_renewed(r["loan"])],
-            arguments=(_id("loan_id"),), args=_given("loan_id"),
-        ),
-        Subcommand(
-            "hold", "Join the queue for a book.", "hold",
-            lambda r: [sentence_held(r["hold"])],
-            arguments=(_id("book_id"),), args=_given("book_id"),
-        ),
-        Subcommand(
-            "cancel-hold", "Cancel a hold.", "cancel_hold",
-            lambda r: ["The hold is cancelled."],
-            arguments=(_id("hold_id"),), args=_given("hold_id"),
-        ),
+        _by_id("borrow", "Borrow a library book.", "borrow", "book_id",
+               lambda r: [views.sentence_borrowed(r["loan"])]),
+        _by_id("return", "Return a loan.", "return", "loan_id",
+               lambda r: [views.sentence_returned(r["loan"])]),
+        _by_id("renew", "Renew a loan.", "renew", "loan_id",
+               lambda r: [views.sentence_renewed(r["loan"])]),
+        _by_id("hold", "Join the queue for a book.", "hold", "book_id",
+               lambda r: [views.sentence_held(r["hold"])]),
+        _by_id("cancel-hold", "Cancel a hold.", "cancel_hold", "hold_id",
+               lambda r: ["The hold is cancelled."]),
         Subcommand(
             "restock", "Add copies of a guide book for sale (admin).", "restock",
-            sentences_restocked,
+            views.sentences_restocked,
             arguments=(
                 _arg("book", type=book_reference, help="number or title"),
                 _arg("quantity", type=_NUMBER),
@@ -358,7 +324,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         ),
         Subcommand(
             "add-book", "Add copies of an Open Library work to the library (admin).", "add_book",
-            lambda r: [sentence_added(r["book"])],
+            lambda r: [views.sentence_added(r["book"])],
             arguments=(
                 _arg("key", help="an Open Library work key, /works/OL...W"),
                 _arg("copies", type=_NUMBER),
@@ -415,10 +381,7 @@ def read_password(environ: Mapping[str, str], streams: Streams, twice: bool) -> 
         if not password:
             raise UsageError("No password: set WAYMARK_PASSWORD or give it on standard input.")
         return password
-    password = streams.getpass_fn("Password: ")
-    if twice and password != streams.getpass_fn("The same password again: "):
-        raise UsageError("The two passwords differ.")
-    return password
+    return ask_password(streams.getpass_fn, "Password: ", twice)
 
 
 def authenticate(
@@ -476,7 +439,7 @@ def run_subcommand(
         else:
             # Piped output is not cut to 80 columns: tables are only as wide as their content.
             width = None if streams.stdout.isatty() else 160
-            show(Console(file=streams.stdout, width=width), subcommand.show(result))
+            views.show(Console(file=streams.stdout, width=width), subcommand.show(result))
     return EXIT_OK
 
 

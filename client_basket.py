@@ -6,11 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from client_link import ClientError
+from client_link import ClientError, JsonDict
 
 MAX_COPIES_PER_ORDER = 8  # PROTOCOL.md: at most 8 copies of one book in one order
-
-JsonDict = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -22,15 +20,18 @@ class GuideBook:
     price_pence: int
     in_stock: int
 
+    @classmethod
+    def from_json(cls, book: Mapping[str, Any]) -> GuideBook:
+        """A guide book from the server's Book object."""
+        return cls(book["number"], book["title"], book["price_pence"], book["in_stock"])
+
 
 def guide_books_in(walks: Iterable[Mapping[str, Any]]) -> list[GuideBook]:
     """The guide books the walks appear in, by number."""
     books = {}
     for walk in walks:
-        book = walk["book"]
-        books[book["number"]] = GuideBook(
-            book["number"], book["title"], book["price_pence"], book["in_stock"]
-        )
+        book = GuideBook.from_json(walk["book"])
+        books[book.number] = book
     return sorted(books.values(), key=lambda book: book.number)
 
 

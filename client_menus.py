@@ -1,4 +1,4 @@
-"""The interactive menus for people: the App, with input and output passed in for tests."""
+"""The interactive menus for people: what each choice asks, sends to the server and shows."""
 
 from __future__ import annotations
 
@@ -8,46 +8,23 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+import client_views as views
 from client_basket import MAX_COPIES_PER_ORDER, Basket, GuideBook, guide_books_in
-from client_link import EXIT_OK, EXIT_SERVER_ERROR, ClientError, Connection, ServerError
-from client_views import (
-    DIFFICULTIES,
-    active_loans,
-    areas_table,
-    backorders_table,
-    basket_table,
-    book_hits_table,
-    catalogue_table,
-    clean_text,
-    format_money,
-    guide_books_table,
-    holds_table,
-    loans_table,
-    order_table,
-    plural,
-    sentence_added,
-    sentence_borrowed,
-    sentence_held,
-    sentence_renewed,
-    sentence_returned,
-    sentences_back_ordered,
-    sentences_restocked,
-    walks_table,
+from client_link import (
+    EXIT_OK,
+    EXIT_SERVER_ERROR,
+    ClientError,
+    Connection,
+    JsonDict,
+    ServerError,
 )
+from client_prompts import GoBack, Prompts
 from protocol import BAD_REQUEST, UNAUTHORIZED, UNAVAILABLE, USERNAME_TAKEN, WEAK_PASSWORD
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
-
-JsonDict = dict[str, Any]
-
-
-class GoBack(Exception):
-    """Ctrl-C or Ctrl-D at a prompt: leave the current step."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +35,7 @@ class MenuItem:
     action: Callable[[], None]
 
 
-class App:
+class App(Prompts):
     """The menu-driven session. Input, output and the password prompt are passed in so that
     tests can script a whole session; every failure is shown as a sentence, never a traceback.
     Whether a login is remembered is the connection's to know (it owns the token).
@@ -71,10 +48,8 @@ class App:
         input_fn: Callable[[str], str] = input,
         getpass_fn: Callable[[str], str] = getpass.getpass,
     ):
+        super().__init__(console, input_fn, getpass_fn)
         self.connection = connection
-        self.console = console
-        self.input_fn = input_fn
-        self.getpass_fn = getpass_fn
         self.user: JsonDict | None = None
         self.basket = Basket()
 
@@ -113,7 +88,11 @@ class App:
                 MenuItem("Register", self.register),
                 MenuItem("Log in", self.log_in),
             ]
-        basket = f" (basket: {plural(self.basket.copies, 'copy', 'copies')})" if self.basket else ""
+        basket = (
+            f" (basket: {views.plural(self.basket.copies, 'copy', 'copies')})"
+            if self.basket
+            else ""
+        )
         items += [
             MenuItem(f"Buy guide books{basket}", self.buy_guide_books),
             MenuItem("My orders", self.show_orders),
@@ -234,7 +213,7 @@ class App:
     def find_walks(self) -> None:
         """List the areas, filter the walks, and offer a walk's guide book for the basket."""
         areas = self.connection.call("list_areas")["areas"]
-        self.show(areas_table(areas, numbered=True))
+        self.show(views.areas_table(areas, numbered=True))
         area = self.ask_area(areas)
         difficulty = self.ask_difficulty()
         shortest = self.ask_miles("Shortest walk in miles")
@@ -248,21 +227,20 @@ class App:
         if not walks:
             self.say("No walks match; try fewer filters.")
             return
-        self.show(walks_table(walks, numbered=True))
+        self.show(views.walks_table(walks, numbered=True))
         if result["total"] > len(walks):
             self.say(f"Showing the first {len(walks)} of {result['total']} walks.")
         if self.user is None:
             self.say("Log in to buy the guide books.")
             return
-        index = self.pick(len(walks), "a walk to buy its guide book")
-        if index is not None:
-            self.add_to_basket(guide_books_in([walks[index]])[0])
+        if (walk := self.pick_row(walks, "a walk to buy its guide book")) is not None:
+            self.add_to_basket(guide_books_in([walk])[0])
 
     def buy_guide_books(self) -> None:
         """The basket: add and remove lines, then place the order."""
         while True:
             if self.basket:
-                self.show(basket_table(self.basket))
+                self.show(views.basket_table(self.basket))
             else:
                 self.say("Your basket is empty.")
             self.say("  1  Add a guide book\n  2  Remove a line\n  3  Place the order")
@@ -283,18 +261,13 @@ class App:
     def choose_guide_book(self) -> None:
         """Pick a guide book from the list and add copies of it."""
         books = self.fetch_guide_books()
-        self.show(guide_books_table(books))
-        index = self.pick(len(books), "a guide book")
-        if index is not None:
-            self.add_to_basket(books[index])
+        self.show(views.guide_books_table(books))
+        if (book := self.pick_row(books, "a guide book")) is not None:
+            self.add_to_basket(book)
 
     def fetch_guide_books(self) -> list[GuideBook]:
         """Every guide book for sale, with its price and stock."""
-        books = self.connection.call("guide_books")["books"]
-        return [
-            GuideBook(book["number"], book["title"], book["price_pence"], book["in_stock"])
-            for book in books
-        ]
+        return [GuideBook.from_json(book) for book in self.connection.call("guide_books")["books"]]
 
     def add_to_basket(self, book: GuideBook) -> None:
         """Ask how many copies of book and add them."""
@@ -302,12 +275,12 @@ class App:
         if room == 0:
             self.warn(f"Your basket already holds {MAX_COPIES_PER_ORDER} copies of {book.title}.")
             return
-        title = clean_text(book.title)
+        title = views.clean_text(book.title)
         quantity = self.ask_number(f"How many copies of {title} (1-{room})? ", 1, room)
         line = self.basket.add(book, quantity)
         self.say(
-            f"Your basket now has {plural(line.quantity, 'copy', 'copies')} of {book.title} "
-            f"({format_money(line.total_pence)}); subtotal {format_money(self.basket.subtotal_pence)}."
+            f"Your basket now has {views.plural(line.quantity, 'copy', 'copies')} of {book.title} "
+            f"({views.format_money(line.total_pence)}); subtotal {views.format_money(self.basket.subtotal_pence)}."
         )
 
     def remove_basket_line(self) -> None:
@@ -323,8 +296,8 @@ class App:
             self.warn("Your basket is empty; add a guide book first.")
             return False
         question = (
-            f"Order {plural(self.basket.copies, 'copy', 'copies')} for "
-            f"{format_money(self.basket.subtotal_pence)} before any discount?"
+            f"Order {views.plural(self.basket.copies, 'copy', 'copies')} for "
+            f"{views.format_money(self.basket.subtotal_pence)} before any discount?"
         )
         if not self.confirm(question):
             return False
@@ -336,9 +309,7 @@ class App:
             self.warn(error.message)
             return False
         self.basket.clear()
-        self.show(order_table(order))
-        for sentence in sentences_back_ordered(order):
-            self.say(sentence)
+        views.show(self.console, [views.order_table(order), *views.sentences_back_ordered(order)])
         return True
 
     def show_orders(self) -> None:
@@ -347,7 +318,7 @@ class App:
         if not orders:
             self.say("You have no orders yet.")
         for order in orders:
-            self.show(order_table(order))
+            self.show(views.order_table(order))
 
     # Library books
 
@@ -361,13 +332,12 @@ class App:
         if not hits:
             self.say("No books found.")
             return
-        self.show(book_hits_table(hits, numbered=True))
+        self.show(views.book_hits_table(hits, numbered=True))
         if not any(hit.get("held") for hit in hits):
             self.say("The library holds none of these.")
         elif self.user is None:
             self.say("Log in to borrow the books the library holds.")
-        elif (index := self.pick(len(hits), "a held book to borrow or hold")) is not None:
-            hit = hits[index]
+        elif (hit := self.pick_row(hits, "a held book to borrow or hold")) is not None:
             if hit.get("held") and hit.get("book_id"):
                 self.offer_book(hit["book_id"], hit["title"], hit.get("copies_available") or 0)
             else:
@@ -383,21 +353,19 @@ class App:
         if not books:
             self.say("The library has no books like that.")
             return
-        self.show(catalogue_table(books, numbered=True))
+        self.show(views.catalogue_table(books, numbered=True))
         if self.user is None:
             self.say("Log in to borrow these books.")
             return
-        index = self.pick(len(books), "a book to borrow or hold")
-        if index is not None:
-            book = books[index]
+        if (book := self.pick_row(books, "a book to borrow or hold")) is not None:
             self.offer_book(book["id"], book["title"], book["copies_available"])
 
     def offer_book(self, book_id: int, title: str, free: int) -> None:
         """Borrow the book when a copy is free, else offer a place in its queue."""
         if free > 0:
-            if self.confirm(f"Borrow {clean_text(title)}?"):
+            if self.confirm(f"Borrow {views.clean_text(title)}?"):
                 self.borrow(book_id, title)
-        elif self.confirm(f"No copy of {clean_text(title)} is free. Join the queue for it?"):
+        elif self.confirm(f"No copy of {views.clean_text(title)} is free. Join the queue for it?"):
             self.place_hold(book_id)
 
     def borrow(self, book_id: int, title: str) -> None:
@@ -408,24 +376,24 @@ class App:
             if error.code != UNAVAILABLE:
                 raise
             self.warn(error.message)
-            if self.confirm(f"Join the queue for {clean_text(title)}?"):
+            if self.confirm(f"Join the queue for {views.clean_text(title)}?"):
                 self.place_hold(book_id)
             return
-        self.say(sentence_borrowed(loan))
+        self.say(views.sentence_borrowed(loan))
 
     def place_hold(self, book_id: int) -> None:
         """Join a book's queue and say where in it."""
-        self.say(sentence_held(self.connection.call("hold", book_id=book_id)["hold"]))
+        self.say(views.sentence_held(self.connection.call("hold", book_id=book_id)["hold"]))
 
     def show_loans(self) -> None:
         """The books on loan now, with due dates and overdue marks."""
         loans = self.fetch_active_loans()
         if loans:
-            self.show(loans_table(loans, numbered=False, title="On loan"))
+            self.show(views.loans_table(loans, numbered=False, title="On loan"))
 
     def fetch_active_loans(self) -> list[JsonDict]:
         """The loans not yet returned; says so when there are none."""
-        loans = active_loans(self.connection.call("history")["loans"])
+        loans = views.active_loans(self.connection.call("history")["loans"])
         if not loans:
             self.say("You have no books on loan.")
         return loans
@@ -435,22 +403,23 @@ class App:
         loan = self.pick_loan("a book to return")
         if loan is not None:
             result = self.connection.call("return", loan_id=loan["id"])
-            self.say(sentence_returned(result["loan"]))
+            self.say(views.sentence_returned(result["loan"]))
 
     def renew_loan(self) -> None:
         """Pick a loan and renew it."""
         loan = self.pick_loan("a loan to renew")
         if loan is not None:
-            self.say(sentence_renewed(self.connection.call("renew", loan_id=loan["id"])["loan"]))
+            self.say(
+                views.sentence_renewed(self.connection.call("renew", loan_id=loan["id"])["loan"])
+            )
 
     def pick_loan(self, what: str) -> JsonDict | None:
         """Show the active loans, numbered, and let the person choose one."""
         loans = self.fetch_active_loans()
         if not loans:
             return None
-        self.show(loans_table(loans, numbered=True, title="On loan"))
-        index = self.pick(len(loans), what)
-        return None if index is None else loans[index]
+        self.show(views.loans_table(loans, numbered=True, title="On loan"))
+        return self.pick_row(loans, what)
 
     def show_holds(self) -> None:
         """This member's holds with their queue positions; offer to cancel one."""
@@ -458,20 +427,19 @@ class App:
         if not holds:
             self.say("You have no holds. Choose a book with no free copy to join its queue.")
             return
-        self.show(holds_table(holds, numbered=True))
-        index = self.pick(len(holds), "a hold to cancel")
-        if index is None:
+        self.show(views.holds_table(holds, numbered=True))
+        if (hold := self.pick_row(holds, "a hold to cancel")) is None:
             return
-        title = holds[index]["book"]["title"]
-        if self.confirm(f"Cancel your hold on {clean_text(title)}?"):
-            self.connection.call("cancel_hold", hold_id=holds[index]["id"])
+        title = hold["book"]["title"]
+        if self.confirm(f"Cancel your hold on {views.clean_text(title)}?"):
+            self.connection.call("cancel_hold", hold_id=hold["id"])
             self.say(f"Your hold on {title} is cancelled.")
 
     def show_history(self) -> None:
         """Every loan, current and returned."""
         loans = self.connection.call("history")["loans"]
         if loans:
-            self.show(loans_table(loans, numbered=False, title="Loan history"))
+            self.show(views.loans_table(loans, numbered=False, title="Loan history"))
         else:
             self.say("You have not borrowed any books yet.")
 
@@ -480,14 +448,12 @@ class App:
     def restock(self) -> None:
         """Add copies of a guide book for sale; back orders are supplied first."""
         books = self.fetch_guide_books()
-        self.show(guide_books_table(books))
-        index = self.pick(len(books), "a guide book to restock")
-        if index is None:
+        self.show(views.guide_books_table(books))
+        if (book := self.pick_row(books, "a guide book to restock")) is None:
             return
         quantity = self.ask_number("How many copies arrived? ", 1, 100_000)
-        result = self.connection.call("restock", book=books[index].number, quantity=quantity)
-        for sentence in sentences_restocked(result):
-            self.say(sentence)
+        result = self.connection.call("restock", book=book.number, quantity=quantity)
+        views.show(self.console, views.sentences_restocked(result))
 
     def add_book(self) -> None:
         """Add copies of an Open Library work to the lending library."""
@@ -500,7 +466,9 @@ class App:
         if not key.startswith("/works/"):
             key = f"/works/{key}"
         copies = self.ask_number("How many copies? ", 1, 1000)
-        self.say(sentence_added(self.connection.call("add_book", key=key, copies=copies)["book"]))
+        self.say(
+            views.sentence_added(self.connection.call("add_book", key=key, copies=copies)["book"])
+        )
 
     def pick_work(self, query: str) -> str | None:
         """Search Open Library and let the admin choose a work; its key."""
@@ -508,76 +476,19 @@ class App:
         if not hits:
             self.say("No books found.")
             return None
-        self.show(book_hits_table(hits, numbered=True))
-        index = self.pick(len(hits), "a book to add")
-        return None if index is None else str(hits[index]["key"])
+        self.show(views.book_hits_table(hits, numbered=True))
+        hit = self.pick_row(hits, "a book to add")
+        return None if hit is None else str(hit["key"])
 
     def show_backorders(self) -> None:
         """Copies sold but not yet supplied."""
         backorders = self.connection.call("backorders")["backorders"]
         if backorders:
-            self.show(backorders_table(backorders))
+            self.show(views.backorders_table(backorders))
         else:
             self.say("There are no outstanding back orders.")
 
-    # Input that forgives
-
-    def ask(self, prompt: str) -> str:
-        """One line of input, stripped; GoBack on Ctrl-C or Ctrl-D."""
-        try:
-            return self.input_fn(prompt).strip()
-        except (EOFError, KeyboardInterrupt):
-            self.say("")  # the cursor is still on the prompt's line
-            raise GoBack from None
-
-    def ask_secret(self, prompt: str) -> str:
-        """A password, not echoed; GoBack on Ctrl-C or Ctrl-D."""
-        try:
-            return self.getpass_fn(prompt)
-        except (EOFError, KeyboardInterrupt):
-            self.say("")
-            raise GoBack from None
-
-    def ask_text(self, prompt: str) -> str:
-        """A non-empty line."""
-        while not (text := self.ask(prompt)):
-            self.warn("Please type something, or press Ctrl-C to go back.")
-        return text
-
-    def ask_new_password(self) -> str:
-        """A new password, typed twice until both agree."""
-        while True:
-            password = self.ask_secret("Password (at least 8 characters): ")
-            if password != self.ask_secret("The same password again: "):
-                self.warn("The two passwords differ; please type them again.")
-            elif not password:
-                self.warn("The password cannot be empty.")
-            else:
-                return password
-
-    def ask_number(self, prompt: str, low: int, high: int) -> int:
-        """A whole number from low to high; re-asks with the reason."""
-        while (number := self.read_number(prompt, low, high)) is None:
-            self.warn(f"Please enter a number from {low} to {high}.")
-        return number
-
-    def pick(self, count: int, what: str) -> int | None:
-        """The 0-based index of a numbered row, or None when the person presses Enter."""
-        number = self.read_number(f"Choose {what} by number (Enter to go back): ", 1, count)
-        return None if number is None else number - 1
-
-    def read_number(self, prompt: str, low: int, high: int) -> int | None:
-        """A whole number from low to high, or None for Enter; re-asks with the reason."""
-        while text := self.ask(prompt):
-            try:
-                number = int(text)
-            except ValueError:
-                self.warn(f"{clean_text(text)!r} is not a whole number; enter {low} to {high}.")
-                continue
-            if low <= number <= high:
-                return number
-            self.warn(f"{number} is out of range; enter a number from {low} to {high}.")
-        return None
+    # Questions about walks
 
     def ask_area(self, areas: list[JsonDict]) -> str | None:
         """An area by its number or part of its name; None for every area."""
@@ -597,10 +508,10 @@ class App:
             text = self.ask("Difficulty: easy, medium or hard (Enter for any): ").lower()
             if not text:
                 return None
-            matches = [level for level in DIFFICULTIES if level.startswith(text)]
+            matches = [level for level in views.DIFFICULTIES if level.startswith(text)]
             if len(matches) == 1:
                 return matches[0]
-            self.warn(f"{clean_text(text)!r} is not a difficulty; choose easy, medium or hard.")
+            self.warn(views.sentence_not_a_difficulty(views.clean_text(text)))
 
     def ask_miles(self, what: str, at_least: float | None = None) -> float | None:
         """A distance in miles, at least at_least when given; None for no bound."""
@@ -611,7 +522,7 @@ class App:
             try:
                 miles = float(text)
             except ValueError:
-                self.warn(f"{clean_text(text)!r} is not a number of miles.")
+                self.warn(f"{views.clean_text(text)!r} is not a number of miles.")
                 continue
             if not math.isfinite(miles) or miles < 0:
                 self.warn("The distance must be zero or more miles.")
@@ -619,27 +530,3 @@ class App:
                 self.warn(f"The longest walk cannot be shorter than the shortest ({at_least:g}).")
             else:
                 return miles
-
-    def confirm(self, question: str) -> bool:
-        """Yes or no; Enter means yes."""
-        while True:
-            answer = self.ask(f"{question} [Y/n] ").lower()
-            if answer in ("", "y", "yes"):
-                return True
-            if answer in ("n", "no"):
-                return False
-            self.warn("Please answer y or n.")
-
-    # Output
-
-    def say(self, text: str) -> None:
-        """Print a sentence as it is (no markup: server text may contain brackets)."""
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    def warn(self, text: str) -> None:
-        """Print a problem, so it stands out."""
-        self.console.print(text, style="bold red", markup=False, highlight=False, soft_wrap=True)
-
-    def show(self, table: Table) -> None:
-        """Print a table."""
-        self.console.print(table)

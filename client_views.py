@@ -13,10 +13,9 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from client_basket import Basket, GuideBook
+from client_link import JsonDict
 
 DIFFICULTIES = ("easy", "medium", "hard")
-
-JsonDict = dict[str, Any]
 Shown = Sequence[Table | str]  # what to print for a person: tables, and sentences as they are
 
 
@@ -276,6 +275,11 @@ def backorders_table(backorders: list[JsonDict]) -> Table:
             entry.get("username", ""), f"{book['number']} {book['title']}", entry["outstanding"],
         )  # fmt: skip
     return table
+
+
+def sentence_not_a_difficulty(text: str) -> str:
+    """What to say of a difficulty that is none of DIFFICULTIES."""
+    return f"{text!r} is not a difficulty; choose easy, medium or hard."
 
 
 def sentence_borrowed(loan: JsonDict) -> str:

@@ -994,6 +994,19 @@ def test_password_for_scripts_comes_from_the_environment_then_stdin() -> None:
         client.read_password({}, streams, twice=False)
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_password_for_scripts_at_a_terminal_is_typed_twice_when_new() -> None:
+    typed = iter(["first-one", "first-one", "second-one", "not-the-same"])
+    streams = client.Streams(Terminal(), io.StringIO(), io.StringIO(), lambda prompt: next(typed))
+    assert client.read_password({}, streams, twice=True) == "first-one"
+    with pytest.raises(UsageError, match="The two passwords differ."):
+        client.read_password({}, streams, twice=True)
+
+
 # End to end, against the real server -------------------------------------------------------
 
 MEMBER_PASSWORD = "walking-boots"
