@@ -38,7 +38,7 @@ from client_menus import App
 from client_prompts import ask_password
 from protocol import COMMANDS, UNAUTHORIZED
 
-# Subcommands for scripts ---------------------------------------------------------------------
+# Settings: options, then the environment, then defaults --------------------------------------
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ def connect(settings: Settings, on_reconnect: Callable[[str], None] | None = Non
         token_file=settings.token_file,
         remember=settings.remember,
     )
+
+
+# What the arguments accept -------------------------------------------------------------------
 
 
 def parse_order_item(text: str) -> JsonDict:
@@ -360,6 +363,9 @@ def request_for(options: argparse.Namespace) -> tuple[str, JsonDict]:
     """The protocol command and arguments a subcommand sends (credentials are added later)."""
     subcommand = SUBCOMMANDS[options.command]
     return subcommand.cmd, subcommand.args(options)
+
+
+# Running a subcommand, or the menus ----------------------------------------------------------
 
 
 @dataclass
