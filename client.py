@@ -1,12 +1,4 @@
-"""Waymark's console client: a menu for people, and subcommands with --json for scripts.
-
-The only file that talks to a person. It speaks ../shared/PROTOCOL.md over TLS through
-Connection.call(), trusting only the pinned certificate (certs/server.crt by default) and
-checking the server's hostname; neither check can be switched off.
-
-The link itself (TLS, framing, reconnecting and resuming, what is safe to resend) is
-connection.py.
-"""
+"""Waymark's script command line: subcommands with --json, and main(), which starts the menus."""
 
 from __future__ import annotations
 
@@ -16,1070 +8,37 @@ import getpass
 import json
 import math
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
-from rich import box
 from rich.console import Console
-from rich.table import Column, Table
-from rich.text import Text
 
-from connection import (
+import client_views as views
+from client_link import (
     DEFAULT_CAFILE,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_TOKEN_FILE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SERVER_ERROR,
+    EXIT_USAGE,
     ClientError,
     Connection,
+    JsonDict,
     OutcomeUnknownError,
     ServerError,
     TokenFile,
     UsageError,
 )
-from protocol import (
-    BAD_REQUEST,
-    COMMANDS,
-    UNAUTHORIZED,
-    UNAVAILABLE,
-    USERNAME_TAKEN,
-    WEAK_PASSWORD,
-)
-
-PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
-DIFFICULTIES = ("easy", "medium", "hard")
-MAX_COPIES_PER_ORDER = 8  # PROTOCOL.md: at most 8 copies of one book in one order
-EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-JsonDict = dict[str, Any]
-
-
-# Formatting ----------------------------------------------------------------------------------
-
-# C0 and C1 controls (terminal escape sequences) and bidirectional overrides, which could
-# disguise text: titles come from Open Library and must not drive the person's terminal.
-_UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def clean_text(value: object) -> str:
-    """Text from the server made safe to show: whitespace controls as spaces, others as '�'."""
-    return _UNSAFE_CHARACTERS.sub(
-        lambda match: " " if match.group().isspace() else "\ufffd", str(value)
-    )
-
-
-def format_money(pence: int) -> str:
-    """Pence as pounds for people: 1299 -> '£12.99', 123456 -> '£1,234.56', -50 -> '-£0.50'."""
-    pounds, rest = divmod(abs(pence), 100)
-    return f"{'-' if pence < 0 else ''}£{pounds:,}.{rest:02d}"
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO-8601 time from the server as an aware datetime (UTC when no offset is given)."""
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def format_local_time(text: str | None, zone: tzinfo | None = None) -> str:
-    """A server time in local time (or zone), like 'Sat 17 Jan 2026 14:05'; '' for None."""
-    if not text:
-        return ""
-    try:
-        moment = parse_time(text)
-    except ValueError:
-        return clean_text(text)
-    return moment.astimezone(zone).strftime("%a %d %b %Y %H:%M")
-
-
-def format_miles(miles: object) -> str:
-    """A distance as people write it: 7 -> '7', 4.5 -> '4.5'."""
-    return f"{miles:g}" if isinstance(miles, (int, float)) else clean_text(miles)
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """'1 copy', '3 copies'."""
-    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
-
-
-def loan_status(loan: Mapping[str, Any], now: datetime) -> str:
-    """'on loan', 'OVERDUE by 3 days' or 'returned <local time>'."""
-    if loan.get("returned_at"):
-        return f"returned {format_local_time(loan['returned_at'])}"
-    days = loan.get("days_overdue")
-    overdue = loan.get("overdue")
-    if overdue is None:
-        due = parse_time(loan["due_at"])
-        overdue = now > due
-        days = (now - due).days + 1 if overdue else 0
-    if not overdue:
-        return "on loan"
-    return f"OVERDUE by {plural(days, 'day')}" if days else "OVERDUE"
-
-
-def active_loans(loans: Iterable[JsonDict]) -> list[JsonDict]:
-    """The loans not yet returned (the protocol has no separate 'my loans' command)."""
-    return [loan for loan in loans if loan.get("returned_at") is None]
-
-
-# Guide books and the basket ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GuideBook:
-    """A walking-guide book for sale."""
-
-    number: int
-    title: str
-    price_pence: int
-    in_stock: int
-
-
-def guide_books_in(walks: Iterable[Mapping[str, Any]]) -> list[GuideBook]:
-    """The guide books the walks appear in, by number."""
-    books = {}
-    for walk in walks:
-        book = walk["book"]
-        books[book["number"]] = GuideBook(
-            book["number"], book["title"], book["price_pence"], book["in_stock"]
-        )
-    return sorted(books.values(), key=lambda book: book.number)
-
-
-@dataclass
-class BasketLine:
-    """Copies of one guide book in the basket."""
-
-    book: GuideBook
-    quantity: int
-
-    @property
-    def total_pence(self) -> int:
-        """What the line costs before any discount."""
-        return self.book.price_pence * self.quantity
-
-
-class BasketError(ClientError):
-    """The basket cannot take that (no copies, or too many of one book)."""
-
-
-class Basket:
-    """Guide books chosen but not yet bought; copies of one book add up, to at most 8."""
-
-    def __init__(self) -> None:
-        self.lines: list[BasketLine] = []
-
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    def room_for(self, book: GuideBook) -> int:
-        """How many more copies of book one order may still take."""
-        return MAX_COPIES_PER_ORDER - sum(
-            line.quantity for line in self.lines if line.book.number == book.number
-        )
-
-    def add(self, book: GuideBook, quantity: int) -> BasketLine:
-        """Add copies, merging with a line for the same book; BasketError past the limit."""
-        if quantity < 1:
-            raise BasketError("Choose at least one copy.")
-        room = self.room_for(book)
-        if quantity > room:
-            raise BasketError(
-                f"One order may hold at most {MAX_COPIES_PER_ORDER} copies of {book.title}; "
-                f"there is room for {room} more."
-            )
-        for line in self.lines:
-            if line.book.number == book.number:
-                line.quantity += quantity
-                return line
-        self.lines.append(BasketLine(book, quantity))
-        return self.lines[-1]
-
-    def remove(self, index: int) -> BasketLine:
-        """Take out the line at index (0-based)."""
-        return self.lines.pop(index)
-
-    def clear(self) -> None:
-        """Empty the basket."""
-        self.lines.clear()
-
-    @property
-    def copies(self) -> int:
-        """Copies in the basket."""
-        return sum(line.quantity for line in self.lines)
-
-    @property
-    def subtotal_pence(self) -> int:
-        """What the basket costs before any discount (the server decides the discount)."""
-        return sum(line.total_pence for line in self.lines)
-
-    def items(self) -> list[JsonDict]:
-        """The basket as buy's items argument."""
-        return [{"book": line.book.number, "quantity": line.quantity} for line in self.lines]
-
-
-# Tables and sentences, shared by the menu and the subcommands --------------------------------
-
-
-def _table(*columns: str | Column, title: str | None = None) -> Table:
-    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD)
-
-
-def _right(header: str) -> Column:
-    return Column(header, justify="right")
-
-
-def _add_row(table: Table, *cells: object) -> None:
-    # Text, not markup: a '[' in a title must not be read as a style.
-    table.add_row(*(Text(clean_text(cell)) for cell in cells))
-
-
-def _lead(numbered: bool, index: int, ident: object) -> object:
-    return index + 1 if numbered else ident
-
-
-def _authors(item: Mapping[str, Any]) -> str:
-    return ", ".join(item.get("authors") or [])
-
-
-def _with_unit(value: object, unit: str) -> str:
-    return f"{value:g} {unit}" if isinstance(value, (int, float)) else clean_text(value)
-
-
-WALK_EXTRAS = (  # optional Walk fields: key, header, unit
-    ("ascent_m", "Ascent", "m"),
-    ("time_hours", "Time", "h"),
-    ("route_type", "Route", ""),
-    ("start_grid_ref", "Start", ""),
-)
-
-
-def areas_table(areas: list[JsonDict], numbered: bool) -> Table:
-    """Walking areas with how many walks each has."""
-    table = _table(*([_right("#")] if numbered else []), "Area", _right("Walks"))
-    for index, area in enumerate(areas):
-        _add_row(table, *([index + 1] if numbered else []), area["area"], area["walks"])
-    return table
-
-
-def walks_table(walks: list[JsonDict], numbered: bool) -> Table:
-    """Walks with their guide book; optional fields get a column when any walk has them."""
-    extras = [extra for extra in WALK_EXTRAS if any(w.get(extra[0]) is not None for w in walks)]
-    table = _table(
-        *([_right("#")] if numbered else []),
-        "Walk", "Area", _right("Miles"), "Difficulty",
-        *(header for _, header, _ in extras),
-        "Guide book", _right("Page"), _right("Price"),
-    )  # fmt: skip
-    for index, walk in enumerate(walks):
-        book = walk["book"]
-        extra_cells = [
-            "" if walk.get(key) is None else _with_unit(walk[key], unit).strip()
-            for key, _, unit in extras
-        ]
-        _add_row(
-            table,
-            *([index + 1] if numbered else []),
-            walk["name"], walk["area"], format_miles(walk["distance_miles"]),
-            walk["difficulty"], *extra_cells,
-            f"{book['number']} {book['title']}", walk["page"], format_money(book["price_pence"]),
-        )  # fmt: skip
-    return table
-
-
-def guide_books_table(books: list[GuideBook]) -> Table:
-    """Guide books for sale, numbered for choosing."""
-    table = _table(_right("#"), _right("Book"), "Title", _right("Price"), _right("In stock"))
-    for index, book in enumerate(books):
-        _add_row(
-            table, index + 1, book.number, book.title, format_money(book.price_pence), book.in_stock
-        )
-    return table
-
-
-def basket_table(basket: Basket) -> Table:
-    """The basket, numbered, with what it costs and how many copies are in stock now."""
-    table = _table(
-        _right("#"), "Guide book", _right("Copies"), _right("Price"), _right("Line total"),
-        _right("In stock now"), title="Your basket",
-    )  # fmt: skip
-    for index, line in enumerate(basket.lines):
-        _add_row(
-            table, index + 1, f"{line.book.number} {line.book.title}", line.quantity,
-            format_money(line.book.price_pence), format_money(line.total_pence), line.book.in_stock,
-        )  # fmt: skip
-    table.add_section()
-    _add_row(table, "", "Subtotal", basket.copies, "", format_money(basket.subtotal_pence), "")
-    return table
-
-
-def order_table(order: JsonDict) -> Table:
-    """One order: its lines, what was sent and back-ordered, the discount and the total."""
-    outstanding = any("backorder_outstanding" in line for line in order["lines"])
-    table = _table(
-        "Guide book", _right("Copies"), _right("Sent"), _right("Back-ordered"),
-        *([_right("Awaited")] if outstanding else []),
-        _right("Price"), _right("Line total"),
-        title=f"Order {order['id']}, placed {format_local_time(order.get('created_at'))}",
-    )  # fmt: skip
-    blanks = [""] * (4 if outstanding else 3)
-    for line in order["lines"]:
-        book = line["book"]
-        _add_row(
-            table, f"{book['number']} {book['title']}", line["quantity"], line["fulfilled"],
-            line["backordered"], *([line.get("backorder_outstanding", 0)] if outstanding else []),
-            format_money(line["unit_price_pence"]), format_money(line["line_total_pence"]),
-        )  # fmt: skip
-    table.add_section()
-    _add_row(table, "Subtotal", *blanks, "", format_money(order["subtotal_pence"]))
-    if order["discount_pence"]:
-        _add_row(table, "Discount", *blanks, "", format_money(-order["discount_pence"]))
-    _add_row(table, "Total", *blanks, "", format_money(order["total_pence"]))
-    return table
-
-
-def book_hits_table(hits: list[JsonDict], numbered: bool) -> Table:
-    """Open Library hits, marking the ones this library holds and their free copies."""
-    table = _table(
-        _right("#" if numbered else "Book ID"), "Title", "Authors", _right("Year"), "Held here",
-        _right("Free copies"), *([] if numbered else ["Key"]),
-    )  # fmt: skip
-    for index, hit in enumerate(hits):
-        free = hit.get("copies_available")
-        _add_row(
-            table, _lead(numbered, index, hit.get("book_id") or ""), hit["title"], _authors(hit),
-            hit.get("first_publish_year") or "", "yes" if hit.get("held") else "no",
-            "" if free is None else free, *([] if numbered else [hit.get("key") or ""]),
-        )  # fmt: skip
-    return table
-
-
-def catalogue_table(books: list[JsonDict], numbered: bool) -> Table:
-    """The library's lending books with their free copies."""
-    table = _table(
-        _right("#" if numbered else "Book ID"), "Title", "Authors", _right("Year"),
-        _right("Copies"), _right("Free"),
-    )  # fmt: skip
-    for index, book in enumerate(books):
-        _add_row(
-            table, _lead(numbered, index, book["id"]), book["title"], _authors(book),
-            book.get("first_publish_year") or "", book["copies"], book["copies_available"],
-        )  # fmt: skip
-    return table
-
-
-def loans_table(loans: list[JsonDict], numbered: bool, title: str) -> Table:
-    """Loans with local due dates, marking the overdue ones."""
-    now = datetime.now(UTC)
-    table = _table(
-        _right("#" if numbered else "Loan"), "Title", "Borrowed", "Due back", "Status", title=title
-    )
-    for index, loan in enumerate(loans):
-        _add_row(
-            table, _lead(numbered, index, loan["id"]), loan["book"]["title"],
-            format_local_time(loan["borrowed_at"]), format_local_time(loan["due_at"]),
-            loan_status(loan, now),
-        )  # fmt: skip
-    return table
-
-
-def holds_table(holds: list[JsonDict], numbered: bool) -> Table:
-    """Holds with their place in the queue."""
-    table = _table(
-        _right("#" if numbered else "Hold"), "Title", _right("Queue position"), "Status", "Placed"
-    )
-    for index, hold in enumerate(holds):
-        status = "a copy is kept for you" if hold.get("ready") else "waiting"
-        _add_row(
-            table, _lead(numbered, index, hold["id"]), hold["book"]["title"], hold["position"],
-            status, format_local_time(hold.get("created_at")),
-        )  # fmt: skip
-    return table
-
-
-def backorders_table(backorders: list[JsonDict]) -> Table:
-    """Copies sold but not yet supplied, oldest order first."""
-    table = _table(_right("Order"), "Placed", "Member", "Guide book", _right("Copies awaited"))
-    for entry in backorders:
-        book = entry["book"]
-        _add_row(
-            table, entry["order_id"], format_local_time(entry.get("created_at")),
-            entry.get("username", ""), f"{book['number']} {book['title']}", entry["outstanding"],
-        )  # fmt: skip
-    return table
-
-
-def sentence_borrowed(loan: JsonDict) -> str:
-    """What borrowing gave."""
-    return f"You have borrowed {loan['book']['title']}; it is due back {_due(loan)}."
-
-
-def sentence_returned(loan: JsonDict) -> str:
-    """What returning did."""
-    return f"Returned {loan['book']['title']}. Thank you!"
-
-
-def sentence_renewed(loan: JsonDict) -> str:
-    """What renewing did."""
-    return f"Renewed {loan['book']['title']}; it is now due back {_due(loan)}."
-
-
-def sentence_held(hold: JsonDict) -> str:
-    """Where a new hold stands."""
-    return f"You are number {hold['position']} in the queue for {hold['book']['title']}."
-
-
-def sentences_back_ordered(order: JsonDict) -> list[str]:
-    """One sentence for each line with copies back-ordered, and one for a discount."""
-    sentences = [
-        f"{plural(line['backordered'], 'copy', 'copies')} of {line['book']['title']} "
-        f"{'is' if line['backordered'] == 1 else 'are'} back-ordered and will be sent when "
-        "stock arrives."
-        for line in order["lines"]
-        if line["backordered"]
-    ]
-    if order["discount_pence"]:
-        sentences.append(f"You saved {format_money(order['discount_pence'])} with the discount.")
-    return sentences
-
-
-def sentences_restocked(result: JsonDict) -> list[str]:
-    """What a restock did."""
-    book = result["book"]
-    sentences = [
-        f"Sent {plural(filled['quantity'], 'back-ordered copy', 'back-ordered copies')} "
-        f"for order {filled['order_id']}."
-        for filled in result.get("backorders_filled", [])
-    ]
-    return [*sentences, f"{book['title']} now has {book['in_stock']} in stock."]
-
-
-def sentence_added(book: JsonDict) -> str:
-    """What add_book did."""
-    return (
-        f"The library now holds {plural(book['copies'], 'copy', 'copies')} of {book['title']} "
-        f"({book['copies_available']} free)."
-    )
-
-
-def _due(loan: JsonDict) -> str:
-    return format_local_time(loan["due_at"])
-
-
-# The menu ------------------------------------------------------------------------------------
-
-
-class GoBack(Exception):
-    """Ctrl-C or Ctrl-D at a prompt: leave the current step."""
-
-
-@dataclass(frozen=True)
-class MenuItem:
-    """One line of a menu."""
-
-    label: str
-    action: Callable[[], None]
-
-
-class App:
-    """The menu-driven session. Input, output and the password prompt are passed in so that
-    tests can script a whole session; every failure is shown as a sentence, never a traceback.
-    """
-
-    def __init__(
-        self,
-        connection: Connection,
-        console: Console,
-        input_fn: Callable[[str], str] = input,
-        getpass_fn: Callable[[str], str] = getpass.getpass,
-        token_file: TokenFile | None = None,
-        remember: bool = False,
-    ):
-        self.connection = connection
-        self.console = console
-        self.input_fn = input_fn
-        self.getpass_fn = getpass_fn
-        self.token_file = token_file
-        self.remember = remember
-        self.user: JsonDict | None = None
-        self.basket = Basket()
-
-    # The session
-
-    def run(self) -> int:
-        """Greet, resume a remembered login, then serve the menu until the person quits."""
-        try:
-            info = self.connection.call("hello")
-        except ClientError as error:
-            self.warn(str(error))
-            return EXIT_SERVER_ERROR
-        self.say(f"Connected to {info.get('server', 'Waymark')} at {self.connection.address}.")
-        self.perform(self.resume_remembered)
-        while True:
-            items = self.menu_items()
-            self.show_menu(items)
-            try:
-                choice = self.ask_number("Choose: ", 0, len(items))
-            except GoBack:
-                break
-            if choice == 0:
-                break
-            self.perform(items[choice - 1].action)
-        self.leave()
-        return EXIT_OK
-
-    def menu_items(self) -> list[MenuItem]:
-        """What this person may do now: more once logged in, more still for an admin."""
-        items = [MenuItem("Find walks", self.find_walks)]
-        if self.user is None:
-            return [
-                *items,
-                MenuItem("Search books", self.search_books),
-                MenuItem("Browse the library's books", self.browse_catalogue),
-                MenuItem("Register", self.register),
-                MenuItem("Log in", self.log_in),
-            ]
-        basket = f" (basket: {plural(self.basket.copies, 'copy', 'copies')})" if self.basket else ""
-        items += [
-            MenuItem(f"Buy guide books{basket}", self.buy_guide_books),
-            MenuItem("My orders", self.show_orders),
-            MenuItem("Search books", self.search_books),
-            MenuItem("Borrow or hold a library book", self.browse_catalogue),
-            MenuItem("My loans", self.show_loans),
-            MenuItem("Return a book", self.return_book),
-            MenuItem("Renew a loan", self.renew_loan),
-            MenuItem("My holds (cancel one)", self.show_holds),
-            MenuItem("Loan history", self.show_history),
-        ]
-        if self.user.get("role") == "admin":
-            items += [
-                MenuItem("Restock guide books (admin)", self.restock),
-                MenuItem("Add a lending book (admin)", self.add_book),
-                MenuItem("Back orders (admin)", self.show_backorders),
-            ]
-        return [*items, MenuItem("Log out", self.log_out)]
-
-    def show_menu(self, items: list[MenuItem]) -> None:
-        """Print the numbered menu."""
-        who = "not logged in" if self.user is None else f"logged in as {self.user['username']}"
-        self.say(f"\nWaymark ({who})")
-        for number, item in enumerate(items, start=1):
-            self.say(f"  {number:>2}  {item.label}")
-        self.say("   0  Quit")
-
-    def perform(self, action: Callable[[], None]) -> None:
-        """Run one menu action; report its failure as a sentence and come back to the menu."""
-        try:
-            action()
-        except GoBack:
-            return
-        except KeyboardInterrupt:
-            # Interrupted while waiting for the server: its late reply would be read as the
-            # answer to the next request, so this connection is dropped (it resumes later).
-            self.connection.close()
-            self.warn("\nCancelled.")
-        except ServerError as error:
-            self.warn(error.message)
-            if error.code == UNAUTHORIZED and self.user is not None:
-                self.end_session()
-                self.warn("Please log in again.")
-        except ClientError as error:
-            self.warn(str(error))
-
-    def leave(self) -> None:
-        """End the session on the server (unless remembered) and close the connection."""
-        if self.user is not None and not self.remember:
-            with contextlib.suppress(ClientError, KeyboardInterrupt):
-                self.connection.call("logout")
-        self.connection.close()
-        self.say("Goodbye.")
-
-    # Accounts
-
-    def resume_remembered(self) -> None:
-        """Resume the session saved by an earlier --remember, if there is one."""
-        token = self.token_file.load() if self.token_file is not None else None
-        if token is None:
-            return
-        try:
-            result = self.connection.call("resume", token=token)
-        except ServerError as error:
-            if error.code != UNAUTHORIZED or self.token_file is None:
-                raise
-            self.token_file.forget()
-            self.warn("Your remembered login has expired; please log in again.")
-            return
-        self.user = result["user"]
-        self.say(f"Welcome back, {self.user['username']}.")
-
-    def register(self) -> None:
-        """Create an account (password asked twice), then log in with it."""
-        username = self.ask_text("Choose a username (3-32 letters, digits, _ . -): ")
-        password = self.ask_new_password()
-        while True:
-            try:
-                self.connection.call("register", username=username, password=password)
-                break
-            except ServerError as error:
-                if error.code == WEAK_PASSWORD or error.details.get("argument") == "password":
-                    self.warn(error.message)
-                    password = self.ask_new_password()
-                elif error.code in (USERNAME_TAKEN, BAD_REQUEST):
-                    self.warn(error.message)
-                    username = self.ask_text("Choose another username: ")
-                else:
-                    raise
-        self.say(f"Registered {username}.")
-        self.start_session(username, password)
-
-    def log_in(self) -> None:
-        """Ask for a username and password and log in."""
-        username = self.ask_text("Username: ")
-        self.start_session(username, self.ask_secret("Password: "))
-
-    def start_session(self, username: str, password: str) -> None:
-        """Log in; remember the token in its file only when asked to."""
-        result = self.connection.call("login", username=username, password=password)
-        self.user = result["user"]
-        self.say(f"Welcome, {self.user['username']}!")
-        if self.remember and self.token_file is not None:
-            self.token_file.save(result["token"])
-            self.say(f"Your login is remembered in {self.token_file.path}.")
-
-    def log_out(self) -> None:
-        """End the session here and on the server."""
-        self.connection.call("logout")
-        self.end_session()
-        self.say("You are logged out.")
-
-    def end_session(self) -> None:
-        """Forget the user, their basket and any saved token."""
-        self.user = None
-        self.connection.token = None
-        self.basket.clear()
-        if self.token_file is not None:
-            self.token_file.forget()
-
-    # Walks and guide books
-
-    def find_walks(self) -> None:
-        """List the areas, filter the walks, and offer a walk's guide book for the basket."""
-        areas = self.connection.call("list_areas")["areas"]
-        self.show(areas_table(areas, numbered=True))
-        area = self.ask_area(areas)
-        difficulty = self.ask_difficulty()
-        shortest = self.ask_miles("Shortest walk in miles")
-        longest = self.ask_miles("Longest walk in miles", at_least=shortest)
-        filters = {
-            "area": area, "difficulty": difficulty, "min_distance": shortest, "max_distance": longest
-        }  # fmt: skip
-        chosen = {name: value for name, value in filters.items() if value is not None}
-        result = self.connection.call("search_walks", limit=PAGE_SIZE, **chosen)
-        walks = result["walks"]
-        if not walks:
-            self.say("No walks match; try fewer filters.")
-            return
-        self.show(walks_table(walks, numbered=True))
-        if result["total"] > len(walks):
-            self.say(f"Showing the first {len(walks)} of {result['total']} walks.")
-        if self.user is None:
-            self.say("Log in to buy the guide books.")
-            return
-        index = self.pick(len(walks), "a walk to buy its guide book")
-        if index is not None:
-            self.add_to_basket(guide_books_in([walks[index]])[0])
-
-    def buy_guide_books(self) -> None:
-        """The basket: add and remove lines, then place the order."""
-        while True:
-            if self.basket:
-                self.show(basket_table(self.basket))
-            else:
-                self.say("Your basket is empty.")
-            self.say("  1  Add a guide book\n  2  Remove a line\n  3  Place the order")
-            self.say("  0  Back (the basket is kept)")
-            choice = self.ask_number("Choose: ", 0, 3)
-            try:
-                if choice == 0:
-                    return
-                if choice == 1:
-                    self.choose_guide_book()
-                elif choice == 2:
-                    self.remove_basket_line()
-                elif self.place_order():
-                    return
-            except GoBack:
-                continue
-
-    def choose_guide_book(self) -> None:
-        """Pick a guide book from the list and add copies of it."""
-        books = self.fetch_guide_books()
-        self.show(guide_books_table(books))
-        index = self.pick(len(books), "a guide book")
-        if index is not None:
-            self.add_to_basket(books[index])
-
-    def fetch_guide_books(self) -> list[GuideBook]:
-        """Every guide book for sale, with its price and stock."""
-        books = self.connection.call("guide_books")["books"]
-        return [
-            GuideBook(book["number"], book["title"], book["price_pence"], book["in_stock"])
-            for book in books
-        ]
-
-    def add_to_basket(self, book: GuideBook) -> None:
-        """Ask how many copies of book and add them."""
-        room = self.basket.room_for(book)
-        if room == 0:
-            self.warn(f"Your basket already holds {MAX_COPIES_PER_ORDER} copies of {book.title}.")
-            return
-        title = clean_text(book.title)
-        quantity = self.ask_number(f"How many copies of {title} (1-{room})? ", 1, room)
-        line = self.basket.add(book, quantity)
-        self.say(
-            f"Your basket now has {plural(line.quantity, 'copy', 'copies')} of {book.title} "
-            f"({format_money(line.total_pence)}); subtotal {format_money(self.basket.subtotal_pence)}."
-        )
-
-    def remove_basket_line(self) -> None:
-        """Take a line out of the basket."""
-        index = self.pick(len(self.basket), "a line to remove")
-        if index is not None:
-            line = self.basket.remove(index)
-            self.say(f"Removed {line.book.title}.")
-
-    def place_order(self) -> bool:
-        """Buy what is in the basket; True once ordered. A refused order keeps the basket."""
-        if not self.basket:
-            self.warn("Your basket is empty; add a guide book first.")
-            return False
-        question = (
-            f"Order {plural(self.basket.copies, 'copy', 'copies')} for "
-            f"{format_money(self.basket.subtotal_pence)} before any discount?"
-        )
-        if not self.confirm(question):
-            return False
-        try:
-            order = self.connection.call("buy", items=self.basket.items())["order"]
-        except ServerError as error:
-            if error.code == UNAUTHORIZED:
-                raise
-            self.warn(error.message)
-            return False
-        self.basket.clear()
-        self.show(order_table(order))
-        for sentence in sentences_back_ordered(order):
-            self.say(sentence)
-        return True
-
-    def show_orders(self) -> None:
-        """This member's orders, newest first."""
-        orders = self.connection.call("orders")["orders"]
-        if not orders:
-            self.say("You have no orders yet.")
-        for order in orders:
-            self.show(order_table(order))
-
-    # Library books
-
-    def search_books(self) -> None:
-        """Search Open Library, mark the held books, and offer to borrow or hold one."""
-        query = self.ask_text("Title or author to search for: ")
-        result = self.connection.call("search_books", query=query)
-        if result.get("warning"):
-            self.warn(result["warning"])
-        hits = result["results"]
-        if not hits:
-            self.say("No books found.")
-            return
-        self.show(book_hits_table(hits, numbered=True))
-        if not any(hit.get("held") for hit in hits):
-            self.say("The library holds none of these.")
-        elif self.user is None:
-            self.say("Log in to borrow the books the library holds.")
-        elif (index := self.pick(len(hits), "a held book to borrow or hold")) is not None:
-            hit = hits[index]
-            if hit.get("held") and hit.get("book_id"):
-                self.offer_book(hit["book_id"], hit["title"], hit.get("copies_available") or 0)
-            else:
-                self.warn("The library does not hold that one; choose one marked 'yes'.")
-
-    def browse_catalogue(self) -> None:
-        """List the library's books (optionally filtered) and offer to borrow or hold one."""
-        query = self.ask("Title or author to look for (Enter for all): ")
-        result = self.connection.call(
-            "catalogue", limit=PAGE_SIZE, **({"query": query} if query else {})
-        )
-        books = result["books"]
-        if not books:
-            self.say("The library has no books like that.")
-            return
-        self.show(catalogue_table(books, numbered=True))
-        if self.user is None:
-            self.say("Log in to borrow these books.")
-            return
-        index = self.pick(len(books), "a book to borrow or hold")
-        if index is not None:
-            book = books[index]
-            self.offer_book(book["id"], book["title"], book["copies_available"])
-
-    def offer_book(self, book_id: int, title: str, free: int) -> None:
-        """Borrow the book when a copy is free, else offer a place in its queue."""
-        if free > 0:
-            if self.confirm(f"Borrow {clean_text(title)}?"):
-                self.borrow(book_id, title)
-        elif self.confirm(f"No copy of {clean_text(title)} is free. Join the queue for it?"):
-            self.place_hold(book_id)
-
-    def borrow(self, book_id: int, title: str) -> None:
-        """Borrow a book; when every copy has just gone, offer the queue instead."""
-        try:
-            loan = self.connection.call("borrow", book_id=book_id)["loan"]
-        except ServerError as error:
-            if error.code != UNAVAILABLE:
-                raise
-            self.warn(error.message)
-            if self.confirm(f"Join the queue for {clean_text(title)}?"):
-                self.place_hold(book_id)
-            return
-        self.say(sentence_borrowed(loan))
-
-    def place_hold(self, book_id: int) -> None:
-        """Join a book's queue and say where in it."""
-        self.say(sentence_held(self.connection.call("hold", book_id=book_id)["hold"]))
-
-    def show_loans(self) -> None:
-        """The books on loan now, with due dates and overdue marks."""
-        loans = self.fetch_active_loans()
-        if loans:
-            self.show(loans_table(loans, numbered=False, title="On loan"))
-
-    def fetch_active_loans(self) -> list[JsonDict]:
-        """The loans not yet returned; says so when there are none."""
-        loans = active_loans(self.connection.call("history")["loans"])
-        if not loans:
-            self.say("You have no books on loan.")
-        return loans
-
-    def return_book(self) -> None:
-        """Pick a loan and return it."""
-        loan = self.pick_loan("a book to return")
-        if loan is not None:
-            result = self.connection.call("return", loan_id=loan["id"])
-            self.say(sentence_returned(result["loan"]))
-
-    def renew_loan(self) -> None:
-        """Pick a loan and renew it."""
-        loan = self.pick_loan("a loan to renew")
-        if loan is not None:
-            self.say(sentence_renewed(self.connection.call("renew", loan_id=loan["id"])["loan"]))
-
-    def pick_loan(self, what: str) -> JsonDict | None:
-        """Show the active loans, numbered, and let the person choose one."""
-        loans = self.fetch_active_loans()
-        if not loans:
-            return None
-        self.show(loans_table(loans, numbered=True, title="On loan"))
-        index = self.pick(len(loans), what)
-        return None if index is None else loans[index]
-
-    def show_holds(self) -> None:
-        """This member's holds with their queue positions; offer to cancel one."""
-        holds = self.connection.call("holds")["holds"]
-        if not holds:
-            self.say("You have no holds. Choose a book with no free copy to join its queue.")
-            return
-        self.show(holds_table(holds, numbered=True))
-        index = self.pick(len(holds), "a hold to cancel")
-        if index is None:
-            return
-        title = holds[index]["book"]["title"]
-        if self.confirm(f"Cancel your hold on {clean_text(title)}?"):
-            self.connection.call("cancel_hold", hold_id=holds[index]["id"])
-            self.say(f"Your hold on {title} is cancelled.")
-
-    def show_history(self) -> None:
-        """Every loan, current and returned."""
-        loans = self.connection.call("history")["loans"]
-        if loans:
-            self.show(loans_table(loans, numbered=False, title="Loan history"))
-        else:
-            self.say("You have not borrowed any books yet.")
-
-    # Admin
-
-    def restock(self) -> None:
-        """Add copies of a guide book for sale; back orders are supplied first."""
-        books = self.fetch_guide_books()
-        self.show(guide_books_table(books))
-        index = self.pick(len(books), "a guide book to restock")
-        if index is None:
-            return
-        quantity = self.ask_number("How many copies arrived? ", 1, 100_000)
-        result = self.connection.call("restock", book=books[index].number, quantity=quantity)
-        for sentence in sentences_restocked(result):
-            self.say(sentence)
-
-    def add_book(self) -> None:
-        """Add copies of an Open Library work to the lending library."""
-        text = self.ask_text("Open Library work key (/works/OL...W), or words to search for: ")
-        key: str | None = text
-        if not re.fullmatch(r"(/works/)?OL\d+W", text):
-            key = self.pick_work(text)
-        if key is None:
-            return
-        if not key.startswith("/works/"):
-            key = f"/works/{key}"
-        copies = self.ask_number("How many copies? ", 1, 1000)
-        self.say(sentence_added(self.connection.call("add_book", key=key, copies=copies)["book"]))
-
-    def pick_work(self, query: str) -> str | None:
-        """Search Open Library and let the admin choose a work; its key."""
-        hits = self.connection.call("search_books", query=query)["results"]
-        if not hits:
-            self.say("No books found.")
-            return None
-        self.show(book_hits_table(hits, numbered=True))
-        index = self.pick(len(hits), "a book to add")
-        return None if index is None else str(hits[index]["key"])
-
-    def show_backorders(self) -> None:
-        """Copies sold but not yet supplied."""
-        backorders = self.connection.call("backorders")["backorders"]
-        if backorders:
-            self.show(backorders_table(backorders))
-        else:
-            self.say("There are no outstanding back orders.")
-
-    # Input that forgives
-
-    def ask(self, prompt: str) -> str:
-        """One line of input, stripped; GoBack on Ctrl-C or Ctrl-D."""
-        try:
-            return self.input_fn(prompt).strip()
-        except (EOFError, KeyboardInterrupt):
-            self.say("")  # the cursor is still on the prompt's line
-            raise GoBack from None
-
-    def ask_secret(self, prompt: str) -> str:
-        """A password, not echoed; GoBack on Ctrl-C or Ctrl-D."""
-        try:
-            return self.getpass_fn(prompt)
-        except (EOFError, KeyboardInterrupt):
-            self.say("")
-            raise GoBack from None
-
-    def ask_text(self, prompt: str) -> str:
-        """A non-empty line."""
-        while not (text := self.ask(prompt)):
-            self.warn("Please type something, or press Ctrl-C to go back.")
-        return text
-
-    def ask_new_password(self) -> str:
-        """A new password, typed twice until both agree."""
-        while True:
-            password = self.ask_secret("Password (at least 8 characters): ")
-            if password != self.ask_secret("The same password again: "):
-                self.warn("The two passwords differ; please type them again.")
-            elif not password:
-                self.warn("The password cannot be empty.")
-            else:
-                return password
-
-    def ask_number(self, prompt: str, low: int, high: int) -> int:
-        """A whole number from low to high; re-asks with the reason."""
-        while (number := self.read_number(prompt, low, high)) is None:
-            self.warn(f"Please enter a number from {low} to {high}.")
-        return number
-
-    def pick(self, count: int, what: str) -> int | None:
-        """The 0-based index of a numbered row, or None when the person presses Enter."""
-        number = self.read_number(f"Choose {what} by number (Enter to go back): ", 1, count)
-        return None if number is None else number - 1
-
-    def read_number(self, prompt: str, low: int, high: int) -> int | None:
-        """A whole number from low to high, or None for Enter; re-asks with the reason."""
-        while text := self.ask(prompt):
-            try:
-                number = int(text)
-            except ValueError:
-                self.warn(f"{clean_text(text)!r} is not a whole number; enter {low} to {high}.")
-                continue
-            if low <= number <= high:
-                return number
-            self.warn(f"{number} is out of range; enter a number from {low} to {high}.")
-        return None
-
-    def ask_area(self, areas: list[JsonDict]) -> str | None:
-        """An area by its number or part of its name; None for every area."""
-        while True:
-            text = self.ask("Area number or name (Enter for all areas): ")
-            if not text:
-                return None
-            if not text.isdigit():
-                return text
-            if 1 <= int(text) <= len(areas):
-                return str(areas[int(text) - 1]["area"])
-            self.warn(f"There is no area {text}; enter a number from 1 to {len(areas)}.")
-
-    def ask_difficulty(self) -> str | None:
-        """easy, medium or hard, in any case or by its first letters; None for any."""
-        while True:
-            text = self.ask("Difficulty: easy, medium or hard (Enter for any): ").lower()
-            if not text:
-                return None
-            matches = [level for level in DIFFICULTIES if level.startswith(text)]
-            if len(matches) == 1:
-                return matches[0]
-            self.warn(f"{clean_text(text)!r} is not a difficulty; choose easy, medium or hard.")
-
-    def ask_miles(self, what: str, at_least: float | None = None) -> float | None:
-        """A distance in miles, at least at_least when given; None for no bound."""
-        while True:
-            text = self.ask(f"{what} (Enter for any): ")
-            if not text:
-                return None
-            try:
-                miles = float(text)
-            except ValueError:
-                self.warn(f"{clean_text(text)!r} is not a number of miles.")
-                continue
-            if not math.isfinite(miles) or miles < 0:
-                self.warn("The distance must be zero or more miles.")
-            elif at_least is not None and miles < at_least:
-                self.warn(f"The longest walk cannot be shorter than the shortest ({at_least:g}).")
-            else:
-                return miles
-
-    def confirm(self, question: str) -> bool:
-        """Yes or no; Enter means yes."""
-        while True:
-            answer = self.ask(f"{question} [Y/n] ").lower()
-            if answer in ("", "y", "yes"):
-                return True
-            if answer in ("n", "no"):
-                return False
-            self.warn("Please answer y or n.")
-
-    # Output
-
-    def say(self, text: str) -> None:
-        """Print a sentence as it is (no markup: server text may contain brackets)."""
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    def warn(self, text: str) -> None:
-        """Print a problem, so it stands out."""
-        self.console.print(text, style="bold red", markup=False, highlight=False, soft_wrap=True)
-
-    def show(self, table: Table) -> None:
-        """Print a table."""
-        self.console.print(table)
-
-
-# Subcommands for scripts ---------------------------------------------------------------------
+from client_menus import App
+from client_prompts import ask_password
+from protocol import COMMANDS, UNAUTHORIZED
+
+# Settings: options, then the environment, then defaults --------------------------------------
 
 
 @dataclass(frozen=True)
@@ -1098,10 +57,10 @@ def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) ->
     host = options.host or environ.get("WAYMARK_HOST") or DEFAULT_HOST
     port = options.port
     if port is None:
-        text = environ.get("WAYMARK_PORT") or str(DEFAULT_PORT)
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
-            raise UsageError(f"WAYMARK_PORT={text!r} is not a port number from 1 to 65535.")
-        port = int(text)
+        try:
+            port = _port(environ.get("WAYMARK_PORT") or str(DEFAULT_PORT))
+        except ValueError as error:
+            raise UsageError(f"WAYMARK_PORT={error}") from None
     cafile = Path(options.cafile or environ.get("WAYMARK_CAFILE") or DEFAULT_CAFILE).expanduser()
     if not cafile.is_file():
         raise UsageError(
@@ -1111,6 +70,21 @@ def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) ->
     token_path = Path(environ.get("WAYMARK_TOKEN_FILE") or DEFAULT_TOKEN_FILE).expanduser()
     server = f"{host}:{port}"
     return Settings(host, port, cafile, options.remember, TokenFile(token_path, server))
+
+
+def connect(settings: Settings, on_reconnect: Callable[[str], None] | None = None) -> Connection:
+    """A connection to the configured server that remembers logins when asked to."""
+    return Connection(
+        settings.host,
+        settings.port,
+        settings.cafile,
+        on_reconnect=on_reconnect,
+        token_file=settings.token_file,
+        remember=settings.remember,
+    )
+
+
+# What the arguments accept -------------------------------------------------------------------
 
 
 def parse_order_item(text: str) -> JsonDict:
@@ -1172,8 +146,8 @@ def _miles(text: str) -> float:
 
 
 def _difficulty(text: str) -> str:
-    if text.strip().lower() not in DIFFICULTIES:
-        raise ValueError(f"{text!r} is not a difficulty; choose easy, medium or hard.")
+    if text.strip().lower() not in views.DIFFICULTIES:
+        raise ValueError(views.sentence_not_a_difficulty(text))
     return text.strip().lower()
 
 
@@ -1193,6 +167,177 @@ def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     add("--json", action="store_true", default=flag, help="print results as JSON")
 
 
+# The subcommands: one table, from each one's arguments to how its result is shown ------------
+
+Argument = tuple[tuple[str, ...], dict[str, Any]]  # what argparse's add_argument is given
+
+
+def _arg(*flags: str, **options: Any) -> Argument:
+    return flags, options
+
+
+def _given(*names: str) -> Callable[[argparse.Namespace], JsonDict]:
+    # The request's arguments are these options as given; one left out is not sent.
+    def args(options: argparse.Namespace) -> JsonDict:
+        chosen = {name: getattr(options, name) for name in names}
+        return {name: value for name, value in chosen.items() if value is not None}
+
+    return args
+
+
+def _query(options: argparse.Namespace) -> JsonDict:
+    # The words are one query; catalogue may have none, and then lists every book.
+    return ({"query": " ".join(options.query)} if options.query else {}) | _given("limit")(options)
+
+
+def _logged_in(result: JsonDict) -> views.Shown:
+    user = result["user"]
+    return [f"Logged in as {user['username']} ({user.get('role', 'member')})."]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One subcommand: its help, its arguments, the request it sends and how it shows the result.
+
+    keep picks what is printed of the result, as JSON too; show turns that into tables and
+    sentences for a person.
+    """
+
+    name: str
+    help: str
+    cmd: str
+    show: Callable[[JsonDict], views.Shown]
+    arguments: tuple[Argument, ...] = ()
+    args: Callable[[argparse.Namespace], JsonDict] = _given()
+    keep: Callable[[JsonDict], JsonDict] = lambda result: result
+
+
+def _by_id(
+    name: str, help_text: str, cmd: str, id_name: str, show: Callable[[JsonDict], views.Shown]
+) -> Subcommand:
+    # A subcommand that sends one row's id, such as borrow BOOK_ID.
+    arguments = (_arg(id_name, type=_NUMBER, metavar=id_name.upper()),)
+    return Subcommand(name, help_text, cmd, show, arguments, _given(id_name))
+
+
+_NUMBER = _argument_type(_whole_number)
+_LIMIT = _arg("--limit", type=_NUMBER)
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    subcommand.name: subcommand
+    for subcommand in (
+        Subcommand(
+            "hello", "Show which server answers.", "hello",
+            lambda r: [f"{r.get('server')} {r.get('version')} (protocol {r.get('protocol')})"],
+        ),
+        Subcommand(
+            "register", "Create an account for --user.", "register",
+            lambda r: [f"Registered {r['user']['username']}."],
+        ),
+        Subcommand(
+            "login", "Log in as --user (with --json, prints the token).", "login", _logged_in
+        ),
+        Subcommand("logout", "End the remembered session.", "logout", lambda r: ["Logged out."]),
+        Subcommand("whoami", "Show who is logged in.", "whoami", _logged_in),
+        Subcommand(
+            "areas", "List the walking areas.", "list_areas",
+            lambda r: [views.areas_table(r["areas"], numbered=False)],
+        ),
+        Subcommand(
+            "orders", "List my orders.", "orders",
+            lambda r: [views.order_table(order) for order in r["orders"] or []]
+            or ["No orders yet."],
+        ),
+        Subcommand(
+            "loans", "List the books I have on loan.", "history",
+            lambda r: [views.loans_table(r["loans"], numbered=False, title="On loan")],
+            keep=lambda r: {"loans": views.active_loans(r["loans"])},
+        ),
+        Subcommand(
+            "history", "List all my loans, current and returned.", "history",
+            lambda r: [views.loans_table(r["loans"], numbered=False, title="Loan history")],
+        ),
+        Subcommand(
+            "holds", "List my holds.", "holds",
+            lambda r: [views.holds_table(r["holds"], numbered=False)],
+        ),
+        Subcommand(
+            "backorders", "List outstanding back orders (admin).", "backorders",
+            lambda r: [views.backorders_table(r["backorders"])],
+        ),
+        Subcommand(
+            "search-walks", "Search the walks.", "search_walks",
+            lambda r: [
+                views.walks_table(r["walks"], numbered=False),
+                f"{len(r['walks'])} of {views.plural(r['total'], 'walk')}.",
+            ],
+            arguments=(
+                _arg("--area", help="part of an area's name"),
+                _arg("--difficulty", type=_argument_type(_difficulty), help="easy, medium or hard"),
+                _arg("--min-distance", type=_argument_type(_miles), metavar="MILES"),
+                _arg("--max-distance", type=_argument_type(_miles), metavar="MILES"),
+                _LIMIT,
+                _arg("--offset", type=_argument_type(_offset)),
+            ),
+            args=_given("area", "difficulty", "min_distance", "max_distance", "limit", "offset"),
+        ),
+        Subcommand(
+            "buy", "Buy guide books, for example: buy 101:2 105:1", "buy",
+            lambda r: [views.order_table(r["order"]), *views.sentences_back_ordered(r["order"])],
+            arguments=(
+                _arg("items", nargs="+", type=_argument_type(parse_order_item),
+                     metavar="BOOK:COPIES"),
+            ),
+            args=_given("items"),
+        ),
+        Subcommand(
+            "search-books", "Search Open Library and see which books are held here.",
+            "search_books",
+            lambda r: [
+                *([r["warning"]] if r.get("warning") else []),
+                views.book_hits_table(r["results"], numbered=False),
+            ],
+            arguments=(_arg("query", nargs="+"), _LIMIT),
+            args=_query,
+        ),
+        Subcommand(
+            "catalogue", "List the library's lending books.", "catalogue",
+            lambda r: [views.catalogue_table(r["books"], numbered=False)],
+            arguments=(_arg("query", nargs="*"), _LIMIT),
+            args=_query,
+        ),
+        _by_id("borrow", "Borrow a library book.", "borrow", "book_id",
+               lambda r: [views.sentence_borrowed(r["loan"])]),
+        _by_id("return", "Return a loan.", "return", "loan_id",
+               lambda r: [views.sentence_returned(r["loan"])]),
+        _by_id("renew", "Renew a loan.", "renew", "loan_id",
+               lambda r: [views.sentence_renewed(r["loan"])]),
+        _by_id("hold", "Join the queue for a book.", "hold", "book_id",
+               lambda r: [views.sentence_held(r["hold"])]),
+        _by_id("cancel-hold", "Cancel a hold.", "cancel_hold", "hold_id",
+               lambda r: ["The hold is cancelled."]),
+        Subcommand(
+            "restock", "Add copies of a guide book for sale (admin).", "restock",
+            views.sentences_restocked,
+            arguments=(
+                _arg("book", type=book_reference, help="number or title"),
+                _arg("quantity", type=_NUMBER),
+            ),
+            args=_given("book", "quantity"),
+        ),
+        Subcommand(
+            "add-book", "Add copies of an Open Library work to the library (admin).", "add_book",
+            lambda r: [views.sentence_added(r["book"])],
+            arguments=(
+                _arg("key", help="an Open Library work key, /works/OL...W"),
+                _arg("copies", type=_NUMBER),
+            ),
+            args=_given("key", "copies"),
+        ),
+    )
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: no subcommand starts the menu; each subcommand is one request."""
     parser = argparse.ArgumentParser(
@@ -1205,160 +350,22 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
-
-    number = _argument_type(_whole_number)
-    for name, help_text in [
-        ("hello", "Show which server answers."),
-        ("register", "Create an account for --user."),
-        ("login", "Log in as --user (with --json, prints the token)."),
-        ("logout", "End the remembered session."),
-        ("whoami", "Show who is logged in."),
-        ("areas", "List the walking areas."),
-        ("orders", "List my orders."),
-        ("loans", "List the books I have on loan."),
-        ("history", "List all my loans, current and returned."),
-        ("holds", "List my holds."),
-        ("backorders", "List outstanding back orders (admin)."),
-    ]:
-        command(name, help_text)
-    walks = command("search-walks", "Search the walks.")
-    walks.add_argument("--area", help="part of an area's name")
-    walks.add_argument(
-        "--difficulty", type=_argument_type(_difficulty), help="easy, medium or hard"
-    )
-    walks.add_argument("--min-distance", type=_argument_type(_miles), metavar="MILES")
-    walks.add_argument("--max-distance", type=_argument_type(_miles), metavar="MILES")
-    walks.add_argument("--limit", type=number)
-    walks.add_argument("--offset", type=_argument_type(_offset))
-    buy = command("buy", "Buy guide books, for example: buy 101:2 105:1")
-    buy.add_argument(
-        "items", nargs="+", type=_argument_type(parse_order_item), metavar="BOOK:COPIES"
-    )
-    books = command("search-books", "Search Open Library and see which books are held here.")
-    books.add_argument("query", nargs="+")
-    books.add_argument("--limit", type=number)
-    catalogue = command("catalogue", "List the library's lending books.")
-    catalogue.add_argument("query", nargs="*")
-    catalogue.add_argument("--limit", type=number)
-    for name, argument, help_text in [
-        ("borrow", "book_id", "Borrow a library book."),
-        ("return", "loan_id", "Return a loan."),
-        ("renew", "loan_id", "Renew a loan."),
-        ("hold", "book_id", "Join the queue for a book."),
-        ("cancel-hold", "hold_id", "Cancel a hold."),
-    ]:
-        command(name, help_text).add_argument(argument, type=number, metavar=argument.upper())
-    restock = command("restock", "Add copies of a guide book for sale (admin).")
-    restock.add_argument("book", type=book_reference, help="number or title")
-    restock.add_argument("quantity", type=number)
-    add_book = command("add-book", "Add copies of an Open Library work to the library (admin).")
-    add_book.add_argument("key", help="an Open Library work key, /works/OL...W")
-    add_book.add_argument("copies", type=number)
+    for subcommand in SUBCOMMANDS.values():
+        sub = commands.add_parser(
+            subcommand.name, help=subcommand.help, description=subcommand.help, parents=[common]
+        )
+        for flags, options in subcommand.arguments:
+            sub.add_argument(*flags, **options)
     return parser
 
 
 def request_for(options: argparse.Namespace) -> tuple[str, JsonDict]:
     """The protocol command and arguments a subcommand sends (credentials are added later)."""
-    name = options.command
-    match name:
-        case "areas":
-            return "list_areas", {}
-        case "loans":
-            return "history", {}
-        case "search-walks":
-            chosen = {
-                "area": options.area, "difficulty": options.difficulty,
-                "min_distance": options.min_distance, "max_distance": options.max_distance,
-                "limit": options.limit, "offset": options.offset,
-            }  # fmt: skip
-            return "search_walks", {
-                key: value for key, value in chosen.items() if value is not None
-            }
-        case "buy":
-            return "buy", {"items": options.items}
-        case "search-books":
-            query = {"query": " ".join(options.query)}
-            return "search_books", query | ({"limit": options.limit} if options.limit else {})
-        case "catalogue":
-            args = {"query": " ".join(options.query)} if options.query else {}
-            return "catalogue", args | ({"limit": options.limit} if options.limit else {})
-        case "borrow" | "hold":
-            return name, {"book_id": options.book_id}
-        case "return" | "renew":
-            return name, {"loan_id": options.loan_id}
-        case "cancel-hold":
-            return "cancel_hold", {"hold_id": options.hold_id}
-        case "restock":
-            return "restock", {"book": options.book, "quantity": options.quantity}
-        case "add-book":
-            return "add_book", {"key": options.key, "copies": options.copies}
-        case _:
-            return name, {}
+    subcommand = SUBCOMMANDS[options.command]
+    return subcommand.cmd, subcommand.args(options)
 
 
-def show_result(console: Console, command: str, result: JsonDict) -> None:
-    """Print a subcommand's result for a person."""
-
-    def say(text: str) -> None:
-        console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-    match command:
-        case "hello":
-            say(
-                f"{result.get('server')} {result.get('version')} (protocol {result.get('protocol')})"
-            )
-        case "register":
-            say(f"Registered {result['user']['username']}.")
-        case "login" | "whoami":
-            user = result["user"]
-            say(f"Logged in as {user['username']} ({user.get('role', 'member')}).")
-        case "logout":
-            say("Logged out.")
-        case "areas":
-            console.print(areas_table(result["areas"], numbered=False))
-        case "search-walks":
-            console.print(walks_table(result["walks"], numbered=False))
-            say(f"{len(result['walks'])} of {plural(result['total'], 'walk')}.")
-        case "buy":
-            console.print(order_table(result["order"]))
-            for sentence in sentences_back_ordered(result["order"]):
-                say(sentence)
-        case "orders":
-            for order in result["orders"] or []:
-                console.print(order_table(order))
-            if not result["orders"]:
-                say("No orders yet.")
-        case "search-books":
-            if result.get("warning"):
-                say(result["warning"])
-            console.print(book_hits_table(result["results"], numbered=False))
-        case "catalogue":
-            console.print(catalogue_table(result["books"], numbered=False))
-        case "loans" | "history":
-            title = "On loan" if command == "loans" else "Loan history"
-            console.print(loans_table(result["loans"], numbered=False, title=title))
-        case "borrow":
-            say(sentence_borrowed(result["loan"]))
-        case "return":
-            say(sentence_returned(result["loan"]))
-        case "renew":
-            say(sentence_renewed(result["loan"]))
-        case "hold":
-            say(sentence_held(result["hold"]))
-        case "holds":
-            console.print(holds_table(result["holds"], numbered=False))
-        case "cancel-hold":
-            say("The hold is cancelled.")
-        case "restock":
-            for sentence in sentences_restocked(result):
-                say(sentence)
-        case "add-book":
-            say(sentence_added(result["book"]))
-        case "backorders":
-            console.print(backorders_table(result["backorders"]))
+# Running a subcommand, or the menus ----------------------------------------------------------
 
 
 @dataclass
@@ -1380,49 +387,42 @@ def read_password(environ: Mapping[str, str], streams: Streams, twice: bool) -> 
         if not password:
             raise UsageError("No password: set WAYMARK_PASSWORD or give it on standard input.")
         return password
-    password = streams.getpass_fn("Password: ")
-    if twice and password != streams.getpass_fn("The same password again: "):
-        raise UsageError("The two passwords differ.")
-    return password
+    return ask_password(streams.getpass_fn, "Password: ", twice)
 
 
 def authenticate(
     connection: Connection,
     options: argparse.Namespace,
-    settings: Settings,
     environ: Mapping[str, str],
     streams: Streams,
 ) -> None:
     """Log in with --user and a password, or resume the remembered session."""
     if options.user:
         password = read_password(environ, streams, twice=False)
-        result = connection.call("login", username=options.user, password=password)
-        if settings.remember:
-            settings.token_file.save(result["token"])
+        connection.call("login", username=options.user, password=password)
         return
-    token = settings.token_file.load()
-    if token is None:
-        raise UsageError(
-            f"'{options.command}' needs a login: pass --user NAME (the password comes from "
-            "WAYMARK_PASSWORD or standard input), or log in once with --remember."
-        )
     try:
-        connection.call("resume", token=token)
+        resumed = connection.resume_remembered()
     except ServerError as error:
         if error.code == UNAUTHORIZED:
-            settings.token_file.forget()
             raise ServerError(
                 error.code, "The remembered login has expired; log in again with --user NAME."
             ) from None
         raise
+    if resumed is None:
+        raise UsageError(
+            f"'{options.command}' needs a login: pass --user NAME (the password comes from "
+            "WAYMARK_PASSWORD or standard input), or log in once with --remember."
+        )
 
 
 def run_subcommand(
     options: argparse.Namespace, settings: Settings, environ: Mapping[str, str], streams: Streams
 ) -> int:
     """Send one subcommand's request and print its result; the exit code."""
+    subcommand = SUBCOMMANDS[options.command]
     cmd, args = request_for(options)
-    with Connection(settings.host, settings.port, settings.cafile) as connection:
+    with connect(settings) as connection:
         try:
             if cmd in ("register", "login"):
                 if not options.user:
@@ -1430,25 +430,22 @@ def run_subcommand(
                 args = {"username": options.user}
                 args["password"] = read_password(environ, streams, twice=cmd == "register")
             elif COMMANDS[cmd].needs_login:
-                authenticate(connection, options, settings, environ, streams)
+                authenticate(connection, options, environ, streams)
             result = connection.call(cmd, **args)
         except UsageError:
             raise  # main() reports it with the usage line
         except ClientError as error:
             report_failure(error, options.json, streams)
             return EXIT_SERVER_ERROR
-        if cmd == "login" and settings.remember:
-            settings.token_file.save(result["token"])
-        elif cmd == "logout":
-            settings.token_file.forget()
-        if options.command == "loans":
-            result = {"loans": active_loans(result["loans"])}
+        if cmd == "logout":
+            connection.forget_session()
+        result = subcommand.keep(result)
         if options.json:
             print(json.dumps(result, ensure_ascii=False), file=streams.stdout)
         else:
             # Piped output is not cut to 80 columns: tables are only as wide as their content.
             width = None if streams.stdout.isatty() else 160
-            show_result(Console(file=streams.stdout, width=width), options.command, result)
+            views.show(Console(file=streams.stdout, width=width), subcommand.show(result))
     return EXIT_OK
 
 
@@ -1474,9 +471,8 @@ def run_menu(settings: Settings) -> int:
     def note(message: str) -> None:
         console.print(message, style="yellow", markup=False, highlight=False)
 
-    with Connection(settings.host, settings.port, settings.cafile, on_reconnect=note) as connection:
-        app = App(connection, console, token_file=settings.token_file, remember=settings.remember)
-        return app.run()
+    with connect(settings, on_reconnect=note) as connection:
+        return App(connection, console).run()
 
 
 def main(argv: list[str] | None = None) -> int:

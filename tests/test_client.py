@@ -13,7 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -26,8 +26,8 @@ from rich.console import Console
 
 import client
 import tls
-from client import App, Basket, BasketError, GuideBook
-from connection import (
+from client_basket import Basket, BasketError, GuideBook, guide_books_in
+from client_link import (
     OUTCOME_UNKNOWN,
     Connection,
     ConnectionFailedError,
@@ -36,6 +36,9 @@ from connection import (
     TokenFile,
     UsageError,
 )
+from client_menus import App
+from client_views import clean_text, format_local_time, format_money, loan_status, walks_table
+from protocol import Reply
 from tests.wire import ServerProcess, make_cert
 
 SOCKET_TIMEOUT_S = 10.0
@@ -58,28 +61,28 @@ CLIENT = Path(client.__file__).resolve()
     ],
 )
 def test_money_is_shown_in_pounds_and_pence(pence: int, shown: str) -> None:
-    assert client.format_money(pence) == shown
+    assert format_money(pence) == shown
 
 
 @given(st.integers(min_value=-(10**12), max_value=10**12))
 def test_money_round_trips_exactly(pence: int) -> None:
-    shown = client.format_money(pence)
+    shown = format_money(pence)
     assert Decimal(shown.replace("£", "").replace(",", "")) * 100 == pence
 
 
 def test_times_are_shown_in_local_time() -> None:
     plus_one = timezone(timedelta(hours=1))
-    assert client.format_local_time("2026-01-17T13:05:00Z", plus_one) == "Sat 17 Jan 2026 14:05"
-    assert client.format_local_time("2026-01-17T13:05:00.123456Z", UTC) == "Sat 17 Jan 2026 13:05"
-    assert client.format_local_time(None) == ""
-    assert client.format_local_time("not a time") == "not a time"
+    assert format_local_time("2026-01-17T13:05:00Z", plus_one) == "Sat 17 Jan 2026 14:05"
+    assert format_local_time("2026-01-17T13:05:00.123456Z", UTC) == "Sat 17 Jan 2026 13:05"
+    assert format_local_time(None) == ""
+    assert format_local_time("not a time") == "not a time"
 
 
 def test_text_from_the_server_cannot_drive_the_terminal() -> None:
-    assert client.clean_text("Hope and Win\nHill") == "Hope and Win Hill"
-    assert client.clean_text("\x1b]0;owned\x07Title") == "\ufffd]0;owned\ufffdTitle"
-    assert client.clean_text("abc\u202edef") == "abc\ufffddef"
-    assert client.clean_text(42) == "42"
+    assert clean_text("Hope and Win\nHill") == "Hope and Win Hill"
+    assert clean_text("\x1b]0;owned\x07Title") == "\ufffd]0;owned\ufffdTitle"
+    assert clean_text("abc\u202edef") == "abc\ufffddef"
+    assert clean_text(42) == "42"
 
 
 @pytest.mark.parametrize(
@@ -95,7 +98,7 @@ def test_text_from_the_server_cannot_drive_the_terminal() -> None:
 )
 def test_loan_status_marks_overdue_loans(loan: dict[str, Any], status: str) -> None:
     now = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)
-    assert client.loan_status(loan, now).startswith(status)
+    assert loan_status(loan, now).startswith(status)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +163,7 @@ def test_basket_never_holds_more_than_eight_of_one_book(adds: list[tuple[GuideBo
 
 
 def test_guide_books_are_gathered_from_walks() -> None:
-    books = client.guide_books_in(WALKS)
+    books = guide_books_in(WALKS)
     assert [book.number for book in books] == [101, 105]
     assert books[0] == GuideBook(101, "More Peak District", 1299, 3)
 
@@ -391,6 +394,14 @@ def test_an_answer_to_another_request_is_refused(scripted: Callable[..., Scripte
         connection.call("hello")
 
 
+def test_a_reply_that_is_not_a_response_is_refused(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(lambda number, request: {"okay": True})  # no boolean "ok"
+    with connect(server) as connection, pytest.raises(ConnectionFailedError, match="cannot read"):
+        connection.call("hello")
+
+
 def answer_with_session(number: int, request: dict[str, Any]) -> dict[str, Any]:
     if request["cmd"] in ("login", "resume"):
         return ok({"token": "tok-1", "user": {"id": 1, "username": "ann", "role": "member"}})
@@ -534,26 +545,28 @@ WALKS = [
 USER = {"id": 1, "username": "ann", "role": "member"}
 
 
-class FakeConnection:
-    """Answers from a table of results (or exceptions); records every call."""
+class FakeConnection(Connection):
+    """A Connection whose answers come from a table of results (or exceptions), not a server;
+    records every call. Everything above the wire (the token and its file) is the real code.
+    """
 
-    address = "127.0.0.1:7443"
-
-    def __init__(self, answers: dict[str, Any]):
+    def __init__(
+        self, answers: dict[str, Any], token_file: TokenFile | None = None, remember: bool = False
+    ):
+        super().__init__(
+            "127.0.0.1", 7443, "never-used.crt", token_file=token_file, remember=remember
+        )
         self.answers = {
             "hello": {"server": "waymark", "version": "1", "protocol": 1},
             "login": {"token": "tok", "user": USER},
             "logout": {},
-            "guide_books": {
-                "books": [dataclasses.asdict(book) for book in client.guide_books_in(WALKS)]
-            },
+            "guide_books": {"books": [dataclasses.asdict(book) for book in guide_books_in(WALKS)]},
             **answers,
         }
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.token: str | None = None
 
-    def call(self, cmd: str, **args: Any) -> dict[str, Any]:
-        self.calls.append((cmd, args))
+    def _request(self, cmd: str, args: Mapping[str, Any]) -> Reply:
+        self.calls.append((cmd, dict(args)))
         answer = self.answers[cmd]
         if callable(answer):
             answer = answer(**args)
@@ -561,10 +574,7 @@ class FakeConnection:
             answer = answer.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
-
-    def close(self) -> None:
-        pass
+        return Reply(None, True, result=answer)
 
     def sent(self, cmd: str) -> list[dict[str, Any]]:
         return [args for name, args in self.calls if name == cmd]
@@ -574,9 +584,7 @@ def plain_console(out: io.StringIO) -> Console:
     return Console(file=out, width=120, force_terminal=False, color_system=None)
 
 
-def run_menu(
-    connection: Any, answers: Sequence[Any], passwords: Sequence[str] = (), **app_options: Any
-) -> str:
+def run_menu(connection: Connection, answers: Sequence[Any], passwords: Sequence[str] = ()) -> str:
     """Run a whole menu session; returns the transcript a person would have seen."""
     out = io.StringIO()
     typed, secrets = list(answers), list(passwords)
@@ -600,7 +608,6 @@ def run_menu(
         plain_console(out),
         input_fn=lambda prompt: read(prompt, typed, echo=True),
         getpass_fn=lambda prompt: read(prompt, secrets, echo=False),
-        **app_options,
     )
     assert app.run() == 0
     assert typed == [] and secrets == [], f"unused answers {typed} {secrets}\n{out.getvalue()}"
@@ -667,7 +674,7 @@ def test_finding_walks_forgives_bad_input() -> None:
 def test_a_walk_can_show_optional_fields() -> None:
     extra = dict(WALKS[0], ascent_m=350, time_hours=3.5, route_type="circular")
     out = io.StringIO()
-    plain_console(out).print(client.walks_table([extra, WALKS[1]], numbered=False))
+    plain_console(out).print(walks_table([extra, WALKS[1]], numbered=False))
     table = out.getvalue()
     assert "Ascent" in table and "350 m" in table and "3.5 h" in table and "circular" in table
     assert "Start" not in table
@@ -775,7 +782,7 @@ def test_borrowing_and_holding_from_the_catalogue() -> None:
         ["pw"],
     )  # fmt: skip
     assert "Frank Herbert" in transcript
-    due = client.format_local_time(LOAN["due_at"])
+    due = format_local_time(LOAN["due_at"])
     assert f"You have borrowed The Hobbit; it is due back {due}." in transcript
     assert "No copy of Dune is free. Join the queue for it? [Y/n]" in transcript
     assert "You are number 2 in the queue for Dune." in transcript
@@ -794,12 +801,12 @@ def test_my_loans_show_due_dates_and_overdue_marks_then_return() -> None:
          MENU_IN["history"], "0"],
         ["pw"],
     )  # fmt: skip
-    assert client.format_local_time(LOAN["due_at"]) in transcript
+    assert format_local_time(LOAN["due_at"]) in transcript
     assert "OVERDUE by 2 days" in transcript
     assert "'x' is not a whole number; enter 1 to 1." in transcript
     assert "Returned The Hobbit. Thank you!" in transcript
     assert connection.sent("return") == [{"loan_id": 4}]
-    assert "returned " + client.format_local_time(returned["returned_at"]) in transcript
+    assert "returned " + format_local_time(returned["returned_at"]) in transcript
 
 
 def test_renewing_a_loan_and_cancelling_a_hold() -> None:
@@ -813,7 +820,7 @@ def test_renewing_a_loan_and_cancelling_a_hold() -> None:
     transcript = run_menu(
         connection, [MENU_OUT["log in"], "ann", "8", "1", "9", "1", "y", "0"], ["pw"]
     )
-    due = client.format_local_time(renewed["due_at"])
+    due = format_local_time(renewed["due_at"])
     assert f"Renewed The Hobbit; it is now due back {due}." in transcript
     assert "a copy is kept for you" in transcript
     assert "Your hold on Dune is cancelled." in transcript
@@ -929,8 +936,10 @@ def test_an_admin_sees_restock_and_add_book() -> None:
 def test_a_remembered_login_is_resumed_and_kept(tmp_path: Path) -> None:
     token_file = TokenFile(tmp_path / "token", "127.0.0.1:7443")
     token_file.save("saved")
-    connection = FakeConnection({"resume": {"token": "saved", "user": USER}})
-    transcript = run_menu(connection, ["0"], token_file=token_file, remember=True)
+    connection = FakeConnection(
+        {"resume": {"token": "saved", "user": USER}}, token_file=token_file, remember=True
+    )
+    transcript = run_menu(connection, ["0"])
     assert "Welcome back, ann." in transcript
     assert connection.sent("resume") == [{"token": "saved"}]
     assert connection.sent("logout") == []  # a remembered session outlives the program
@@ -941,9 +950,27 @@ def test_an_expired_remembered_login_is_forgotten(tmp_path: Path) -> None:
     token_file = TokenFile(tmp_path / "token", "127.0.0.1:7443")
     token_file.save("old")
     expired = ServerError("unauthorized", "That session has expired or ended; please log in.")
-    connection = FakeConnection({"resume": expired})
-    transcript = run_menu(connection, ["0"], token_file=token_file)
+    connection = FakeConnection({"resume": expired}, token_file=token_file)
+    transcript = run_menu(connection, ["0"])
     assert "Your remembered login has expired; please log in again." in transcript
+    assert not token_file.path.exists()
+
+
+def test_a_login_is_remembered_only_when_asked_and_forgotten_on_log_out(tmp_path: Path) -> None:
+    token_file = TokenFile(tmp_path / "token", "127.0.0.1:7443")
+    transcript = run_menu(
+        FakeConnection({}, token_file=token_file), [MENU_OUT["log in"], "ann", "0"], ["pw"]
+    )
+    assert "remembered" not in transcript
+    assert not token_file.path.exists()
+    connection = FakeConnection({}, token_file=token_file, remember=True)
+    transcript = run_menu(connection, [MENU_OUT["log in"], "ann", "0"], ["pw"])
+    assert f"Your login is remembered in {token_file.path}." in transcript
+    assert token_file.load() == "tok"
+    assert connection.sent("logout") == []
+    connection = FakeConnection({"resume": {"token": "tok", "user": USER}}, token_file=token_file)
+    transcript = run_menu(connection, [MENU_IN["log out"], "0"])
+    assert "You are logged out." in transcript
     assert not token_file.path.exists()
 
 
@@ -952,7 +979,7 @@ def test_a_server_that_is_down_ends_the_menu_with_a_sentence() -> None:
         "Cannot reach the Waymark server at 127.0.0.1:7443; is it running?"
     )
     out = io.StringIO()
-    app = App(FakeConnection({"hello": down}), plain_console(out))  # type: ignore[arg-type]
+    app = App(FakeConnection({"hello": down}), plain_console(out))
     assert app.run() == 1
     assert out.getvalue().strip() == str(down)
 
@@ -965,6 +992,19 @@ def test_password_for_scripts_comes_from_the_environment_then_stdin() -> None:
     assert client.read_password({}, streams, twice=False) == "from-stdin"
     with pytest.raises(UsageError, match="WAYMARK_PASSWORD"):
         client.read_password({}, streams, twice=False)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_password_for_scripts_at_a_terminal_is_typed_twice_when_new() -> None:
+    typed = iter(["first-one", "first-one", "second-one", "not-the-same"])
+    streams = client.Streams(Terminal(), io.StringIO(), io.StringIO(), lambda prompt: next(typed))
+    assert client.read_password({}, streams, twice=True) == "first-one"
+    with pytest.raises(UsageError, match="The two passwords differ."):
+        client.read_password({}, streams, twice=True)
 
 
 # End to end, against the real server -------------------------------------------------------
@@ -1012,7 +1052,8 @@ def test_a_whole_menu_session_against_the_real_server(server: ServerProcess) -> 
 
 def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> None:
     notes: list[str] = []
-    with real_connection(server, on_reconnect=notes.append) as connection:
+    # remember keeps the session when quitting, so that it can be checked below
+    with real_connection(server, on_reconnect=notes.append, remember=True) as connection:
         transcript = run_menu(
             connection,
             [
@@ -1024,7 +1065,6 @@ def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> 
                 "0",
             ],
             [MEMBER_PASSWORD, MEMBER_PASSWORD],
-            remember=True,  # keeps the session when quitting, so it can be checked below
         )  # fmt: skip
         assert notes == ["Reconnected to the server and resumed your session."]
         assert len(connection.call("orders")["orders"]) == 1

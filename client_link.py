@@ -1,4 +1,4 @@
-"""The client's link to a Waymark server: verified TLS, framing, reconnect and resume.
+"""The client's link to a Waymark server: verified TLS, framing, reconnect, resume, the token.
 
 Dropped connections: Connection reconnects and resumes the session with its token. A request
 that changes nothing (a read) is then sent once more. A request that changes something (buy,
@@ -7,6 +7,9 @@ knows whether the server carried it out, so the client reconnects, resumes, and 
 OutcomeUnknownError telling the person to check their orders or loans. An idle connection the
 server has already closed (a restart between two requests) is noticed before sending and
 replaced, so that common case loses nothing, writes included.
+
+The session token has one owner, Connection: it keeps the token in memory to resume after a
+reconnect and, only when asked to remember, in a 0600 file (TokenFile) for the next run.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from typing import Any
 
 import tls
 from protocol import (
+    COMMANDS,
     LINE_TOO_LONG,
     SERVER_BUSY,
     UNAUTHORIZED,
     LineDecoder,
     ProtocolError,
+    Reply,
+    decode_reply,
     encode,
 )
 
@@ -40,14 +46,6 @@ DEFAULT_TOKEN_FILE = Path("~/.waymark-token")
 # Replies (a long history, 200 walks) may be far larger than the server's request-line limit.
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 
-# Safe to send again after the connection broke: they change nothing, or repeating them is
-# harmless. Every other command is a write and is never resent (see the docstring above).
-REPEATABLE_COMMANDS = frozenset(
-    {
-        "hello", "whoami", "list_areas", "search_walks", "guide_books", "search_books", "catalogue",
-        "orders", "history", "holds", "backorders", "login", "resume", "logout",
-    }
-)  # fmt: skip
 OUTCOME_UNKNOWN = (
     "The connection broke before the server answered, so it is not known whether that was "
     "done; check your orders or loans before trying again."
@@ -57,6 +55,9 @@ JsonDict = dict[str, Any]
 
 
 # Errors --------------------------------------------------------------------------------------
+
+# What a run of the client ends with: a ServerError or ConnectionFailedError is 1, a UsageError 2.
+EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class ClientError(Exception):
@@ -101,7 +102,8 @@ class Connection:
 
     call() raises ServerError for an error answer, ConnectionFailedError when the server cannot
     be reached, and OutcomeUnknownError when a write's answer was lost. The token of a
-    successful login or resume is kept (in memory only) to resume after a reconnect.
+    successful login or resume is kept in memory to resume after a reconnect; with remember
+    (and a token_file), a login's token is also saved there for the next run.
     """
 
     def __init__(
@@ -111,12 +113,16 @@ class Connection:
         cafile: Path | str,
         timeout: float = DEFAULT_TIMEOUT_S,
         on_reconnect: Callable[[str], None] | None = None,
+        token_file: TokenFile | None = None,
+        remember: bool = False,
     ):
         self.host = host
         self.port = port
         self.cafile = Path(cafile)
         self.timeout = timeout
         self.on_reconnect = on_reconnect
+        self.token_file = token_file
+        self.remember = remember
         self.token: str | None = None
         self._context: ssl.SSLContext | None = None
         self._sock: ssl.SSLSocket | None = None
@@ -136,18 +142,35 @@ class Connection:
         """host:port as people write it."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    @property
+    def remembered_in(self) -> Path | None:
+        """The file a login is remembered in, or None when logins are not remembered."""
+        return self.token_file.path if self.remember and self.token_file is not None else None
+
     def call(self, cmd: str, **args: Any) -> JsonDict:
         """Send one request and return its result; raises as the class docstring says."""
-        if self._sock is not None and self._is_stale():
-            self.close()
-        if self._sock is None:
-            self._open()
+        return self._result_of(cmd, self._request(cmd, args))
+
+    def resume_remembered(self) -> JsonDict | None:
+        """Resume the session saved in the token file: resume's result, or None if none is saved.
+
+        Raises ServerError(unauthorized) when that session has ended (the file is then
+        forgotten), and UsageError when others may read the file.
+        """
+        if self.token_file is None or (token := self.token_file.load()) is None:
+            return None
         try:
-            reply = self._exchange(cmd, args)
-        except _LinkLostError as lost:
-            self.close()
-            reply = self._recover(cmd, args, lost)
-        return self._result_of(cmd, reply)
+            return self.call("resume", token=token)
+        except ServerError as error:
+            if error.code == UNAUTHORIZED:
+                self.token_file.forget()
+            raise
+
+    def forget_session(self) -> None:
+        """Forget the session token, in memory and in the token file."""
+        self.token = None
+        if self.token_file is not None:
+            self.token_file.forget()
 
     def close(self) -> None:
         """Close the socket; the next call() connects again and resumes the session."""
@@ -157,16 +180,28 @@ class Connection:
             self._sock = None
         self._lines.clear()
 
-    def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> JsonDict:
+    def _request(self, cmd: str, args: Mapping[str, Any]) -> Reply:
+        # The one way a request reaches the server (tests replace it with scripted replies).
+        if self._sock is not None and self._is_stale():
+            self.close()
+        if self._sock is None:
+            self._open()
+        try:
+            return self._exchange(cmd, args)
+        except _LinkLostError as lost:
+            self.close()
+            return self._recover(cmd, args, lost)
+
+    def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> Reply:
         # A read is resent once on a new connection; a write never is.
         if lost.timed_out:
             sentence = (
                 f"The server at {self.address} did not answer within {self.timeout:g} seconds."
             )
-            if cmd in REPEATABLE_COMMANDS:
+            if _safe_to_repeat(cmd):
                 raise ConnectionFailedError(sentence)
             raise OutcomeUnknownError(f"{sentence} {OUTCOME_UNKNOWN}")
-        if cmd not in REPEATABLE_COMMANDS:
+        if not _safe_to_repeat(cmd):
             try:
                 self._open()
             except ConnectionFailedError as error:
@@ -268,7 +303,7 @@ class Connection:
                 sock.settimeout(self.timeout)
         return True
 
-    def _exchange(self, cmd: str, args: Mapping[str, Any]) -> JsonDict:
+    def _exchange(self, cmd: str, args: Mapping[str, Any]) -> Reply:
         sock = self._sock
         assert sock is not None
         request_id = next(self._ids)
@@ -279,9 +314,15 @@ class Connection:
             raise _LinkLostError(timed_out=True) from None
         except OSError:
             raise _LinkLostError() from None
-        reply = self._parse_reply(line)
+        try:
+            reply = decode_reply(line)
+        except ValueError:
+            self.close()
+            raise ConnectionFailedError(
+                f"The server at {self.address} sent a reply this client cannot read."
+            ) from None
         # A reply with a null id is an error about the connection itself (server_busy).
-        if reply.get("id") != request_id and not (reply.get("id") is None and not reply["ok"]):
+        if reply.id != request_id and not (reply.id is None and not reply.ok):
             self.close()
             raise ConnectionFailedError(
                 f"The server at {self.address} answered a different request; disconnected."
@@ -302,38 +343,19 @@ class Connection:
                 self._lines.append(item)
         return self._lines.pop(0)
 
-    def _parse_reply(self, line: bytes) -> JsonDict:
-        try:
-            reply = json.loads(line)
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            self.close()
-            raise ConnectionFailedError(
-                f"The server at {self.address} sent a reply this client cannot read."
-            )
-        return reply
-
-    def _result_of(self, cmd: str, reply: JsonDict) -> JsonDict:
-        if reply["ok"]:
-            result = reply.get("result")
-            result = result if isinstance(result, dict) else {}
-            if cmd in ("login", "resume") and isinstance(result.get("token"), str):
-                self.token = result["token"]
-            elif cmd == "logout":
-                self.token = None
-            return result
-        error = reply.get("error")
-        error = error if isinstance(error, dict) else {}
-        details = error.get("details")
-        code = str(error.get("code", "internal"))
-        if code in (SERVER_BUSY, LINE_TOO_LONG):
-            self.close()  # the server closes the connection after these
-        raise ServerError(
-            code,
-            str(error.get("message") or "The server reported an error."),
-            details if isinstance(details, dict) else {},
-        )
+    def _result_of(self, cmd: str, reply: Reply) -> JsonDict:
+        if not reply.ok:
+            if reply.code in (SERVER_BUSY, LINE_TOO_LONG):
+                self.close()  # the server closes the connection after these
+            raise ServerError(reply.code, reply.message, reply.details)
+        token = reply.result.get("token")
+        if cmd in ("login", "resume") and isinstance(token, str):
+            self.token = token
+            if cmd == "login" and self.remember and self.token_file is not None:
+                self.token_file.save(token)
+        elif cmd == "logout":
+            self.token = None
+        return reply.result
 
 
 def _reason(error: OSError) -> str:
@@ -381,3 +403,10 @@ class TokenFile:
     def forget(self) -> None:
         """Delete the saved token, if any."""
         self.path.unlink(missing_ok=True)
+
+
+def _safe_to_repeat(cmd: str) -> bool:
+    # protocol.COMMANDS says which commands change nothing, or may harmlessly run twice; every
+    # other command is a write and is never resent after a broken connection.
+    command = COMMANDS.get(cmd)
+    return command is not None and command.safe_to_repeat

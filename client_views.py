@@ -1,0 +1,356 @@
+"""How the client shows things to people: safe text, money, times, miles, tables and sentences."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Column, Table
+from rich.text import Text
+
+from client_basket import Basket, GuideBook
+from client_link import JsonDict
+
+DIFFICULTIES = ("easy", "medium", "hard")
+Shown = Sequence[Table | str]  # what to print for a person: tables, and sentences as they are
+
+
+# Text ----------------------------------------------------------------------------------------
+
+# C0 and C1 controls (terminal escape sequences) and bidirectional overrides, which could
+# disguise text: titles come from Open Library and must not drive the person's terminal.
+_UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(value: object) -> str:
+    """Text from the server made safe to show: whitespace controls as spaces, others as '�'."""
+    return _UNSAFE_CHARACTERS.sub(
+        lambda match: " " if match.group().isspace() else "\ufffd", str(value)
+    )
+
+
+def format_money(pence: int) -> str:
+    """Pence as pounds for people: 1299 -> '£12.99', 123456 -> '£1,234.56', -50 -> '-£0.50'."""
+    pounds, rest = divmod(abs(pence), 100)
+    return f"{'-' if pence < 0 else ''}£{pounds:,}.{rest:02d}"
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time from the server as an aware datetime (UTC when no offset is given)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def format_local_time(text: str | None, zone: tzinfo | None = None) -> str:
+    """A server time in local time (or zone), like 'Sat 17 Jan 2026 14:05'; '' for None."""
+    if not text:
+        return ""
+    try:
+        moment = parse_time(text)
+    except ValueError:
+        return clean_text(text)
+    return moment.astimezone(zone).strftime("%a %d %b %Y %H:%M")
+
+
+def format_miles(miles: object) -> str:
+    """A distance as people write it: 7 -> '7', 4.5 -> '4.5'."""
+    return f"{miles:g}" if isinstance(miles, (int, float)) else clean_text(miles)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 copy', '3 copies'."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def loan_status(loan: Mapping[str, Any], now: datetime) -> str:
+    """'on loan', 'OVERDUE by 3 days' or 'returned <local time>'."""
+    if loan.get("returned_at"):
+        return f"returned {format_local_time(loan['returned_at'])}"
+    days = loan.get("days_overdue")
+    overdue = loan.get("overdue")
+    if overdue is None:
+        due = parse_time(loan["due_at"])
+        overdue = now > due
+        days = (now - due).days + 1 if overdue else 0
+    if not overdue:
+        return "on loan"
+    return f"OVERDUE by {plural(days, 'day')}" if days else "OVERDUE"
+
+
+def active_loans(loans: Iterable[JsonDict]) -> list[JsonDict]:
+    """The loans not yet returned (the protocol has no separate 'my loans' command)."""
+    return [loan for loan in loans if loan.get("returned_at") is None]
+
+
+# Tables and sentences, shared by the menus and the subcommands -------------------------------
+
+
+def _table(*columns: str | Column, title: str | None = None) -> Table:
+    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD)
+
+
+def _right(header: str) -> Column:
+    return Column(header, justify="right")
+
+
+def _add_row(table: Table, *cells: object) -> None:
+    # Text, not markup: a '[' in a title must not be read as a style.
+    table.add_row(*(Text(clean_text(cell)) for cell in cells))
+
+
+def _lead(numbered: bool, index: int, ident: object) -> object:
+    return index + 1 if numbered else ident
+
+
+def _authors(item: Mapping[str, Any]) -> str:
+    return ", ".join(item.get("authors") or [])
+
+
+def _with_unit(value: object, unit: str) -> str:
+    return f"{value:g} {unit}" if isinstance(value, (int, float)) else clean_text(value)
+
+
+WALK_EXTRAS = (  # optional Walk fields: key, header, unit
+    ("ascent_m", "Ascent", "m"),
+    ("time_hours", "Time", "h"),
+    ("route_type", "Route", ""),
+    ("start_grid_ref", "Start", ""),
+)
+
+
+def areas_table(areas: list[JsonDict], numbered: bool) -> Table:
+    """Walking areas with how many walks each has."""
+    table = _table(*([_right("#")] if numbered else []), "Area", _right("Walks"))
+    for index, area in enumerate(areas):
+        _add_row(table, *([index + 1] if numbered else []), area["area"], area["walks"])
+    return table
+
+
+def walks_table(walks: list[JsonDict], numbered: bool) -> Table:
+    """Walks with their guide book; optional fields get a column when any walk has them."""
+    extras = [extra for extra in WALK_EXTRAS if any(w.get(extra[0]) is not None for w in walks)]
+    table = _table(
+        *([_right("#")] if numbered else []),
+        "Walk", "Area", _right("Miles"), "Difficulty",
+        *(header for _, header, _ in extras),
+        "Guide book", _right("Page"), _right("Price"),
+    )  # fmt: skip
+    for index, walk in enumerate(walks):
+        book = walk["book"]
+        extra_cells = [
+            "" if walk.get(key) is None else _with_unit(walk[key], unit).strip()
+            for key, _, unit in extras
+        ]
+        _add_row(
+            table,
+            *([index + 1] if numbered else []),
+            walk["name"], walk["area"], format_miles(walk["distance_miles"]),
+            walk["difficulty"], *extra_cells,
+            f"{book['number']} {book['title']}", walk["page"], format_money(book["price_pence"]),
+        )  # fmt: skip
+    return table
+
+
+def guide_books_table(books: list[GuideBook]) -> Table:
+    """Guide books for sale, numbered for choosing."""
+    table = _table(_right("#"), _right("Book"), "Title", _right("Price"), _right("In stock"))
+    for index, book in enumerate(books):
+        _add_row(
+            table, index + 1, book.number, book.title, format_money(book.price_pence), book.in_stock
+        )
+    return table
+
+
+def basket_table(basket: Basket) -> Table:
+    """The basket, numbered, with what it costs and how many copies are in stock now."""
+    table = _table(
+        _right("#"), "Guide book", _right("Copies"), _right("Price"), _right("Line total"),
+        _right("In stock now"), title="Your basket",
+    )  # fmt: skip
+    for index, line in enumerate(basket.lines):
+        _add_row(
+            table, index + 1, f"{line.book.number} {line.book.title}", line.quantity,
+            format_money(line.book.price_pence), format_money(line.total_pence), line.book.in_stock,
+        )  # fmt: skip
+    table.add_section()
+    _add_row(table, "", "Subtotal", basket.copies, "", format_money(basket.subtotal_pence), "")
+    return table
+
+
+def order_table(order: JsonDict) -> Table:
+    """One order: its lines, what was sent and back-ordered, the discount and the total."""
+    outstanding = any("backorder_outstanding" in line for line in order["lines"])
+    table = _table(
+        "Guide book", _right("Copies"), _right("Sent"), _right("Back-ordered"),
+        *([_right("Awaited")] if outstanding else []),
+        _right("Price"), _right("Line total"),
+        title=f"Order {order['id']}, placed {format_local_time(order.get('created_at'))}",
+    )  # fmt: skip
+    blanks = [""] * (4 if outstanding else 3)
+    for line in order["lines"]:
+        book = line["book"]
+        _add_row(
+            table, f"{book['number']} {book['title']}", line["quantity"], line["fulfilled"],
+            line["backordered"], *([line.get("backorder_outstanding", 0)] if outstanding else []),
+            format_money(line["unit_price_pence"]), format_money(line["line_total_pence"]),
+        )  # fmt: skip
+    table.add_section()
+    _add_row(table, "Subtotal", *blanks, "", format_money(order["subtotal_pence"]))
+    if order["discount_pence"]:
+        _add_row(table, "Discount", *blanks, "", format_money(-order["discount_pence"]))
+    _add_row(table, "Total", *blanks, "", format_money(order["total_pence"]))
+    return table
+
+
+def book_hits_table(hits: list[JsonDict], numbered: bool) -> Table:
+    """Open Library hits, marking the ones this library holds and their free copies."""
+    table = _table(
+        _right("#" if numbered else "Book ID"), "Title", "Authors", _right("Year"), "Held here",
+        _right("Free copies"), *([] if numbered else ["Key"]),
+    )  # fmt: skip
+    for index, hit in enumerate(hits):
+        free = hit.get("copies_available")
+        _add_row(
+            table, _lead(numbered, index, hit.get("book_id") or ""), hit["title"], _authors(hit),
+            hit.get("first_publish_year") or "", "yes" if hit.get("held") else "no",
+            "" if free is None else free, *([] if numbered else [hit.get("key") or ""]),
+        )  # fmt: skip
+    return table
+
+
+def catalogue_table(books: list[JsonDict], numbered: bool) -> Table:
+    """The library's lending books with their free copies."""
+    table = _table(
+        _right("#" if numbered else "Book ID"), "Title", "Authors", _right("Year"),
+        _right("Copies"), _right("Free"),
+    )  # fmt: skip
+    for index, book in enumerate(books):
+        _add_row(
+            table, _lead(numbered, index, book["id"]), book["title"], _authors(book),
+            book.get("first_publish_year") or "", book["copies"], book["copies_available"],
+        )  # fmt: skip
+    return table
+
+
+def loans_table(loans: list[JsonDict], numbered: bool, title: str) -> Table:
+    """Loans with local due dates, marking the overdue ones."""
+    now = datetime.now(UTC)
+    table = _table(
+        _right("#" if numbered else "Loan"), "Title", "Borrowed", "Due back", "Status", title=title
+    )
+    for index, loan in enumerate(loans):
+        _add_row(
+            table, _lead(numbered, index, loan["id"]), loan["book"]["title"],
+            format_local_time(loan["borrowed_at"]), format_local_time(loan["due_at"]),
+            loan_status(loan, now),
+        )  # fmt: skip
+    return table
+
+
+def holds_table(holds: list[JsonDict], numbered: bool) -> Table:
+    """Holds with their place in the queue."""
+    table = _table(
+        _right("#" if numbered else "Hold"), "Title", _right("Queue position"), "Status", "Placed"
+    )
+    for index, hold in enumerate(holds):
+        status = "a copy is kept for you" if hold.get("ready") else "waiting"
+        _add_row(
+            table, _lead(numbered, index, hold["id"]), hold["book"]["title"], hold["position"],
+            status, format_local_time(hold.get("created_at")),
+        )  # fmt: skip
+    return table
+
+
+def backorders_table(backorders: list[JsonDict]) -> Table:
+    """Copies sold but not yet supplied, oldest order first."""
+    table = _table(_right("Order"), "Placed", "Member", "Guide book", _right("Copies awaited"))
+    for entry in backorders:
+        book = entry["book"]
+        _add_row(
+            table, entry["order_id"], format_local_time(entry.get("created_at")),
+            entry.get("username", ""), f"{book['number']} {book['title']}", entry["outstanding"],
+        )  # fmt: skip
+    return table
+
+
+def sentence_not_a_difficulty(text: str) -> str:
+    """What to say of a difficulty that is none of DIFFICULTIES."""
+    return f"{text!r} is not a difficulty; choose easy, medium or hard."
+
+
+def sentence_borrowed(loan: JsonDict) -> str:
+    """What borrowing gave."""
+    return f"You have borrowed {loan['book']['title']}; it is due back {_due(loan)}."
+
+
+def sentence_returned(loan: JsonDict) -> str:
+    """What returning did."""
+    return f"Returned {loan['book']['title']}. Thank you!"
+
+
+def sentence_renewed(loan: JsonDict) -> str:
+    """What renewing did."""
+    return f"Renewed {loan['book']['title']}; it is now due back {_due(loan)}."
+
+
+def sentence_held(hold: JsonDict) -> str:
+    """Where a new hold stands."""
+    return f"You are number {hold['position']} in the queue for {hold['book']['title']}."
+
+
+def sentences_back_ordered(order: JsonDict) -> list[str]:
+    """One sentence for each line with copies back-ordered, and one for a discount."""
+    sentences = [
+        f"{plural(line['backordered'], 'copy', 'copies')} of {line['book']['title']} "
+        f"{'is' if line['backordered'] == 1 else 'are'} back-ordered and will be sent when "
+        "stock arrives."
+        for line in order["lines"]
+        if line["backordered"]
+    ]
+    if order["discount_pence"]:
+        sentences.append(f"You saved {format_money(order['discount_pence'])} with the discount.")
+    return sentences
+
+
+def sentences_restocked(result: JsonDict) -> list[str]:
+    """What a restock did."""
+    book = result["book"]
+    sentences = [
+        f"Sent {plural(filled['quantity'], 'back-ordered copy', 'back-ordered copies')} "
+        f"for order {filled['order_id']}."
+        for filled in result.get("backorders_filled", [])
+    ]
+    return [*sentences, f"{book['title']} now has {book['in_stock']} in stock."]
+
+
+def sentence_added(book: JsonDict) -> str:
+    """What add_book did."""
+    return (
+        f"The library now holds {plural(book['copies'], 'copy', 'copies')} of {book['title']} "
+        f"({book['copies_available']} free)."
+    )
+
+
+def _due(loan: JsonDict) -> str:
+    return format_local_time(loan["due_at"])
+
+
+# Printing ------------------------------------------------------------------------------------
+
+
+def say(console: Console, text: str, style: str | None = None) -> None:
+    """Print a sentence as it is (no markup: server text may contain brackets)."""
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def show(console: Console, shown: Shown) -> None:
+    """Print tables, and sentences as they are."""
+    for item in shown:
+        if isinstance(item, Table):
+            console.print(item)
+        else:
+            say(console, item)
