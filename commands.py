@@ -26,6 +26,7 @@ from errors import (
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
+    TryAgainError,
     UnavailableError,
     UsernameTakenError,
     WeakPasswordError,
@@ -80,6 +81,8 @@ WIRE_CODES: dict[type[DomainError], str] = {
     LimitExceededError: LIMIT_EXCEEDED,
     WeakPasswordError: WEAK_PASSWORD,
     UsernameTakenError: USERNAME_TAKEN,
+    # The client may act on it: nothing changed, and details.retry_after_s says when to retry.
+    TryAgainError: UNAVAILABLE,
 }
 
 
@@ -213,7 +216,7 @@ class Commands:
     def resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         token_hash = hash_token(args["token"])
         now = self._now()
-        user = self.store.session_user(token_hash, now)
+        user = self.store.session_user(token_hash, now, causal=True)
         if user is None:
             raise ProtocolError(UNAUTHORIZED, "That session has expired or ended; please log in.")
         return self._logged_in(session, user, args["token"])

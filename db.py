@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import rules
-from engine import Database, DuplicateKeyError, PoolConfig, Row, Tx, backend_from_url, placeholders
+from engine import (
+    Database,
+    DuplicateColumnError,
+    DuplicateKeyError,
+    PoolConfig,
+    Row,
+    Tx,
+    backend_from_url,
+    placeholders,
+)
 from errors import (
     ConflictError,
     ForbiddenError,
@@ -35,7 +44,17 @@ if TYPE_CHECKING:  # the records the shop's CSV reader makes; db.py needs only t
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Statements that bring a database made at the version before each key up to that version.
+# Each is safe to meet twice: a column already added (another process upgraded first) is
+# taken as done.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE users ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE shop_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE lending_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+    ),
+}
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 
 
@@ -100,11 +119,30 @@ class Store:
     # -- schema -------------------------------------------------------------------------------
 
     def create_schema(self) -> None:
-        """Create the tables that are missing."""
+        """Create the tables that are missing, then upgrade an older schema to this version."""
         statements = self.database.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
         with self.database.connection() as (_, tx):
             for statement in statements:
                 tx.run(statement)
+            found = tx.value("SELECT version FROM schema_version WHERE id = 1")
+            if found is None or int(found) >= SCHEMA_VERSION:
+                return
+            for version in range(int(found) + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    self._migrate(tx, statement)
+                tx.run(
+                    "UPDATE schema_version SET version = ?, applied_at = ? WHERE id = 1"
+                    " AND version < ?",
+                    (version, int(time.time()), version),
+                )
+                log.info("upgraded the schema to version %d", version)
+
+    def _migrate(self, tx: Tx, statement: str) -> None:
+        try:
+            tx.run(statement)
+        except Exception as error:
+            if self.database.backend.classify(error) is not DuplicateColumnError:
+                raise
 
     def load_if_empty(
         self,
@@ -270,11 +308,14 @@ class Store:
             (token_hash, user_id, now, expires_at),
         )
 
-    def session_user(self, token_hash: str, now: int) -> Row | None:
-        """The user of an unexpired session (with its expires_at), or None."""
+    def session_user(self, token_hash: str, now: int, causal: bool = False) -> Row | None:
+        """The user of an unexpired session (with its expires_at), or None.
+
+        causal: also see a session made a moment ago through another cluster node (resume).
+        """
         return self.database.read(
             lambda tx: tx.row(
-                "SELECT u.id, u.username, u.role, s.expires_at"
+                f"{tx.causal if causal else ''}SELECT u.id, u.username, u.role, s.expires_at"
                 " FROM sessions s JOIN users u ON u.id = s.user_id"
                 " WHERE s.token_hash = ? AND s.expires_at > ?",
                 (token_hash, now),
@@ -430,9 +471,10 @@ class Store:
         numbers = sorted(requested)
 
         def work(tx: Tx) -> Row:
-            # Lock the customer first: their concurrent orders queue here, so the per-customer
-            # total read below cannot change before this order commits.
-            tx.rows(f"SELECT id FROM users WHERE id = ?{tx.lock}", (user_id,))
+            # The customer's row first: their concurrent orders queue here (or, on another
+            # Galera node, fail certification and are retried), so the per-customer total
+            # read below cannot change before this order commits.
+            self._claim_member(tx, user_id)
             already = {
                 r["book_number"]: int(r["copies"])
                 for r in tx.rows(
@@ -444,8 +486,14 @@ class Store:
                 )
             }
             rules.check_copy_limits(requested, already)
-            # Stock rows are locked in book-number order, the same order in every transaction,
-            # so two orders for the same books wait for each other instead of deadlocking.
+            # Stock rows are written (claimed) in book-number order, the same order in every
+            # transaction, so two orders for the same books wait for each other instead of
+            # deadlocking; writing them also orders a back order against a restock elsewhere.
+            tx.run(
+                "UPDATE shop_books SET version = version + 1"
+                f" WHERE number IN ({placeholders(len(numbers))})",
+                numbers,
+            )
             books = {
                 r["number"]: r
                 for r in tx.rows(
@@ -499,11 +547,14 @@ class Store:
 
     def orders_for(self, user_id: int) -> list[Row]:
         """This user's orders, newest first, with back orders still outstanding per line."""
-        return self.database.read(lambda tx: self._orders(tx, "o.user_id = ?", (user_id,)))
+        return self.database.read(
+            lambda tx: self._orders(tx, "o.user_id = ?", (user_id,), causal=True)
+        )
 
-    def _orders(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Row]:
+    def _orders(self, tx: Tx, where: str, params: Sequence[Any], causal: bool = False) -> list[Row]:
+        # causal: a member's own list must show the order they just placed through another node.
         found = tx.rows(
-            "SELECT o.id AS order_id, o.created_at, o.subtotal_pence, o.discount_pence,"
+            f"{tx.causal if causal else ''}SELECT o.id AS order_id, o.created_at, o.subtotal_pence, o.discount_pence,"
             " o.total_pence, l.book_number, b.title, l.quantity, l.fulfilled, l.backordered,"
             " l.backorder_outstanding, l.unit_price_pence"
             " FROM orders o JOIN order_lines l ON l.order_id = o.id"
@@ -525,6 +576,7 @@ class Store:
         """Supply outstanding back orders oldest first, then add the rest to stock."""
 
         def work(tx: Tx) -> Row:
+            tx.run("UPDATE shop_books SET version = version + 1 WHERE number = ?", (number,))
             book = tx.row(
                 f"SELECT number, title, in_stock FROM shop_books WHERE number = ?{tx.lock}",
                 (number,),
@@ -679,8 +731,8 @@ class Store:
         """Lend a copy: the member's kept copy if a hold is ready, else a free one."""
 
         def work(tx: Tx) -> Row:
-            # Lock order everywhere: the member, then the book.
-            tx.rows(f"SELECT id FROM users WHERE id = ?{tx.lock}", (user_id,))
+            # Lock order everywhere: the member (their cap on active loans), then the book.
+            self._claim_member(tx, user_id)
             book = self._lock_book(tx, book_id)
             self._settle_holds(tx, book_id, now)
             if tx.value(
@@ -762,7 +814,10 @@ class Store:
     def loans_for(self, user_id: int) -> list[Row]:
         """Every loan of this member, current and returned, newest first."""
         found = self.database.read(
-            lambda tx: tx.rows(f"{_LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,))
+            # Causal: the member's own history must show a loan just made through another node.
+            lambda tx: tx.rows(
+                f"{tx.causal}{_LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,)
+            )
         )
         return [_loan(r) for r in found]
 
@@ -837,7 +892,16 @@ class Store:
 
         self.database.write(work)
 
+    def _claim_member(self, tx: Tx, user_id: int) -> None:
+        """Write the member's row: it serialises their orders and loans, on every node."""
+        tx.run("UPDATE users SET version = version + 1 WHERE id = ?", (user_id,))
+
     def _lock_book(self, tx: Tx, book_id: int) -> Row:
+        """Write (and so lock) a lending book's row: it serialises its loans and queue.
+
+        A SELECT ... FOR UPDATE alone would lock it only on this Galera node.
+        """
+        tx.run("UPDATE lending_books SET version = version + 1 WHERE id = ?", (book_id,))
         book = tx.row(
             f"SELECT id, title, copies FROM lending_books WHERE id = ?{tx.lock}", (book_id,)
         )

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.pool import QueuePool
 
+from errors import TryAgainError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -31,6 +33,7 @@ Row = dict[str, Any]
 MYSQL_DEADLOCK = 1213
 MYSQL_LOCK_WAIT_TIMEOUT = 1205
 MYSQL_DUPLICATE_KEY = 1062
+MYSQL_DUPLICATE_COLUMN = 1060
 MYSQL_CONNECTION_LOST = frozenset({2006, 2013, 2055})
 
 
@@ -42,6 +45,10 @@ class ConnectionLostError(Exception):
     """The database connection dropped; the pool discards it."""
 
 
+class DuplicateColumnError(Exception):
+    """ALTER TABLE ADD COLUMN met a column that is already there."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Backends: only what differs between MySQL and SQLite.
 
@@ -51,6 +58,9 @@ class Backend:
 
     lock_clause = ""
     begin_statement = ""
+    # Put before a SELECT that must see every write already committed anywhere in a cluster
+    # (read your own writes across Galera nodes); empty where every read already does.
+    causal_prefix = ""
 
     def connect(self) -> Any:
         """A new DB-API connection in autocommit mode."""
@@ -127,6 +137,8 @@ class SQLiteBackend(Backend):
     def classify(self, error: BaseException) -> type[Exception] | None:
         if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
             return DuplicateKeyError
+        if isinstance(error, sqlite3.OperationalError) and "duplicate column" in str(error):
+            return DuplicateColumnError
         return None
 
     def is_retryable(self, error: BaseException) -> bool:
@@ -150,6 +162,7 @@ class MySQLBackend(Backend):
             host, port, user, password, database,
         )  # fmt: skip
         self._sql_cache: dict[str, str] = {}
+        self._cluster: bool | None = None
 
     @property
     def has_c_extension(self) -> bool:
@@ -178,6 +191,11 @@ class MySQLBackend(Backend):
         # now, and InnoDB takes fewer gap locks, so fewer deadlocks.
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         cursor.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'")
+        if self._cluster is None:  # asked once, on the first connection (at start-up)
+            self._cluster = _is_galera_node(cursor, self._connector.Error)
+            if self._cluster:
+                # MariaDB's per-statement form: no extra round trip to switch it on and off.
+                self.causal_prefix = "SET STATEMENT wsrep_sync_wait = 1 FOR "
         cursor.close()
         return connection
 
@@ -193,6 +211,8 @@ class MySQLBackend(Backend):
         errno = getattr(error, "errno", None)
         if errno == MYSQL_DUPLICATE_KEY:
             return DuplicateKeyError
+        if errno == MYSQL_DUPLICATE_COLUMN:
+            return DuplicateColumnError
         if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._connector.InterfaceError):
             return ConnectionLostError
         return None
@@ -217,6 +237,16 @@ def mysql_address(url: str) -> tuple[str, int, str, str, str]:
         urllib.parse.unquote(parsed.password or ""),
         urllib.parse.unquote(parsed.path.lstrip("/")),
     )
+
+
+def _is_galera_node(cursor: Any, driver_error: type[Exception]) -> bool:
+    """True when the server is a Galera cluster node with replication on."""
+    try:
+        cursor.execute("SELECT @@wsrep_on")
+        (value,) = cursor.fetchone()
+    except driver_error:  # MySQL without Galera has no such variable
+        return False
+    return str(value).upper() in ("1", "ON")
 
 
 def backend_from_url(url: str) -> Backend:
@@ -250,6 +280,7 @@ class Tx:
         self._cursor = cursor
         self._backend = backend
         self.lock = backend.lock_clause
+        self.causal = backend.causal_prefix
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
         """All rows as dicts."""
@@ -289,7 +320,9 @@ class PoolConfig:
     pool_size: int = 16
     pool_timeout_s: float = 30.0
     pool_recycle_s: int = 3600
-    deadlock_retries: int = 5
+    # Sized for a cluster: under load a Galera node sees many certification conflicts, each
+    # retried after an exponential, jittered pause (at most about 2 s in all).
+    deadlock_retries: int = 12
 
 
 class Database:
@@ -346,7 +379,8 @@ class Database:
 
         A pooled connection found dead when the transaction starts is replaced, since nothing
         was sent yet; one lost later is reported, because the commit may have happened.
-        Raises DuplicateKeyError or ConnectionLostError for those driver errors.
+        Raises DuplicateKeyError or ConnectionLostError for those driver errors, and
+        errors.TryAgainError when deadlocks or certification conflicts outlast the retries.
         """
         for attempt in range(self.config.deadlock_retries + 1):
             started = False
@@ -365,9 +399,16 @@ class Database:
                 stale = not started and self.backend.classify(error) is ConnectionLostError
                 retry = stale or self.backend.is_retryable(error)
                 if retry and attempt < self.config.deadlock_retries:
-                    log.info("transaction retried after %s (attempt %d)", error, attempt + 1)
-                    time.sleep(0 if stale else random.uniform(0.005, 0.05) * (attempt + 1))
+                    log.debug("transaction retried after %s (attempt %d)", error, attempt + 1)
+                    time.sleep(0 if stale else _backoff_s(attempt))
                     continue
+                if retry and not stale:
+                    log.warning("transaction gave up after %d retries: %s", attempt, error)
+                    raise TryAgainError(
+                        "The server is very busy and could not finish that just now; nothing"
+                        " was changed. Please try again in a moment.",
+                        {"retry_after_s": 1, "cause": "contention"},
+                    ) from error
                 self._translate(error)
                 raise
         raise AssertionError("unreachable")
@@ -389,6 +430,12 @@ class Database:
         kind = self.backend.classify(error)
         if kind is not None:
             raise kind(str(error)) from error
+
+
+def _backoff_s(attempt: int) -> float:
+    # Full jitter: a random pause up to a ceiling that doubles each time, so transactions that
+    # collided do not collide again in step.
+    return random.uniform(0, min(0.25, 0.004 * 2**attempt))
 
 
 def _cursor_of(fairy: Any) -> Any:

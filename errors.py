@@ -48,3 +48,7 @@ class WeakPasswordError(DomainError):
 
 class UsernameTakenError(DomainError):
     """A username that exists already, ignoring case."""
+
+
+class TryAgainError(DomainError):
+    """The work could not be finished just now (contention, a lost database); nothing changed."""

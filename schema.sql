@@ -5,6 +5,10 @@
 -- *_key columns hold the casefolded, space-normalised form used for matching; the
 -- binary collation makes those comparisons exact on both backends. Indexes are declared
 -- inside CREATE TABLE so the whole file can run again harmlessly (IF NOT EXISTS).
+-- version columns (users, shop_books, lending_books) are written by every transaction whose
+-- rule that row serialises: on a Galera cluster a lock on a row that is only read protects
+-- nothing across nodes, while two writes of one row fail certification and are retried.
+-- A database made at an older schema version gains new columns through db.MIGRATIONS.
 
 CREATE TABLE IF NOT EXISTS schema_version (
     id INTEGER NOT NULL PRIMARY KEY,
@@ -18,7 +22,8 @@ CREATE TABLE IF NOT EXISTS users (
     username_key VARCHAR(32) NOT NULL UNIQUE,
     password_hash VARCHAR(100) NOT NULL,
     role VARCHAR(10) NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'admin')),
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS sessions (
@@ -45,7 +50,8 @@ CREATE TABLE IF NOT EXISTS shop_books (
     title VARCHAR(200) NOT NULL,
     title_key VARCHAR(200) NOT NULL UNIQUE,
     price_pence INTEGER NOT NULL CHECK (price_pence >= 0),
-    in_stock INTEGER NOT NULL CHECK (in_stock >= 0)
+    in_stock INTEGER NOT NULL CHECK (in_stock >= 0),
+    version BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS walks (
@@ -101,7 +107,8 @@ CREATE TABLE IF NOT EXISTS lending_books (
     authors TEXT NOT NULL,
     search_key TEXT NOT NULL,
     first_publish_year INTEGER,
-    copies INTEGER NOT NULL CHECK (copies >= 0)
+    copies INTEGER NOT NULL CHECK (copies >= 0),
+    version BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- active_user_id is user_id while a loan is out and NULL once returned, so the unique key

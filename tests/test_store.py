@@ -220,3 +220,31 @@ def test_a_dropped_mysql_connection_is_replaced(mysql_url: str) -> None:
         assert user["username"] == "after-kill"
     finally:
         store.close()
+
+
+def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
+    """A database made before the version columns existed gains them, keeping its data."""
+    store = seed.open_store(db_url)
+    user = store.create_user("early", "hash", NOW)
+    store.place_order(user["id"], {101: 2}, NOW)
+    backend = store.database.backend
+    store.close()
+    connection = backend.connect()
+    cursor = connection.cursor()
+    for table in ("users", "shop_books", "lending_books"):
+        cursor.execute(f"ALTER TABLE {table} DROP COLUMN version")
+    cursor.execute("UPDATE schema_version SET version = 1 WHERE id = 1")
+    connection.commit()
+    connection.close()
+
+    upgraded = seed.open_store(db_url)
+    again = seed.open_store(db_url)  # a second start finds nothing left to do
+    try:
+        assert upgraded.schema_version() == db.SCHEMA_VERSION == 2
+        assert [len(o["lines"]) for o in upgraded.orders_for(user["id"])] == [1]
+        assert len(upgraded.shop_books()) == 7
+        upgraded.place_order(user["id"], {101: 1}, NOW + 1)  # writes the new column
+        assert len(again.orders_for(user["id"])) == 2
+    finally:
+        upgraded.close()
+        again.close()
