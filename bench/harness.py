@@ -131,6 +131,15 @@ def server_service(url: str, workdir: Path, cert: Path, key: Path, env: dict[str
     return Service(command, workdir / "server.log", env)
 
 
+def peer_service(url: str, workdir: Path, cert: Path, key: Path, pool_size: int) -> Service:
+    """bench/peer.py (FastAPI under uvicorn) on a free port of 127.0.0.1, on the same database."""
+    command = [
+        sys.executable, str(BENCH_DIR / "peer.py"),
+        "--db", url, "--cert", str(cert), "--key", str(key), "--pool-size", str(pool_size),
+    ]  # fmt: skip
+    return Service(command, workdir / "peer.log")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """The server settings the bench sizes itself by and reports."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import http.client
 import itertools
 import json
 import random
@@ -24,6 +25,8 @@ from db import Store
 from protocol import decode_reply
 
 PASSWORD = "bench password"  # noqa: S105 - every bench member's password
+PEAK = "peak"  # the area of the search that Waymark and the FastAPI peer both answer
+PEER_SEARCH = f"/walks?area={PEAK}"
 AREAS = sorted({walk.area for walk in sample_data.walks().walks})
 BOOKS = [book.number for book in sample_data.shop_books()]
 CATALOGUE_QUERIES = sorted(
@@ -123,15 +126,16 @@ class Accounts:
     every 8 x 7 purchases. Without a store (the echo stage) the members are only names.
     """
 
-    def __init__(self, store: Store | None, password_hash: str = ""):
+    def __init__(self, store: Store | None, password_hash: str = "", prefix: str = "bench"):
         self.store = store
         self.password_hash = password_hash
+        self.prefix = prefix  # a name of its own for each Accounts on one database
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
 
     def new(self) -> Account:
         with self._lock:
-            username = f"bench{next(self._numbers):06d}"
+            username = f"{self.prefix}{next(self._numbers):06d}"
         if self.store is None:
             return Account(0, username, "")
         now = int(time.time())
@@ -153,6 +157,10 @@ def make_request(op: str, rng: random.Random, account: Account) -> tuple[str, di
     if op == "catalogue":
         query = rng.choice([None, *CATALOGUE_QUERIES])
         return op, {"query": query} if query else {}
+    if op == "search_peak":
+        return "search_walks", {"area": PEAK}
+    if op == "list_areas":
+        return op, {}
     if op == "buy":
         return op, {"items": [{"book": account.take_book(rng), "quantity": 1}]}
     if op == "login":
@@ -228,6 +236,7 @@ class StoreWorker(Worker):
         self.store = store
         self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {
             "search_walks": self.search_walks,
+            "list_areas": self.list_areas,
             "catalogue": self.catalogue,
             "buy": self.buy,
             "login": self.login,
@@ -247,6 +256,9 @@ class StoreWorker(Worker):
             limit=50,
             offset=0,
         )
+
+    def list_areas(self, args: dict[str, Any]) -> object:
+        return self.store.list_areas()
 
     def catalogue(self, args: dict[str, Any]) -> object:
         query = args.get("query")
@@ -273,3 +285,33 @@ class StoreWorker(Worker):
         assert user is not None
         self.store.clear_login_failures(key)
         return self.store.create_session(user["id"], hash_token(secrets.token_urlsafe(32)), now)
+
+
+class PeerWorker:
+    """Sends the walk search to the FastAPI peer over one keep-alive HTTPS connection."""
+
+    def __init__(self, port: int, context: ssl.SSLContext):
+        self.connection = http.client.HTTPSConnection(
+            HOST, port, timeout=REQUEST_TIMEOUT_S, context=context
+        )
+        self.connection.connect()
+
+    def prepare(self, op: str, rng: random.Random) -> Request:
+        if op != "search_peak":
+            raise ValueError(f"the peer answers only search_peak, not {op!r}")
+        return self.search
+
+    def search(self) -> None:
+        """One GET that must succeed on the connection already open."""
+        # http.client silently reconnects a closed connection; a keep-alive that broke is an
+        # error here, since each reconnect would add a handshake to the timing.
+        if self.connection.sock is None:
+            raise BenchError("the peer closed the keep-alive connection")
+        self.connection.request("GET", PEER_SEARCH)
+        response = self.connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise BenchError(f"HTTP {response.status}: {body[:200]!r}")
+
+    def close(self) -> None:
+        self.connection.close()
