@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.options import REQUEST_TIMEOUT_S, Options
+from bench.progress import StageBar
 from protocol import ProtocolError
 
 Request = Callable[[], object]
@@ -133,6 +134,14 @@ def process_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_memory(pid: int) -> tuple[float, int]:
+    """A process's resident memory in MB and its number of threads, from /proc."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"])
 
 
 @dataclass(frozen=True)
@@ -265,9 +274,13 @@ def run_stage(
     clients: list[tuple[Client, dict[str, int]]],
     options: Options,
     server_pid: int | None = None,
+    bar: StageBar | None = None,
 ) -> StageResult:
     """Run every client in its own thread for the warm-up plus options.seconds."""
-    print(f"  {name}: {len(clients)} clients, {options.seconds:g} s ...", file=sys.stderr)
+    if bar is None:
+        print(f"  {name}: {len(clients)} clients, {options.seconds:g} s ...", file=sys.stderr)
+    else:
+        bar.begin(f"{name}, {len(clients)} conns")
     budget = Budget(options.max_requests)
     window = Window.starting_soon(options.warmup, options.seconds)
     tallies = [Tally() for _ in clients]
@@ -294,4 +307,6 @@ def run_stage(
     finally:
         for client, _ in clients:
             client.close()
+        if bar is not None:
+            bar.end()
     return StageResult.collect(name, tallies, window, (before, after), budget.exhausted)

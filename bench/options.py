@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import passwords
@@ -14,6 +15,8 @@ from engine import mysql_address
 HOST = "127.0.0.1"
 DEFAULT_MYSQL = f"mysql://root@{HOST}:3306/"
 REQUEST_TIMEOUT_S = 60.0
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_SECONDS = {"suite": 5.0}  # every other mode: 10 s per stage
 
 MIXES: dict[str, dict[str, int]] = {
     "read": {"search_walks": 1, "catalogue": 1},
@@ -25,7 +28,8 @@ MIXES: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True)
 class Options:
-    """What to run; db is "sqlite" or a MySQL server URL on 127.0.0.1."""
+    """What to run; db is "sqlite" or a MySQL server URL on 127.0.0.1 (dbs: all of them, for
+    --suite, which runs on each in turn)."""
 
     mode: str
     db: str
@@ -36,6 +40,9 @@ class Options:
     max_requests: int
     cycles: int
     json: bool
+    dbs: tuple[str, ...] = ()
+    smoke: bool = False
+    out: Path = RESULTS_DIR
 
     @property
     def warmup(self) -> float:
@@ -94,16 +101,32 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         const="bcrypt",
         help="bcrypt hashes/s with 1 vs 4 threads, and how a login burst slows other requests",
     )
+    modes.add_argument(
+        "--suite",
+        dest="mode",
+        action="store_const",
+        const="suite",
+        help="the performance suite: connection sweeps, buys, a login storm and idle"
+        " connections, beside the echo, Store and FastAPI ceilings; writes JSON and a PNG chart",
+    )
+    modes.add_argument(
+        "--smoke",
+        dest="mode",
+        action="store_const",
+        const="smoke",
+        help="the suite in miniature (tiny stages, few connections): fails on any error",
+    )
     parser.add_argument(
         "--db",
         type=database_option,
-        default="sqlite",
+        action="append",
         help="sqlite (a temporary file), mysql (root@127.0.0.1:3306) or a MySQL server URL;"
-        " a fresh database is created and dropped there [sqlite]",
+        " a fresh database is created and dropped there. --suite and --smoke take it more"
+        " than once [sqlite; --suite and --smoke: sqlite and mysql]",
     )
     parser.add_argument("--clients", type=bounded(int, 1, 256), default=16, help="[16]")
     parser.add_argument(
-        "--seconds", type=bounded(float, 0.5, 600), default=10.0, help="per stage [10]"
+        "--seconds", type=bounded(float, 0.5, 600), help="per stage [10; --suite: 5]"
     )
     parser.add_argument("--mix", choices=sorted(MIXES), default="read", help="[read]")
     parser.add_argument(
@@ -123,18 +146,32 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--cycles", type=bounded(int, 100, 100_000), default=2000, help="for --pool-check [2000]"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help="where --suite and --smoke write their JSON and PNG [bench/results]",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
-    if args.mode == "pool" and args.db == "sqlite":
+    smoke = args.mode == "smoke"
+    mode = "suite" if smoke else args.mode or "load"
+    dbs = tuple(args.db or (["sqlite", DEFAULT_MYSQL] if mode == "suite" else ["sqlite"]))
+    if mode != "suite" and len(dbs) > 1:
+        parser.error("only --suite and --smoke take --db more than once")
+    if mode == "pool" and dbs[0] == "sqlite":
         parser.error("--pool-check measures MySQL pools: add --db mysql (or a MySQL URL)")
     return Options(
-        mode=args.mode or "load",
-        db=args.db,
+        mode=mode,
+        db=dbs[0],
         clients=args.clients,
-        seconds=args.seconds,
+        seconds=args.seconds or DEFAULT_SECONDS.get(mode, 10.0),
         mix=args.mix,
         bcrypt_cost=args.bcrypt_cost,
         max_requests=args.max_requests,
         cycles=args.cycles,
         json=args.json,
+        dbs=dbs,
+        smoke=smoke,
+        out=args.out,
     )

@@ -184,3 +184,187 @@ def bcrypt_report(result: dict[str, Any]) -> str:
             ),
         ]
     )
+
+
+SUITE_HEADERS = ["op", "conns", "target", "requests", "req/s", "p50 ms", "p99 ms", "errors"]
+SUITE_CPU_HEADERS = ["server cpu%", "server us/req", "bench cpu%", "machine cpu%"]
+
+
+def suite_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """One line per stage, grouped by operation and connection count, Waymark first."""
+    lines = []
+    previous = None
+    for row in sorted(rows, key=lambda r: (r["op"], r["connections"])):  # stable: Waymark first
+        group = (row["op"], row["connections"])
+        first = group != previous
+        previous = group
+        stats, cpu = row["overall"], row["cpu"]
+        lines.append(
+            [
+                op_name(row["op"]) if first else "",
+                str(row["connections"]) if first else "",
+                row["target"],
+                *stats_cells("", stats)[1:],
+                number(cpu["server_pct"], 0),
+                number(cpu["server_us_per_request"], 0),
+                number(cpu["bench_pct"], 0),
+                number(cpu["machine_pct"], 0),
+            ]
+        )
+    return lines
+
+
+def op_name(op: str) -> str:
+    return "search_walks peak" if op == "search_peak" else op
+
+
+def ratio_rows(ratios: list[dict[str, Any]], ceilings: list[str]) -> list[list[str]]:
+    """waymark ÷ ceiling per operation and connection count: req/s, and p99 in brackets."""
+
+    def cell(value: dict[str, Any] | None) -> str:
+        if value is None:
+            return ""
+        return f"{number(value['per_s'], 2)}x ({number(value['p99'], 1)}x)"
+
+    return [
+        [op_name(r["op"]), str(r["connections"]), *(cell(r.get(c)) for c in ceilings)]
+        for r in sorted(ratios, key=lambda r: (r["op"], r["connections"]))
+    ]
+
+
+def storm_rows(storm: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for phase in storm["phases"]:
+        searches, logins = phase["searches"] or {}, phase["logins"] or {}
+        rows.append(
+            [
+                phase["phase"],
+                number(searches.get("per_s")),
+                number(searches.get("p50_ms"), 2),
+                number(searches.get("p99_ms"), 2),
+                number(logins.get("per_s"), 2),
+                number(logins.get("p50_ms"), 0),
+                number(logins.get("p99_ms"), 0),
+                number(phase["cpu"]["server_pct"], 0),
+                str(phase["errors"]),
+            ]
+        )
+    return rows
+
+
+def idle_rows(idle: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            i["target"],
+            f"{i['connections']:,}",
+            number(i["open_s"], 1),
+            number(i["connect_and_first_answer_p50_ms"], 1),
+            number(i["rss_mb_before"], 1),
+            number(i["rss_mb_after"], 1),
+            number(i["rss_kb_per_connection"], 1),
+            f"{i['threads_before']} -> {i['threads_after']}",
+            number(i["cpu_pct_before"], 1),
+            number(i["cpu_pct_after"], 1),
+            str(i["errors"]),
+        ]
+        for i in idle
+    ]
+
+
+def suite_report(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    plan = meta["plan"]
+    peer = ", ".join(f"{name} {version}" for name, version in meta["peer_packages"].items())
+    lines = [
+        f"Waymark performance suite{' (smoke)' if meta['smoke'] else ''}, started"
+        f" {meta['started']}: {meta['seconds']:g} s per stage after a {meta['warmup_s']:g} s"
+        f" warm-up; Python {meta['python']}, {meta['cpus']} CPUs; load average"
+        f" {meta['load_average_before'][0]:.1f} before, {meta['load_average_after'][0]:.1f} after",
+        f"MySQL driver: {describe_driver(meta['mysql_driver'])}; peer: {peer}",
+    ]
+    for database in result["databases"]:
+        settings, storm = database["settings"], database["storm"]
+        ceilings = ["waymark/echo", "waymark/peer", "waymark/store"]
+        lines += [
+            "",
+            f"== {database['db']} ==",
+            f"server.py: data in {database['server_data']}; pool_size {settings['pool_size']},"
+            f" hash_concurrency {settings['hash_concurrency']}",
+            f"peer: {database['peer']}",
+            "",
+            "Sweep: each connection is a closed-loop client; search_walks asks for area peak.",
+            table(SUITE_HEADERS + SUITE_CPU_HEADERS, suite_rows(database["sweep"])),
+            "",
+            "Ratios, Waymark / ceiling: req/s (p99 in brackets).",
+            table(["op", "conns", *ceilings], ratio_rows(database["sweep_ratios"], ceilings)),
+            "",
+            "Buying: one copy per order; Waymark / direct Store in the last column.",
+            table(
+                SUITE_HEADERS + SUITE_CPU_HEADERS + ["waymark/store"],
+                [
+                    row + [cell]
+                    for row, cell in zip(
+                        suite_rows(database["buy"]),
+                        buy_ratio_cells(database),
+                        strict=True,
+                    )
+                ],
+            ),
+            "",
+            f"Login storm: {storm['readers']} clients searching beside {storm['logins']} clients"
+            f" logging in non-stop at bcrypt cost {storm['bcrypt_cost']},"
+            f" hash_concurrency {storm['hash_concurrency']}.",
+            table(
+                [
+                    "phase",
+                    "searches/s",
+                    "search p50 ms",
+                    "search p99 ms",
+                    "logins/s",
+                    "login p50 ms",
+                    "login p99 ms",
+                    "server cpu%",
+                    "errors",
+                ],  # fmt: skip
+                storm_rows(storm),
+            ),
+            "",
+            f"Idle: {plan['idle_connections']:,} TLS connections, each answered once, then silent"
+            f" for {plan['idle_seconds']:g} s; a fresh server process each.",
+            table(
+                [
+                    "server",
+                    "conns",
+                    "open s",
+                    "new conn ms",
+                    "RSS MB before",
+                    "RSS MB after",
+                    "KB/conn",
+                    "threads",
+                    "idle cpu% (0 conns)",
+                    "idle cpu% (open)",
+                    "errors",
+                ],  # fmt: skip
+                idle_rows(database["idle"]),
+            ),
+            "new conn ms: TCP + TLS handshake + the first answer, p50 of connections opened one"
+            " at a time; KB/conn: RSS growth per open connection.",
+        ]
+    lines += [
+        "",
+        "cpu: server process (the echo server or the peer in their stages) and bench process as %"
+        " of one core; machine as % of all cores.",
+        f"files: {meta['files']['json']} and {meta['files']['png']}",
+    ]
+    lines += [f"PROBLEM: {problem}" for problem in result["problems"]]
+    return "\n".join(lines)
+
+
+def buy_ratio_cells(database: dict[str, Any]) -> list[str]:
+    """The waymark/store req/s ratio beside each buy row (Waymark's row only)."""
+    by_connections = {r["connections"]: r.get("waymark/store") for r in database["buy_ratios"]}
+    cells = []
+    for row in sorted(database["buy"], key=lambda r: (r["op"], r["connections"])):
+        value = by_connections.get(row["connections"]) if row["target"] == "waymark" else None
+        cells.append(f"{number(value['per_s'], 2)}x" if value else "")
+    return cells

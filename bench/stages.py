@@ -92,7 +92,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def run_load(options: Options) -> dict[str, Any]:
+def run(options: Options) -> dict[str, Any]:
     """The three stages and their ratios."""
     settings = settings_of(server_environment(options))
     with tempfile.TemporaryDirectory(prefix="waymark-bench-") as tmp:
