@@ -12,6 +12,7 @@ On each database in turn, one fresh database serves every stage:
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -136,7 +137,16 @@ class Bench:
 
 
 def run(options: Options) -> dict[str, Any]:
-    """Every stage on every database; writes the JSON and the chart into options.out."""
+    """Every stage on every database; writes the JSON and the chart into options.out.
+
+    Raises RuntimeError when the peer's packages are missing or a server does not start.
+    """
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(
+            f"the FastAPI peer needs {' and '.join(missing)}:"
+            " .venv/bin/pip install -r requirements-bench.txt (scripts/bench does it)"
+        )
     plan = SMOKE if options.smoke else FULL
     options = replace(options, seconds=plan.seconds or options.seconds)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
