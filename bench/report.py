@@ -313,7 +313,7 @@ def suite_report(result: dict[str, Any]) -> str:
             "",
             f"Login storm: {storm['readers']} clients searching beside {storm['logins']} clients"
             f" logging in non-stop at bcrypt cost {storm['bcrypt_cost']},"
-            f" hash_concurrency {storm['hash_concurrency']}.",
+            f" hash_concurrency {storm['hash_concurrency']}; {storm['seconds']:g} s per phase.",
             table(
                 [
                     "phase",

@@ -87,6 +87,7 @@ class Plan:
     storm_readers: int
     storm_logins: int
     storm_cost: int
+    storm_seconds: float  # at least this per storm phase: each login queues behind the others
     idle_connections: int
     idle_seconds: float
     settle_s: float  # after connections open or close, before /proc is read
@@ -103,6 +104,7 @@ FULL = Plan(
     storm_readers=8,
     storm_logins=20,
     storm_cost=passwords.PRODUCTION_COST,
+    storm_seconds=10.0,
     idle_connections=1000,
     idle_seconds=5.0,
     settle_s=1.0,
@@ -114,6 +116,7 @@ SMOKE = Plan(
     storm_readers=2,
     storm_logins=2,
     storm_cost=4,
+    storm_seconds=0.2,
     idle_connections=20,
     idle_seconds=0.2,
     settle_s=0.05,
@@ -296,7 +299,8 @@ def quotient(numerator: float | None, denominator: float | None) -> float | None
 def login_storm(bench: Bench, url: str, store: Store) -> dict[str, Any]:
     """Searches alone, then beside clients logging in non-stop, on one server at the storm cost."""
     plan = bench.plan
-    options = replace(bench.options, bcrypt_cost=plan.storm_cost)
+    seconds = max(bench.options.seconds, plan.storm_seconds)
+    options = replace(bench.options, bcrypt_cost=plan.storm_cost, seconds=seconds)
     env = server_environment(options)
     password_hash = passwords.PasswordHasher(plan.storm_cost, 1).hash(PASSWORD)
     accounts = Accounts(store, password_hash, prefix="storm")
@@ -310,6 +314,7 @@ def login_storm(bench: Bench, url: str, store: Store) -> dict[str, Any]:
             ]
             phases.append(storm_phase(run_stage(name, clients, options, server.pid, bench.bar)))
     return {
+        "seconds": seconds,
         "readers": plan.storm_readers,
         "logins": plan.storm_logins,
         "bcrypt_cost": plan.storm_cost,
