@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,16 @@ class Service:
         return self.process.pid
 
     def __enter__(self) -> Service:
+        self.spawn()
+        try:
+            self.port = self.wait_until_listening()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def spawn(self) -> None:
+        """Start the child without waiting for it (see started_together)."""
         with self.log_path.open("a") as log:
             self.process = subprocess.Popen(
                 self.command,
@@ -59,12 +69,6 @@ class Service:
                 env=self.env,
                 cwd=self.log_path.parent,
             )
-        try:
-            self.port = self._wait_until_listening()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -74,7 +78,8 @@ class Service:
         lines = self.log_path.read_text().splitlines()
         return next((line for line in lines if containing in line), None)
 
-    def _wait_until_listening(self) -> int:
+    def wait_until_listening(self) -> int:
+        """The port from the child's "listening on" line; RuntimeError if it does not come."""
         assert self.process is not None and self.process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -102,6 +107,18 @@ class Service:
                 self.process.wait()
         if self.process.stdout:
             self.process.stdout.close()
+
+
+@contextmanager
+def started_together(*services: Service) -> Iterator[None]:
+    """Start every service at once, so their start-ups overlap; then wait for each; stop all."""
+    with ExitStack() as stack:
+        for service in services:
+            stack.callback(service.stop)
+            service.spawn()
+        for service in services:
+            service.port = service.wait_until_listening()
+        yield
 
 
 def echo_service(workdir: Path, cert: Path, key: Path) -> Service:

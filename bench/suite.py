@@ -29,7 +29,6 @@ import passwords
 import tls
 from bench import chart
 from bench.harness import (
-    ServerSettings,
     Service,
     describe_db,
     echo_service,
@@ -41,6 +40,7 @@ from bench.harness import (
     server_environment,
     server_service,
     settings_of,
+    started_together,
 )
 from bench.measurement import (
     Client,
@@ -187,11 +187,10 @@ def measure_database(bench: Bench) -> dict[str, Any]:
         seeded_store(url, settings.pool_size) as store,
     ):
         accounts = Accounts(store, password_hash)
-        with (
-            echo_service(bench.workdir, bench.cert, bench.key) as echo,
-            server_service(url, bench.workdir, bench.cert, bench.key, env) as server,
-            peer_service(url, bench.workdir, bench.cert, bench.key, settings.pool_size) as peer,
-        ):
+        echo = echo_service(bench.workdir, bench.cert, bench.key)
+        server = server_service(url, bench.workdir, bench.cert, bench.key, env)
+        peer = peer_service(url, bench.workdir, bench.cert, bench.key, settings.pool_size)
+        with started_together(echo, server, peer):
             services = {"waymark": server, "peer": peer, "echo": echo}
             make = client_factory(bench, store, accounts, services)
             sweep = [
@@ -208,7 +207,13 @@ def measure_database(bench: Bench) -> dict[str, Any]:
             peer_line = peer.log_line("peer runs")
             data_line = server.log_line("data in ")
         storm = login_storm(bench, url, store)
-        idle = [idle_connections(bench, target, url, settings) for target in IDLE_TARGETS]
+        # Fresh processes, so that the sweep's leftovers do not count as the cost of idling.
+        fresh = {
+            "waymark": server_service(url, bench.workdir, bench.cert, bench.key, env),
+            "peer": peer_service(url, bench.workdir, bench.cert, bench.key, settings.pool_size),
+        }
+        with started_together(*fresh.values()):
+            idle = [idle_connections(bench, target, fresh[target]) for target in IDLE_TARGETS]
     return {
         "db": describe_db(options.db),
         "server_data": data_line and data_line.split("data in ", 1)[1],
@@ -339,41 +344,33 @@ def storm_phase(stage: StageResult) -> dict[str, Any]:
 # Idle connections
 
 
-def idle_connections(
-    bench: Bench, target: str, url: str, settings: ServerSettings
-) -> dict[str, Any]:
-    """A fresh server's RSS and CPU, first with no connection, then with many open and silent."""
-    plan, workdir, cert, key = bench.plan, bench.workdir, bench.cert, bench.key
-    service = (
-        server_service(url, workdir, cert, key, server_environment(bench.options))
-        if target == "waymark"
-        else peer_service(url, workdir, cert, key, settings.pool_size)
-    )
+def idle_connections(bench: Bench, target: str, service: Service) -> dict[str, Any]:
+    """A fresh server's RSS and CPU, first at rest, then with many connections open and silent."""
+    plan = bench.plan
     bench.bar.begin(f"idle {target}, {plan.idle_connections} conns")
     context = bench.client_context()
-    with service:
-        # Warm first: the pools and threads that the first requests open belong to the server
-        # at rest, not to the connections measured.
-        warm, errors = open_many(target, service.port, context, OPENERS)
-        # Then a few one at a time, on a quiet machine: what a new connection costs a client.
-        sample = [open_idle(target, service.port, context) for _ in range(FIRST_ANSWERS)]
-        for client, _ in warm + [a for a in sample if not isinstance(a, str)]:
-            client.close()
-        errors += [a for a in sample if isinstance(a, str)]
+    # Warm first: the pools and threads that the first requests open belong to the server
+    # at rest, not to the connections measured.
+    warm, errors = open_many(target, service.port, context, OPENERS)
+    # Then a few one at a time, on a quiet machine: what a new connection costs a client.
+    sample = [open_idle(target, service.port, context) for _ in range(FIRST_ANSWERS)]
+    for client, _ in warm + [a for a in sample if not isinstance(a, str)]:
+        client.close()
+    errors += [a for a in sample if isinstance(a, str)]
+    time.sleep(plan.settle_s)
+    rss_before, threads_before = process_memory(service.pid)
+    cpu_before = idle_cpu_pct(service.pid, plan.idle_seconds)
+    started = time.perf_counter()
+    opened, failed = open_many(target, service.port, context, plan.idle_connections)
+    open_s = time.perf_counter() - started
+    errors += failed
+    try:
         time.sleep(plan.settle_s)
-        rss_before, threads_before = process_memory(service.pid)
-        cpu_before = idle_cpu_pct(service.pid, plan.idle_seconds)
-        started = time.perf_counter()
-        opened, failed = open_many(target, service.port, context, plan.idle_connections)
-        open_s = time.perf_counter() - started
-        errors += failed
-        try:
-            time.sleep(plan.settle_s)
-            rss_after, threads_after = process_memory(service.pid)
-            cpu_after = idle_cpu_pct(service.pid, plan.idle_seconds)
-        finally:
-            for client, _ in opened:
-                client.close()
+        rss_after, threads_after = process_memory(service.pid)
+        cpu_after = idle_cpu_pct(service.pid, plan.idle_seconds)
+    finally:
+        for client, _ in opened:
+            client.close()
     bench.bar.end()
     first_p50 = percentile(sorted(a[1] for a in sample if not isinstance(a, str)), 0.5)
     return {
