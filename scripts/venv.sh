@@ -20,7 +20,8 @@ ensure_venv() {
     fi
     local stamp=".venv/.installed-$(basename "$requirements")"
     local digest
-    digest=$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)
+    # Every requirements file counts: the named one may include the others with -r.
+    digest=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
         echo "Installing the pinned requirements ($requirements) ..." >&2
         .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"

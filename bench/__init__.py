@@ -1,0 +1,1 @@
+"""Waymark's load bench: the server measured beside its transport and database ceilings."""
