@@ -1,0 +1,567 @@
+"""A three-node MariaDB Galera cluster on 127.0.0.1, for the cluster tests and scripts/cluster.
+
+Each node is one `mariadbd --no-defaults` with every option on its command line, a directory of
+its own (data, socket, pid file, error log) under one cluster directory, and four free loopback
+ports: MySQL, the Galera group channel, IST and SST. Node 1 bootstraps the cluster
+(--wsrep-new-cluster); the others join one at a time and copy its data by rsync SST. The cluster
+is ready when every running node says Synced and counts every running node.
+
+pytest uses the session fixture `galera_cluster` (import it into a test module). The shell uses
+`scripts/cluster start|stop|status|kill N|restart N`, which keeps its cluster in
+$WAYMARK_CLUSTER_DIR (default /tmp/waymark-cluster) so that later commands find it; pointing
+WAYMARK_TEST_GALERA at that directory makes the tests use it instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mysql.connector
+import pytest
+
+PROVIDER_PATHS = (
+    "/usr/lib/galera/libgalera_smm.so",
+    "/usr/lib/libgalera_smm.so",
+    "/usr/lib64/galera-4/libgalera_smm.so",
+    "/usr/lib64/galera/libgalera_smm.so",
+)
+PACKAGES = ("galera-4", "rsync", "mariadb-server")
+STATE_FILE = "cluster.json"
+DEFAULT_CLI_DIR = "/tmp/waymark-cluster"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+# Replication never leaves the machine: every address a node listens on or announces is this.
+HOST = "127.0.0.1"
+
+
+class ClusterError(Exception):
+    """The cluster could not be set up, started or reached; the message says why in a sentence."""
+
+
+@dataclass
+class Node:
+    """One mariadbd of the cluster: its directory, its four ports and its process id."""
+
+    number: int
+    directory: Path
+    port: int
+    group_port: int
+    ist_port: int
+    sst_port: int
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        """mysql://root@127.0.0.1:PORT/ (root has no password on a test cluster)."""
+        return f"mysql://root@{HOST}:{self.port}/"
+
+    @property
+    def datadir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def error_log(self) -> Path:
+        return self.directory / "error.log"
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the node's error log, for a failure message."""
+        for path in (self.error_log, self.directory / "mariadbd.out"):
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()
+                if text:
+                    return "\n".join(text[-lines:])
+        return "(no log)"
+
+
+@dataclass(frozen=True)
+class Software:
+    """Where the programs a node needs are on this machine."""
+
+    server: str
+    install_db: str
+    provider: str
+
+
+def find_software() -> tuple[Software | None, list[str]]:
+    """The programs found, or None and the Debian packages that would bring the missing ones."""
+    server = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/usr/libexec")
+    install_db = shutil.which("mariadb-install-db")
+    provider = next((path for path in PROVIDER_PATHS if Path(path).exists()), None)
+    missing = []
+    if provider is None:
+        missing.append("galera-4")
+    if shutil.which("rsync") is None:
+        missing.append("rsync")
+    if server is None or install_db is None or shutil.which("wsrep_sst_rsync") is None:
+        missing.append("mariadb-server")
+    if missing or server is None or install_db is None or provider is None:
+        return None, missing
+    return Software(server, install_db, provider), []
+
+
+def ensure_software() -> Software:
+    """The programs, installed with apt-get when missing and we are root; else ClusterError."""
+    software, missing = find_software()
+    if software is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", *missing],
+        ):
+            subprocess.run(command, env=environment, capture_output=True, timeout=900, check=False)
+        software, missing = find_software()
+    if software is None:
+        raise ClusterError(
+            f"The Galera cluster needs {', '.join(missing)}, which this machine lacks: install"
+            f" {'them' if len(missing) > 1 else 'it'} (Debian/Ubuntu: apt-get install"
+            f" {' '.join(missing)})."
+        )
+    return software
+
+
+def run_as_account() -> str | None:
+    """The account the nodes run as: mysql when we are root, else our own (None)."""
+    if os.geteuid() != 0:
+        return None
+    # Not as root: the joiner's rsync SST daemon, started by a root mariadbd, drops to "nobody",
+    # which may not write the joiner's data directory, so the joiner never gets its copy.
+    try:
+        pwd.getpwnam("mysql")
+    except KeyError:
+        raise ClusterError(
+            "As root the cluster's nodes run as the mysql account, and there is none:"
+            " install mariadb-server, which creates it, or run as another user."
+        ) from None
+    return "mysql"
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports that were free a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((HOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _give_to(path: Path, account: str | None) -> None:
+    if account is not None:
+        entry = pwd.getpwnam(account)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+class GaleraCluster:
+    """Three (or more) Galera nodes on loopback: create, start, stop, kill -9 and restart."""
+
+    def __init__(self, directory: Path, nodes: list[Node], software: Software, account: str | None):
+        self.directory = directory
+        self.nodes = nodes
+        self.software = software
+        self.account = account
+        self.started_in_s: float | None = None
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- making and finding one ---------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path | None = None, size: int = 3) -> GaleraCluster:
+        """A new cluster in directory (a new temporary one by default), not yet started."""
+        software = ensure_software()
+        account = run_as_account()
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="waymark-galera-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        # The nodes' account must reach its node directories; mkdtemp makes 0700.
+        directory.chmod(0o755)
+        ports = free_ports(4 * size)
+        nodes = []
+        for number in range(1, size + 1):
+            port, group, ist, sst = ports[4 * (number - 1) : 4 * number]
+            node = Node(number, directory / f"node{number}", port, group, ist, sst)
+            node.directory.mkdir()
+            _give_to(node.directory, account)
+            nodes.append(node)
+        cluster = cls(directory, nodes, software, account)
+        cluster.save()
+        return cluster
+
+    @classmethod
+    def load(cls, directory: Path) -> GaleraCluster:
+        """The cluster whose state `save` wrote in directory; ClusterError if there is none."""
+        try:
+            state = json.loads((directory / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            raise ClusterError(f"There is no cluster in {directory}.") from None
+        nodes = [Node(**{**node, "directory": Path(node["directory"])}) for node in state["nodes"]]
+        return cls(directory, nodes, Software(**state["software"]), state["account"])
+
+    def save(self) -> None:
+        """Write ports and process ids, so that another process can stop or inspect the cluster."""
+        state = {
+            "software": asdict(self.software),
+            "account": self.account,
+            "nodes": [{**asdict(node), "directory": str(node.directory)} for node in self.nodes],
+        }
+        path = self.directory / STATE_FILE
+        path.write_text(json.dumps(state, indent=2) + "\n")
+
+    def node(self, number: int) -> Node:
+        """Node number (1-based)."""
+        return self.nodes[number - 1]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    # -- starting and stopping ----------------------------------------------------------------
+
+    def start(self, timeout_s: float = START_TIMEOUT_S, detach: bool = False) -> float:
+        """Initialise node 1, bootstrap it, join the others one by one; returns the seconds taken.
+
+        detach=True puts the nodes in a session of their own, to outlive the calling command.
+        Raises ClusterError, with the failing node's log, when a node dies or is not in time.
+        """
+        started = time.monotonic()
+        deadline = started + timeout_s
+        first = self.nodes[0]
+        if not first.datadir.exists():
+            self._install_db(first)
+        self._launch(first, bootstrap=True, detach=detach)
+        self.wait_synced([first], deadline)
+        for count, node in enumerate(self.nodes[1:], start=2):
+            # One joiner at a time: two joining at once make the group re-form for seconds, and
+            # a donor serves one rsync SST at a time anyway.
+            self._launch(node, bootstrap=False, detach=detach)
+            self.wait_synced(self.nodes[:count], deadline)
+        self.started_in_s = time.monotonic() - started
+        return self.started_in_s
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Shut every node down (SIGTERM, then SIGKILL after timeout_s)."""
+        for node in self.nodes:
+            self._signal(node, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            if not self._wait_gone(node, deadline):
+                self._signal(node, signal.SIGKILL)
+                self._wait_gone(node, time.monotonic() + 10)
+            node.pid = None
+        self.save()
+
+    def remove(self) -> None:
+        """Delete the cluster directory (data and logs); stop first."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def kill(self, number: int) -> None:
+        """kill -9 one node, as a crash would, and wait until it is gone."""
+        node = self.node(number)
+        self._signal(node, signal.SIGKILL)
+        if not self._wait_gone(node, time.monotonic() + 10):
+            raise ClusterError(f"Node {number} (pid {node.pid}) did not die on SIGKILL.")
+        node.pid = None
+        self.save()
+
+    def restart(
+        self, number: int, timeout_s: float = START_TIMEOUT_S, detach: bool = False
+    ) -> float:
+        """Start a stopped or killed node again; it rejoins (IST, else SST). Returns seconds."""
+        started = time.monotonic()
+        node = self.node(number)
+        if self.running(node):
+            raise ClusterError(f"Node {number} is still running.")
+        # A node that comes back before the others have evicted its killed self (evs timeouts,
+        # about 6 s) makes the group re-form again and again: rejoining then takes 25 s, not 5.
+        others = [n for n in self.nodes if self.running(n)]
+        self.wait_synced(others, started + timeout_s)
+        self._launch(node, bootstrap=False, detach=detach)
+        self.wait_synced([*others, node], started + timeout_s)
+        return time.monotonic() - started
+
+    # -- state --------------------------------------------------------------------------------
+
+    def running(self, node: Node) -> bool:
+        """True while the node's mariadbd process lives (a zombie counts as dead)."""
+        if node.pid is None:
+            return False
+        process = self._processes.get(node.number)
+        if process is not None and process.pid == node.pid:
+            return process.poll() is None
+        try:
+            stat = Path(f"/proc/{node.pid}/stat").read_text()
+            cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        # The pid must still be our mariadbd, not a later process that reused the number.
+        return stat.rsplit(")", 1)[1].split()[0] != "Z" and str(node.datadir).encode() in cmdline
+
+    def status(self, node: Node) -> dict[str, str] | None:
+        """The node's wsrep status variables, or None when it does not answer."""
+        try:
+            connection = mysql.connector.connect(
+                host=HOST, port=node.port, user="root", connection_timeout=2
+            )
+        except mysql.connector.Error:
+            return None
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'wsrep%'")
+            return {str(name): str(value) for name, value in cursor.fetchall()}
+        except mysql.connector.Error:
+            return None
+        finally:
+            connection.close()
+
+    def wait_synced(self, nodes: list[Node], deadline: float) -> None:
+        """Wait until each node is Synced in a primary cluster of exactly len(nodes) members."""
+        while True:
+            summary = []
+            for node in nodes:
+                if not self.running(node):
+                    raise ClusterError(
+                        f"Galera node {node.number} exited while starting; the end of its log"
+                        f" ({node.error_log}):\n{node.log_tail()}"
+                    )
+                status = self.status(node) or {}
+                state = status.get("wsrep_local_state_comment", "not answering")
+                size = status.get("wsrep_cluster_size", "?")
+                summary.append((node, state, size, status.get("wsrep_cluster_status")))
+            if all(
+                state == "Synced" and size == str(len(nodes)) and primary == "Primary"
+                for _, state, size, primary in summary
+            ):
+                return
+            if time.monotonic() > deadline:
+                described = "; ".join(
+                    f"node {node.number} {state}, cluster size {size}"
+                    for node, state, size, _ in summary
+                )
+                slowest = next(node for node, state, _, _ in summary if state != "Synced")
+                raise ClusterError(
+                    f"The Galera cluster was not ready in time ({described}); the end of node"
+                    f" {slowest.number}'s log ({slowest.error_log}):\n{slowest.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _install_db(self, node: Node) -> None:
+        command = [
+            self.software.install_db, "--no-defaults", f"--datadir={node.datadir}",
+            "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve",
+            # The bootstrap server must make the InnoDB files the nodes will use.
+            "--innodb-log-file-size=8M", "--innodb-buffer-pool-size=32M",
+        ]  # fmt: skip
+        if self.account is not None:
+            command.append(f"--user={self.account}")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise ClusterError(
+                f"mariadb-install-db could not initialise {node.datadir}:\n{done.stderr[-2000:]}"
+            )
+
+    def command(self, node: Node, bootstrap: bool) -> list[str]:
+        """The node's full mariadbd command line; nothing comes from an option file."""
+        members = ",".join(f"{HOST}:{n.group_port}" for n in self.nodes)
+        provider_options = ";".join(
+            [
+                f"base_port={node.group_port}",
+                # Without this Galera listens on every interface.
+                f"gmcast.listen_addr=tcp://{HOST}:{node.group_port}",
+                f"ist.recv_addr={HOST}:{node.ist_port}",
+                # Enough history for a killed node to catch up by IST after a minute of load.
+                "gcache.size=32M",
+            ]
+        )
+        command = [
+            self.software.server, "--no-defaults",
+            f"--datadir={node.datadir}", f"--socket={node.directory / 'mysql.sock'}",
+            f"--pid-file={node.directory / 'mariadbd.pid'}", f"--log-error={node.error_log}",
+            f"--port={node.port}", f"--bind-address={HOST}", "--skip-name-resolve",
+            # What Galera requires of every node.
+            "--binlog-format=ROW", "--default-storage-engine=InnoDB",
+            "--innodb-autoinc-lock-mode=2", "--wsrep-on=ON",
+            # Small and quick. A killed process loses nothing its OS holds (flush at commit 2),
+            # and the surviving nodes, not one node's redo log, keep a commit.
+            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=8M",
+            "--innodb-flush-log-at-trx-commit=2", "--innodb-doublewrite=0",
+            "--performance-schema=OFF", "--skip-log-bin",
+            f"--wsrep-provider={self.software.provider}", "--wsrep-cluster-name=waymark",
+            f"--wsrep-node-name=node{node.number}", f"--wsrep-node-address={HOST}",
+            f"--wsrep-node-incoming-address={HOST}:{node.port}",
+            f"--wsrep-cluster-address=gcomm://{members}",
+            f"--wsrep-provider-options={provider_options}",
+            "--wsrep-sst-method=rsync", f"--wsrep-sst-receive-address={HOST}:{node.sst_port}",
+        ]  # fmt: skip
+        if self.account is not None:
+            command.append(f"--user={self.account}")
+        if bootstrap:
+            command.append("--wsrep-new-cluster")
+        return command
+
+    def _launch(self, node: Node, bootstrap: bool, detach: bool) -> None:
+        node.datadir.mkdir(exist_ok=True)
+        _give_to(node.datadir, self.account)
+        with (node.directory / "mariadbd.out").open("ab") as output:
+            process = subprocess.Popen(
+                self.command(node, bootstrap),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
+            )
+        self._processes[node.number] = process
+        node.pid = process.pid
+        self.save()
+
+    def _signal(self, node: Node, sig: int) -> None:
+        if node.pid is not None and self.running(node):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, sig)
+
+    def _wait_gone(self, node: Node, deadline: float) -> bool:
+        while self.running(node):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        process = self._processes.pop(node.number, None)
+        if process is not None:
+            process.wait()
+        return True
+
+
+# -- pytest ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def galera_cluster() -> Iterator[GaleraCluster]:
+    """A running three-node cluster for the session; one that cannot start fails, never skips.
+
+    With WAYMARK_TEST_GALERA set to a `scripts/cluster start` directory, that cluster is used
+    (and left running); otherwise a new one is made in a temporary directory and removed after.
+    """
+    existing = os.environ.get("WAYMARK_TEST_GALERA")
+    try:
+        if existing:
+            cluster = GaleraCluster.load(Path(existing))
+            cluster.wait_synced(cluster.nodes, time.monotonic() + 10)
+        else:
+            cluster = GaleraCluster.create()
+            try:
+                seconds = cluster.start()
+            except ClusterError:
+                cluster.stop()
+                cluster.remove()
+                raise
+            print(f"\nGalera: 3 nodes Synced in {seconds:.1f} s ({cluster.directory})")
+    except ClusterError as error:
+        pytest.fail(f"The cluster tests need a Galera cluster: {error}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        if not existing:
+            cluster.stop()
+            cluster.remove()
+
+
+# -- the command line (scripts/cluster) --------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """scripts/cluster: start, stop, status, kill or restart the shell's cluster."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster",
+        description="A three-node MariaDB Galera cluster on 127.0.0.1, for trying Waymark on.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(os.environ.get("WAYMARK_CLUSTER_DIR", DEFAULT_CLI_DIR)),
+        help="where the cluster lives [WAYMARK_CLUSTER_DIR; default %(default)s]",
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    commands.add_parser("start", help="make and start the cluster; print its three URLs")
+    commands.add_parser("status", help="each node's URL and state; exit 1 unless all are Synced")
+    commands.add_parser("stop", help="stop the cluster and delete its data")
+    for name, text in (("kill", "kill -9 one node"), ("restart", "start a killed node again")):
+        commands.add_parser(name, help=text).add_argument("node", type=int, choices=(1, 2, 3))
+    args = parser.parse_args(argv)
+    try:
+        return _run(args.action, args.dir, getattr(args, "node", 0))
+    except ClusterError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _run(action: str, directory: Path, number: int) -> int:
+    if action == "start":
+        if (directory / STATE_FILE).exists():
+            cluster = GaleraCluster.load(directory)
+            if any(cluster.running(node) for node in cluster.nodes):
+                print(f"A cluster is already running in {directory}:")
+                return _print_status(cluster)
+            cluster.remove()
+        cluster = GaleraCluster.create(directory)
+        try:
+            seconds = cluster.start(detach=True)
+        except ClusterError:
+            cluster.stop()
+            raise
+        print(f"Galera cluster: 3 nodes Synced in {seconds:.1f} s, in {directory}")
+        for url in cluster.urls:
+            print(url)
+        print(f"(the tests use it with WAYMARK_TEST_GALERA={directory})")
+        return 0
+    cluster = GaleraCluster.load(directory)
+    if action == "stop":
+        cluster.stop()
+        cluster.remove()
+        print(f"stopped; {directory} removed")
+        return 0
+    if action == "kill":
+        cluster.kill(number)
+        print(f"node {number} killed")
+        return 0
+    if action == "restart":
+        seconds = cluster.restart(number, detach=True)
+        print(f"node {number} Synced again in {seconds:.1f} s")
+        return 0
+    return _print_status(cluster)
+
+
+def _print_status(cluster: GaleraCluster) -> int:
+    synced = True
+    for node in cluster.nodes:
+        status = cluster.status(node) if cluster.running(node) else None
+        if status is None:
+            state = "running, not answering" if cluster.running(node) else "not running"
+        else:
+            state = (
+                f"{status.get('wsrep_local_state_comment')},"
+                f" cluster size {status.get('wsrep_cluster_size')}"
+            )
+        synced = synced and state.startswith("Synced")
+        print(f"{node.url}  node {node.number}: {state}")
+    return 0 if synced else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
