@@ -7,8 +7,8 @@ run is caught whatever the servers answered.
 
 Galera locks rows only on the node that runs the transaction (SELECT ... FOR UPDATE is not
 replicated); conflicts between nodes are found at commit, and only between transactions that
-write the same rows. The races whose rule rests on such a lock alone break there today; they are
-marked xfail(strict) on Galera only, so the suite goes red the day they are fixed.
+write the same rows. So every rule's transaction writes the row that serialises it (the
+version columns of db.py), and these races hold on both deployments.
 """
 
 from __future__ import annotations
@@ -52,14 +52,6 @@ LIMIT = rules.MAX_COPIES_PER_CUSTOMER
 
 class InvariantBrokenError(AssertionError):
     """A race broke the rule it tests; the xfail marks expect exactly this and nothing else."""
-
-
-GALERA_LOCAL_LOCKS = pytest.mark.xfail(
-    strict=True,
-    raises=InvariantBrokenError,
-    reason="Galera: SELECT ... FOR UPDATE locks only on the local node, and these transactions"
-    " write no row in common, so two nodes both pass the check and both commit",
-)
 
 
 # Deployments: three server processes, on three Galera nodes or on one MariaDB ------------------
@@ -342,9 +334,7 @@ def test_one_member_buying_nine_times_at_once_keeps_the_limit_in_stock(
     race_one_member_buying(deployment, 105, 100, tally)
 
 
-@pytest.mark.parametrize(
-    "deployment", [pytest.param("galera", marks=GALERA_LOCAL_LOCKS), "mariadb"], indirect=True
-)
+@pytest.mark.parametrize("deployment", ["galera", "mariadb"], indirect=True)
 def test_one_member_buying_nine_times_at_once_keeps_the_limit_out_of_stock(
     deployment: Deployment,
 ) -> None:
@@ -392,9 +382,7 @@ def return_loans(
 BORROWERS = 20
 
 
-@pytest.mark.parametrize(
-    "deployment", [pytest.param("galera", marks=GALERA_LOCAL_LOCKS), "mariadb"], indirect=True
-)
+@pytest.mark.parametrize("deployment", ["galera", "mariadb"], indirect=True)
 def test_twenty_members_borrowing_the_only_copy_get_it_once(deployment: Deployment) -> None:
     # A loan is an insert of a new row; on Galera only the local lock on the book's row
     # serialises borrowers, so one borrower per node can get the only copy.
@@ -627,15 +615,7 @@ LOAD_CLIENTS_PER_SERVER = 6
 @pytest.mark.parametrize(
     "deployment",
     [
-        pytest.param(
-            "galera",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=InvariantBrokenError,
-                reason="Galera reports a conflict with another node's commit as a deadlock at"
-                " commit; on hot stock rows some buys lose all six attempts and get internal",
-            ),
-        ),
+        "galera",
         "mariadb",
     ],
     indirect=True,
