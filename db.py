@@ -17,13 +17,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import migrations
 import rules
 from engine import (
     Database,
-    DuplicateColumnError,
     DuplicateKeyError,
     PoolConfig,
     Row,
@@ -43,19 +42,6 @@ if TYPE_CHECKING:  # the records the shop's CSV reader makes; db.py needs only t
     from shop_import import ShopBook, WalkRow
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-# Statements that bring a database made at the version before each key up to that version.
-# Each is safe to meet twice: a column already added (another process upgraded first) is
-# taken as done.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: (
-        "ALTER TABLE users ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE shop_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE lending_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
-    ),
-}
-SCHEMA_PATH = Path(__file__).with_name("schema.sql")
 
 
 def to_datetime(timestamp: int) -> datetime:
@@ -105,7 +91,7 @@ class Store:
         """Connect and create the schema if missing; ValueError explains a bad URL."""
         config = config or StoreConfig()
         store = cls(Database(backend_from_url(url), config.pool), config)
-        store.create_schema()
+        migrations.create_or_upgrade(store.database)
         return store
 
     def close(self) -> None:
@@ -117,32 +103,6 @@ class Store:
         return self.database.describe()
 
     # -- schema -------------------------------------------------------------------------------
-
-    def create_schema(self) -> None:
-        """Create the tables that are missing, then upgrade an older schema to this version."""
-        statements = self.database.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
-        with self.database.connection() as (_, tx):
-            for statement in statements:
-                tx.run(statement)
-            found = tx.value("SELECT version FROM schema_version WHERE id = 1")
-            if found is None or int(found) >= SCHEMA_VERSION:
-                return
-            for version in range(int(found) + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version]:
-                    self._migrate(tx, statement)
-                tx.run(
-                    "UPDATE schema_version SET version = ?, applied_at = ? WHERE id = 1"
-                    " AND version < ?",
-                    (version, int(time.time()), version),
-                )
-                log.info("upgraded the schema to version %d", version)
-
-    def _migrate(self, tx: Tx, statement: str) -> None:
-        try:
-            tx.run(statement)
-        except Exception as error:
-            if self.database.backend.classify(error) is not DuplicateColumnError:
-                raise
 
     def load_if_empty(
         self,
@@ -160,7 +120,7 @@ class Store:
             # moment waits here, then fails on the duplicate and leaves the loading to us.
             tx.run(
                 "INSERT INTO schema_version (id, version, applied_at) VALUES (1, ?, ?)",
-                (SCHEMA_VERSION, int(time.time())),
+                (migrations.SCHEMA_VERSION, int(time.time())),
             )
             self._upsert_shop_books(tx, shop_books)
             self._upsert_walks(tx, walks, {book.title: book.number for book in shop_books})

@@ -6,7 +6,6 @@ import importlib.metadata
 import os
 import platform
 import tempfile
-import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from bench.harness import (
     server_service,
     settings_of,
 )
-from bench.measurement import Client, StageResult, run_stage
+from bench.measurement import Client, StageResult, run_stage, run_threads
 from bench.options import MIXES, Options
 from bench.workload import PASSWORD, Accounts, LineClient, ServerWorker
 
@@ -65,13 +64,7 @@ def hash_rate(threads: int, seconds: float) -> dict[str, float]:
             bcrypt.hashpw(b"a bench password", bcrypt.gensalt(HASH_CHECK_COST))
             counts[thread] += 1
 
-    workers = [threading.Thread(target=loop, args=(n,)) for n in range(threads)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    wall = time.perf_counter() - started
+    wall = run_threads(loop, threads)
     hashes = sum(counts)
     # Each thread hashes back to back, so one hash takes threads x wall / hashes seconds.
     return {"hashes": hashes, "per_s": hashes / wall, "ms_per_hash": 1000 * threads * wall / hashes}

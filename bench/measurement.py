@@ -310,3 +310,14 @@ def run_stage(
         if bar is not None:
             bar.end()
     return StageResult.collect(name, tallies, window, (before, after), budget.exhausted)
+
+
+def run_threads(target: Callable[[int], None], threads: int) -> float:
+    """Run target(n) in `threads` threads at once; the wall-clock seconds until all are done."""
+    workers = [threading.Thread(target=target, args=(n,)) for n in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - started

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -16,7 +15,7 @@ from typing import Any
 import mysql.connector.pooling
 
 from bench.harness import fresh_database, mysql_admin, mysql_driver, safe_url
-from bench.measurement import percentile
+from bench.measurement import percentile, run_threads
 from bench.options import Options
 from engine import Database, MySQLBackend, PoolConfig, backend_from_url
 
@@ -167,13 +166,7 @@ def time_cycles(
             cycle(thread)
             results[thread].append(time.perf_counter() - started)
 
-    workers = [threading.Thread(target=loop, args=(n,)) for n in range(threads)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    wall = time.perf_counter() - started
+    wall = run_threads(loop, threads)
     for values in results:
         latencies.extend(values)
     return wall

@@ -6,6 +6,12 @@ from typing import Any
 
 from bench.pool_check import POOL_ROUNDS
 
+# The login-storm tables' columns after the phase (and, in the burst check, the concurrency).
+STORM_COLUMNS = (
+    "searches/s", "search p50 ms", "search p99 ms", "logins/s", "login p50 ms", "login p99 ms",
+    "server cpu%", "errors",
+)  # fmt: skip
+
 
 def number(value: float | None, digits: int = 1) -> str:
     """A number for a table, '-' when missing."""
@@ -168,18 +174,7 @@ def bcrypt_report(result: dict[str, Any]) -> str:
             f" default hash_concurrency here is {meta['default_hash_concurrency']}.",
             "",
             table(
-                [
-                    "phase",
-                    "hash conc.",
-                    "searches/s",
-                    "search p50 ms",
-                    "search p99 ms",
-                    "logins/s",
-                    "login p50 ms",
-                    "login p99 ms",
-                    "server cpu%",
-                    "errors",
-                ],  # fmt: skip
+                ["phase", "hash conc.", *STORM_COLUMNS],
                 phases,
             ),
         ]
@@ -315,17 +310,7 @@ def suite_report(result: dict[str, Any]) -> str:
             f" logging in non-stop at bcrypt cost {storm['bcrypt_cost']},"
             f" hash_concurrency {storm['hash_concurrency']}; {storm['seconds']:g} s per phase.",
             table(
-                [
-                    "phase",
-                    "searches/s",
-                    "search p50 ms",
-                    "search p99 ms",
-                    "logins/s",
-                    "login p50 ms",
-                    "login p99 ms",
-                    "server cpu%",
-                    "errors",
-                ],  # fmt: skip
+                ["phase", *STORM_COLUMNS],
                 storm_rows(storm),
             ),
             "",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import db
 import engine
+import migrations
 import seed
 from commands import wire_error
 from db import Store, StoreConfig
@@ -22,7 +22,7 @@ NOW = 1_800_000_000
 
 
 def test_the_schema_version_is_recorded(store: Store) -> None:
-    assert store.schema_version() == db.SCHEMA_VERSION
+    assert store.schema_version() == migrations.SCHEMA_VERSION
 
 
 def test_the_sample_catalogue_is_loaded_once(db_url: str) -> None:
@@ -152,7 +152,7 @@ def test_sqlite_urls_may_be_relative_or_absolute(tmp_path: Path) -> None:
 
 
 def test_the_sqlite_schema_is_derived_from_schema_sql() -> None:
-    statements = engine.SQLiteBackend(Path("unused")).ddl(db.SCHEMA_PATH.read_text())
+    statements = engine.SQLiteBackend(Path("unused")).ddl(migrations.SCHEMA_PATH.read_text())
     joined = "\n".join(statements)
     assert "ENGINE" not in joined and "AUTO_INCREMENT" not in joined
     assert "CREATE INDEX IF NOT EXISTS walks_by_area ON walks (area_key)" in statements
@@ -174,7 +174,7 @@ def test_schema_sql_loads_with_the_mysql_client_as_it_is(mysql_server_url: str) 
     )
     try:
         for _ in range(2):  # twice: every statement is safe to run again
-            with db.SCHEMA_PATH.open() as schema:
+            with migrations.SCHEMA_PATH.open() as schema:
                 subprocess.run([*base, name], stdin=schema, check=True, timeout=60)
         tables = subprocess.run(
             [*base, name, "-N", "-e", "SHOW TABLES"],
@@ -240,7 +240,7 @@ def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     upgraded = seed.open_store(db_url)
     again = seed.open_store(db_url)  # a second start finds nothing left to do
     try:
-        assert upgraded.schema_version() == db.SCHEMA_VERSION == 2
+        assert upgraded.schema_version() == migrations.SCHEMA_VERSION == 2
         assert [len(o["lines"]) for o in upgraded.orders_for(user["id"])] == [1]
         assert len(upgraded.shop_books()) == 7
         upgraded.place_order(user["id"], {101: 1}, NOW + 1)  # writes the new column

@@ -1,0 +1,56 @@
+"""The schema's versions: create the tables from schema.sql, and upgrade an older database.
+
+schema.sql always describes the newest version. A database made at an older version (its
+schema_version row says which) is brought forward by the statements of each later version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from engine import Database, DuplicateColumnError, Tx
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+SCHEMA_VERSION = 2
+# Statements that bring a database made at the version before each key up to that version.
+# Each is safe to meet twice: a column already added (another process upgraded first) is
+# taken as done.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE users ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE shop_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE lending_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+    ),
+}
+
+
+def create_or_upgrade(database: Database) -> None:
+    """Create the tables that are missing, then upgrade an older schema to SCHEMA_VERSION."""
+    statements = database.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
+    with database.connection() as (_, tx):
+        for statement in statements:
+            tx.run(statement)
+        found = tx.value("SELECT version FROM schema_version WHERE id = 1")
+        if found is None or int(found) >= SCHEMA_VERSION:
+            return  # a new database: the catalogue loader records the version
+        for version in range(int(found) + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                _apply(database, tx, statement)
+            tx.run(
+                "UPDATE schema_version SET version = ?, applied_at = ? WHERE id = 1"
+                " AND version < ?",
+                (version, int(time.time()), version),
+            )
+            log.info("upgraded the schema to version %d", version)
+
+
+def _apply(database: Database, tx: Tx, statement: str) -> None:
+    try:
+        tx.run(statement)
+    except Exception as error:
+        if database.backend.classify(error) is not DuplicateColumnError:
+            raise
