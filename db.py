@@ -16,20 +16,11 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import migrations
 import rules
-from engine import (
-    Database,
-    DuplicateKeyError,
-    PoolConfig,
-    Row,
-    Tx,
-    backend_from_url,
-    placeholders,
-)
+from engine import Database, DuplicateKeyError, PoolConfig, Row, Tx, backend_from_url, placeholders
 from errors import (
     ConflictError,
     ForbiddenError,
@@ -42,16 +33,6 @@ if TYPE_CHECKING:  # the records the shop's CSV reader makes; db.py needs only t
     from shop_import import ShopBook, WalkRow
 
 log = logging.getLogger(__name__)
-
-
-def to_datetime(timestamp: int) -> datetime:
-    """UTC seconds as an aware datetime."""
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-def to_timestamp(moment: datetime) -> int:
-    """An aware datetime as UTC seconds."""
-    return int(moment.timestamp())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,11 +126,7 @@ class Store:
         """A new user; username_taken if the name exists ignoring case."""
 
         def work(tx: Tx) -> Row:
-            _, user_id = tx.run(
-                "INSERT INTO users (username, username_key, password_hash, role, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (username, rules.username_key(username), password_hash, role, now),
-            )
+            user_id = self._insert_user(tx, username, password_hash, role, now)
             return {"id": user_id, "username": username, "role": role}
 
         try:
@@ -171,14 +148,19 @@ class Store:
                     (password_hash, found["id"]),
                 )
                 return {"id": found["id"], "username": found["username"], "role": "admin"}, False
-            _, user_id = tx.run(
-                "INSERT INTO users (username, username_key, password_hash, role, created_at)"
-                " VALUES (?, ?, ?, 'admin', ?)",
-                (username, key, password_hash, now),
-            )
+            user_id = self._insert_user(tx, username, password_hash, "admin", now)
             return {"id": user_id, "username": username, "role": "admin"}, True
 
         return self.database.write(work)
+
+    def _insert_user(self, tx: Tx, username: str, password_hash: str, role: str, now: int) -> int:
+        _, user_id = tx.run(
+            "INSERT INTO users (username, username_key, password_hash, role, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (username, rules.username_key(username), password_hash, role, now),
+        )
+        assert user_id is not None
+        return user_id
 
     def start_login(self, username_key: str, address: str, now: int, keep_s: int) -> LoginStart:
         """Record a login attempt as failed until it succeeds, and read what the throttle needs.
@@ -309,21 +291,14 @@ class Store:
         offset: int,
     ) -> tuple[list[Row], int]:
         """One page of matching walks and the count of all matches."""
-        conditions: list[str] = ["1 = 1"]
-        params: list[Any] = []
-        if area_key:
-            conditions.append("w.area_key LIKE ? ESCAPE '!'")
-            params.append(f"%{_escape_like(area_key)}%")
-        if min_distance is not None:
-            conditions.append("w.distance_miles >= ?")
-            params.append(min_distance)
-        if max_distance is not None:
-            conditions.append("w.distance_miles <= ?")
-            params.append(max_distance)
-        if difficulty:
-            conditions.append("w.difficulty = ?")
-            params.append(difficulty)
-        where = " AND ".join(conditions)
+        filters = [
+            ("w.area_key LIKE ? ESCAPE '!'", f"%{_escape_like(area_key)}%" if area_key else None),
+            ("w.distance_miles >= ?", min_distance),
+            ("w.distance_miles <= ?", max_distance),
+            ("w.difficulty = ?", difficulty or None),
+        ]
+        where = " AND ".join(["1 = 1"] + [sql for sql, value in filters if value is not None])
+        params = [value for _, value in filters if value is not None]
 
         def work(tx: Tx) -> tuple[list[Row], int]:
             total = tx.value(f"SELECT COUNT(*) FROM walks w WHERE {where}", params)
@@ -490,16 +465,9 @@ class Store:
                     "INSERT INTO order_lines (order_id, book_number, quantity, fulfilled,"
                     " backordered, backorder_outstanding, unit_price_pence)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        order_id,
-                        book["number"],
-                        quantity,
-                        fulfilled,
-                        backordered,
-                        backordered,
-                        book["price_pence"],
-                    ),
-                )
+                    (order_id, book["number"], quantity, fulfilled, backordered, backordered,
+                     book["price_pence"]),
+                )  # fmt: skip
             assert order_id is not None
             return self._orders(tx, "o.id = ?", (order_id,))[0]
 
@@ -536,7 +504,7 @@ class Store:
         """Supply outstanding back orders oldest first, then add the rest to stock."""
 
         def work(tx: Tx) -> Row:
-            tx.run("UPDATE shop_books SET version = version + 1 WHERE number = ?", (number,))
+            self._claim_books(tx, [number])
             book = tx.row(
                 f"SELECT number, title, in_stock FROM shop_books WHERE number = ?{tx.lock}",
                 (number,),
@@ -622,14 +590,8 @@ class Store:
         """Add copies to a held work; None if the library does not hold it."""
 
         def work(tx: Tx) -> Row | None:
-            book = tx.row(f"SELECT id FROM lending_books WHERE ol_key = ?{tx.lock}", (key,))
-            if book is None:
-                return None
-            tx.run(
-                "UPDATE lending_books SET copies = copies + ? WHERE id = ?", (copies, book["id"])
-            )
-            self._settle_holds(tx, book["id"], now)
-            return self._catalogue_book(tx, book["id"], now)
+            book_id = self._add_copies(tx, key, copies, now)
+            return None if book_id is None else self._catalogue_book(tx, book_id, now)
 
         return self.database.write(work)
 
@@ -640,24 +602,27 @@ class Store:
         """Hold a new work with this many copies (or add copies if another admin just did)."""
 
         def work(tx: Tx) -> Row:
-            book = tx.row(f"SELECT id FROM lending_books WHERE ol_key = ?{tx.lock}", (key,))
-            if book is not None:
-                tx.run(
-                    "UPDATE lending_books SET copies = copies + ? WHERE id = ?",
-                    (copies, book["id"]),
-                )
-                self._settle_holds(tx, book["id"], now)
-                return self._catalogue_book(tx, book["id"], now)
-            book_id = self._insert_lending_book(
-                tx, key=key, title=title, authors=list(authors),
-                first_publish_year=first_publish_year, copies=copies,
-            )  # fmt: skip
+            book_id = self._add_copies(tx, key, copies, now)
+            if book_id is None:
+                book_id = self._insert_lending_book(
+                    tx, key=key, title=title, authors=list(authors),
+                    first_publish_year=first_publish_year, copies=copies,
+                )  # fmt: skip
             return self._catalogue_book(tx, book_id, now)
 
         try:
             return self.database.write(work)
         except DuplicateKeyError:
             return self.database.write(work)  # two admins added the same new work at once
+
+    def _add_copies(self, tx: Tx, key: str, copies: int, now: int) -> int | None:
+        """The held work's id after adding copies (the queue served first), or None."""
+        book = tx.row(f"SELECT id FROM lending_books WHERE ol_key = ?{tx.lock}", (key,))
+        if book is None:
+            return None
+        tx.run("UPDATE lending_books SET copies = copies + ? WHERE id = ?", (copies, book["id"]))
+        self._settle_holds(tx, book["id"], now)
+        return int(book["id"])
 
     def _insert_lending_book(
         self, tx: Tx, key: str | None, title: str, authors: list[str],
@@ -667,16 +632,9 @@ class Store:
         _, book_id = tx.run(
             "INSERT INTO lending_books (ol_key, title, title_key, authors, search_key,"
             " first_publish_year, copies) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                title,
-                rules.match_key(title),
-                json.dumps(authors),
-                search_key,
-                first_publish_year,
-                copies,
-            ),
-        )
+            (key, title, rules.match_key(title), json.dumps(authors), search_key,
+             first_publish_year, copies),
+        )  # fmt: skip
         assert book_id is not None
         return book_id
 
@@ -719,7 +677,7 @@ class Store:
                     " you can place a hold.",
                     {"book_id": book_id},
                 )
-            due = to_timestamp(rules.due_date(to_datetime(now), self.config.lending))
+            due = rules.to_seconds(rules.due_date(rules.from_seconds(now), self.config.lending))
             _, loan_id = tx.run(
                 "INSERT INTO loans (user_id, book_id, borrowed_at, due_at, active_user_id)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -761,11 +719,11 @@ class Store:
                 loan["renewals"], held_by_others=int(waiting) > 0, policy=self.config.lending
             )
             due = rules.renewed_due_date(
-                to_datetime(now), to_datetime(loan["due_at"]), self.config.lending
+                rules.from_seconds(now), rules.from_seconds(loan["due_at"]), self.config.lending
             )
             tx.run(
                 "UPDATE loans SET due_at = ?, renewals = renewals + 1 WHERE id = ?",
-                (to_timestamp(due), loan_id),
+                (rules.to_seconds(due), loan_id),
             )
             return self._loan(tx, loan_id)
 
@@ -776,10 +734,10 @@ class Store:
         found = self.database.read(
             # Causal: the member's own history must show a loan just made through another node.
             lambda tx: tx.rows(
-                f"{tx.causal}{_LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,)
+                f"{tx.causal}{LOAN_SELECT} WHERE l.user_id = ? ORDER BY l.id DESC", (user_id,)
             )
         )
-        return [_loan(r) for r in found]
+        return [decode_loan(r) for r in found]
 
     def place_hold(self, user_id: int, book_id: int, now: int) -> Row:
         """Join a book's queue; only when no copy is free to borrow."""
@@ -833,11 +791,7 @@ class Store:
         """Leave a queue; a copy kept for this member passes to the next."""
 
         def work(tx: Tx) -> None:
-            hold = tx.row("SELECT user_id, book_id, ended_at FROM holds WHERE id = ?", (hold_id,))
-            if hold is None:
-                raise NotFoundError(f"No hold numbered {hold_id}.", {"hold_id": hold_id})
-            if hold["user_id"] != user_id:
-                raise ForbiddenError(f"Hold {hold_id} belongs to another member.")
+            hold = self._owned(tx, "holds", hold_id, user_id, "book_id")
             self._lock_book(tx, hold["book_id"])
             # Read again under the book's lock: another cancel or a borrow may have ended it.
             ended_at = tx.value("SELECT ended_at FROM holds WHERE id = ?", (hold_id,))
@@ -856,6 +810,14 @@ class Store:
         """Write the member's row: it serialises their orders and loans, on every node."""
         tx.run("UPDATE users SET version = version + 1 WHERE id = ?", (user_id,))
 
+    def _claim_books(self, tx: Tx, numbers: Sequence[int]) -> None:
+        """Write guide books' stock rows, which serialise their sales, back orders and restocks,
+        in number order in every transaction, so that two of them queue instead of deadlocking."""
+        tx.run(
+            f"UPDATE shop_books SET version = version + 1 WHERE number IN ({placeholders(len(numbers))})",
+            sorted(numbers),
+        )
+
     def _lock_book(self, tx: Tx, book_id: int) -> Row:
         """Write (and so lock) a lending book's row: it serialises its loans and queue.
 
@@ -871,24 +833,24 @@ class Store:
 
     def _lock_active_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
         """This member's unreturned loan, read under its book's lock."""
-        self._lock_book(tx, self._own_loan(tx, user_id, loan_id)["book_id"])
+        columns = "book_id, due_at, returned_at, renewals"
+        self._lock_book(tx, self._owned(tx, "loans", loan_id, user_id, columns)["book_id"])
         # Read again under the book's lock: under READ COMMITTED the first read may predate
         # a return or renewal that committed while this transaction waited for the lock.
-        loan = self._own_loan(tx, user_id, loan_id)
+        loan = self._owned(tx, "loans", loan_id, user_id, columns)
         if loan["returned_at"] is not None:
             raise ConflictError(f"Loan {loan_id} was already returned.")
         return loan
 
-    def _own_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
-        loan = tx.row(
-            "SELECT user_id, book_id, due_at, returned_at, renewals FROM loans WHERE id = ?",
-            (loan_id,),
-        )
-        if loan is None:
-            raise NotFoundError(f"No loan numbered {loan_id}.", {"loan_id": loan_id})
-        if loan["user_id"] != user_id:
-            raise ForbiddenError(f"Loan {loan_id} belongs to another member.")
-        return loan
+    def _owned(self, tx: Tx, table: str, row_id: int, user_id: int, columns: str) -> Row:
+        """A loan, hold or order of this member (table is a constant); else not_found or forbidden."""
+        noun = table.removesuffix("s")
+        found = tx.row(f"SELECT user_id, {columns} FROM {table} WHERE id = ?", (row_id,))
+        if found is None:
+            raise NotFoundError(f"No {noun} numbered {row_id}.", {f"{noun}_id": row_id})
+        if found["user_id"] != user_id:
+            raise ForbiddenError(f"{noun.capitalize()} {row_id} belongs to another member.")
+        return found
 
     def _free_copies(self, tx: Tx, book_id: int, copies: int, now: int) -> int:
         on_loan = tx.value(
@@ -916,14 +878,14 @@ class Store:
             " ORDER BY id LIMIT ?",
             (book_id, free),
         )
-        ready_until = to_timestamp(to_datetime(now) + self.config.lending.hold_kept_for)
+        ready_until = rules.to_seconds(rules.from_seconds(now) + self.config.lending.hold_kept_for)
         for hold in waiting:
             tx.run("UPDATE holds SET ready_until = ? WHERE id = ?", (ready_until, hold["id"]))
 
     def _loan(self, tx: Tx, loan_id: int) -> Row:
-        found = tx.row(f"{_LOAN_SELECT} WHERE l.id = ?", (loan_id,))
+        found = tx.row(f"{LOAN_SELECT} WHERE l.id = ?", (loan_id,))
         assert found is not None
-        return _loan(found)
+        return decode_loan(found)
 
     def _holds(self, tx: Tx, where: str, params: Sequence[Any]) -> list[Row]:
         found = tx.rows(
@@ -987,11 +949,13 @@ def _catalogue_book(r: Row) -> Row:
     }
 
 
-_LOAN_SELECT = (
-    "SELECT l.id, l.book_id, b.title, b.authors, l.borrowed_at, l.due_at, l.returned_at, l.renewals"
-    " FROM loans l JOIN lending_books b ON b.id = l.book_id"
+LOAN_SELECT = (
+    "SELECT l.id, l.book_id, b.title, b.authors, l.borrowed_at, l.due_at, l.returned_at,"
+    " l.renewals, l.user_id, u.username FROM loans l"
+    " JOIN lending_books b ON b.id = l.book_id JOIN users u ON u.id = l.user_id"
 )
 
 
-def _loan(r: Row) -> Row:
+def decode_loan(r: Row) -> Row:
+    """A loan row with its authors as a list."""
     return {**r, "authors": json.loads(r["authors"])}

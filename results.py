@@ -6,7 +6,6 @@ strings with a Z, nested book objects and the fields each command's answer promi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import rules
@@ -20,7 +19,7 @@ def iso(timestamp: int | None) -> str | None:
     """UTC seconds as an ISO-8601 string with a Z suffix."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rules.from_seconds(timestamp).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def walk(r: Row) -> Row:
@@ -82,7 +81,7 @@ def loan(r: Row, now: int) -> Row:
     late = (
         0
         if r["returned_at"] is not None
-        else rules.days_overdue(_moment(r["due_at"]), _moment(now))
+        else rules.days_overdue(rules.from_seconds(r["due_at"]), rules.from_seconds(now))
     )
     return {
         "id": r["id"],
@@ -110,7 +109,3 @@ def waiting_hold(r: Row, now: int) -> Row:
     """A hold in the member's list: also whether a copy is kept for them, and until when."""
     ready = r["ready_until"] is not None and r["ready_until"] > now
     return {**hold(r), "ready": ready, "ready_until": iso(r["ready_until"])}
-
-
-def _moment(timestamp: int) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)

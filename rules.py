@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from errors import ConflictError, InvalidInputError, LimitExceededError, WeakPasswordError
 
@@ -35,6 +35,20 @@ DIFFICULTIES = ("easy", "medium", "hard")
 _USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,32}")
 _ONE_DAY = timedelta(days=1)
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+# Time ---------------------------------------------------------------------------------------
+
+
+def from_seconds(timestamp: int) -> datetime:
+    """UTC seconds since the epoch (as the store keeps times) as an aware datetime."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def to_seconds(moment: datetime) -> int:
+    """An aware datetime as whole UTC seconds since the epoch (any part of a second dropped)."""
+    _require_aware(moment)
+    return int(moment.timestamp() // 1)
 
 
 # Text matching ------------------------------------------------------------------------------
