@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import reports
 import results
 import rules
 from db import Store
@@ -60,6 +61,7 @@ SERVER_VERSION = "1.0.0"
 TOKEN_BYTES = 32  # 256 bits from secrets
 MAX_TITLE_LENGTH = 300  # lending_books.title in schema.sql
 MAX_AUTHOR_LENGTH = 200
+EVERY_WALK = 2**31 - 1  # search_walks' limit when every matching walk is wanted
 
 
 @dataclass
@@ -116,9 +118,12 @@ class Commands:
             "whoami": self.whoami,
             "list_areas": self.list_areas,
             "search_walks": self.search_walks,
+            "recommend_books": self.recommend_books,
             "guide_books": self.guide_books,
             "buy": self.buy,
             "orders": self.orders,
+            "cancel_backorder": self.cancel_backorder,
+            "sales": self.sales,
             "restock": self.restock,
             "backorders": self.backorders,
             "search_books": self.search_books,
@@ -128,6 +133,7 @@ class Commands:
             "return": self.return_loan,
             "renew": self.renew,
             "history": self.history,
+            "overdue": self.overdue,
             "hold": self.hold,
             "holds": self.holds,
             "cancel_hold": self.cancel_hold,
@@ -241,23 +247,23 @@ class Commands:
         return {"areas": self.store.list_areas()}
 
     def search_walks(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        low, high = args.get("min_distance"), args.get("max_distance")
-        if low is not None and high is not None and low > high:
-            raise ProtocolError(
-                BAD_REQUEST,
-                "The argument 'min_distance' must not be more than 'max_distance'.",
-                {"argument": "min_distance"},
-            )
-        difficulty = args.get("difficulty")
         found, total = self.store.search_walks(
-            area_key=rules.match_key(args["area"]) if args.get("area") else None,
-            min_distance=low,
-            max_distance=high,
-            difficulty=rules.normalise_difficulty(difficulty) if difficulty is not None else None,
-            limit=args.get("limit", 50),
-            offset=args.get("offset", 0),
+            **_walk_filters(args), limit=args.get("limit", 50), offset=args.get("offset", 0)
         )
         return {"walks": [results.walk(r) for r in found], "total": total}
+
+    def recommend_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        # The very search of search_walks, so that both match the same walks.
+        walks, _ = self.store.search_walks(**_walk_filters(args), limit=EVERY_WALK, offset=0)
+        by_book: dict[int, list[dict[str, Any]]] = {}
+        for walk in walks:
+            by_book.setdefault(walk["number"], []).append(walk)
+        ranked = rules.rank_guide_books(
+            {number: len(found) for number, found in by_book.items()},
+            {number: found[0]["price_pence"] for number, found in by_book.items()},
+        )
+        top = ranked[: args.get("limit", 10)]
+        return {"books": [results.recommendation(by_book[number]) for number in top]}
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         return {"books": self.store.shop_books()}
@@ -274,12 +280,28 @@ class Commands:
         found = self.store.orders_for(self._member(session)["id"])
         return {"orders": [results.order(r) for r in found]}
 
+    def cancel_backorder(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._member(session)
+        order, refund = self.store.cancel_backorder(user["id"], args["order_id"], args["book"])
+        return {"order": results.order(order), "refund_pence": refund}
+
+    def sales(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        since, until = _utc_seconds(args, "since"), _utc_seconds(args, "until")
+        if since is not None and until is not None and since > until:
+            raise ProtocolError(
+                BAD_REQUEST,
+                "The argument 'since' must not be later than 'until'.",
+                {"argument": "since"},
+            )
+        return results.sales(*reports.sales(self.store.database, since, until))
+
     def restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         number = _resolve_guide(args["book"], self.store.shop_books())
         return self.store.restock(number, args["quantity"])
 
     def backorders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"backorders": [results.backorder(r) for r in self.store.outstanding_backorders()]}
+        found = reports.outstanding_backorders(self.store.database)
+        return {"backorders": [results.backorder(r) for r in found]}
 
     # -- lending --------------------------------------------------------------------------------
 
@@ -395,6 +417,11 @@ class Commands:
         now = self._now()
         return {"loans": [results.loan(r, now) for r in self.store.loans_for(user["id"])]}
 
+    def overdue(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        now = self._now()
+        found = reports.overdue_loans(self.store.database, now)
+        return {"loans": [results.overdue_loan(r, now) for r in found]}
+
     def hold(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
         return {
@@ -416,6 +443,44 @@ class Commands:
 
 def _moment(timestamp: int) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _walk_filters(args: dict[str, Any]) -> dict[str, Any]:
+    """search_walks' filters from the arguments of search_walks or recommend_books."""
+    low, high = args.get("min_distance"), args.get("max_distance")
+    if low is not None and high is not None and low > high:
+        raise ProtocolError(
+            BAD_REQUEST,
+            "The argument 'min_distance' must not be more than 'max_distance'.",
+            {"argument": "min_distance"},
+        )
+    difficulty = args.get("difficulty")
+    return {
+        "area_key": rules.match_key(args["area"]) if args.get("area") else None,
+        "min_distance": low,
+        "max_distance": high,
+        "difficulty": rules.normalise_difficulty(difficulty) if difficulty is not None else None,
+    }
+
+
+def _utc_seconds(args: dict[str, Any], name: str) -> int | None:
+    """An ISO-8601 date or time argument as UTC seconds; one without an offset is taken as UTC,
+    one with any offset is converted to UTC."""
+    text = args.get(name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return rules.to_seconds(moment.astimezone(UTC))
+    except (ValueError, OverflowError):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"The argument '{name}' must be an ISO-8601 date or time in UTC, such as"
+            " 2026-11-01 or 2026-11-01T09:30:00Z.",
+            {"argument": name},
+        ) from None
 
 
 def _resolve_guide(reference: int | str, books: list[dict[str, Any]]) -> int:

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import migrations
@@ -413,22 +413,15 @@ class Store:
             already = {
                 r["book_number"]: int(r["copies"])
                 for r in tx.rows(
-                    "SELECT l.book_number, SUM(l.quantity) AS copies FROM order_lines l"
-                    " JOIN orders o ON o.id = l.order_id"
+                    "SELECT l.book_number, SUM(l.quantity - l.backorder_cancelled) AS copies"
+                    " FROM order_lines l JOIN orders o ON o.id = l.order_id"
                     f" WHERE o.user_id = ? AND l.book_number IN ({placeholders(len(numbers))})"
                     " GROUP BY l.book_number",
                     (user_id, *numbers),
                 )
             }
             rules.check_copy_limits(requested, already)
-            # Stock rows are written (claimed) in book-number order, the same order in every
-            # transaction, so two orders for the same books wait for each other instead of
-            # deadlocking; writing them also orders a back order against a restock elsewhere.
-            tx.run(
-                "UPDATE shop_books SET version = version + 1"
-                f" WHERE number IN ({placeholders(len(numbers))})",
-                numbers,
-            )
+            self._claim_books(tx, numbers)
             books = {
                 r["number"]: r
                 for r in tx.rows(
@@ -479,12 +472,57 @@ class Store:
             lambda tx: self._orders(tx, "o.user_id = ?", (user_id,), causal=True)
         )
 
+    def cancel_backorder(self, user_id: int, order_id: int, number: int) -> tuple[Row, int]:
+        """Cancel a book's copies still owed on this member's order; (the order repriced, refund)."""
+
+        def work(tx: Tx) -> tuple[Row, int]:
+            self._owned(tx, "orders", order_id, user_id, "id")
+            # The locks of buy and restock, in their order: the member's row (their copy limit),
+            # the book's stock row (a restock supplying this line), then the line itself.
+            self._claim_member(tx, user_id)
+            self._claim_books(tx, [number])
+            owed = tx.value(
+                "SELECT backorder_outstanding FROM order_lines"
+                f" WHERE order_id = ? AND book_number = ?{tx.lock}",
+                (order_id, number),
+            )
+            if owed is None:
+                raise NotFoundError(
+                    f"Order {order_id} has no copies of book {number}.", {"book": number}
+                )
+            if owed == 0:
+                raise ConflictError(
+                    f"No copies of book {number} are still owed on order {order_id}."
+                )
+            # MySQL assigns left to right: the owed copies are added before they are zeroed.
+            tx.run(
+                "UPDATE order_lines SET backorder_cancelled = backorder_cancelled"
+                " + backorder_outstanding, backorder_outstanding = 0"
+                " WHERE order_id = ? AND book_number = ?",
+                (order_id, number),
+            )
+            order = self._orders(tx, "o.id = ?", (order_id,))[0]
+            pricing, refund = rules.reprice_cancelled(
+                order["total_pence"],
+                [
+                    (r["quantity"], r["backorder_cancelled"], r["unit_price_pence"])
+                    for r in order["lines"]
+                ],
+            )
+            tx.run(
+                "UPDATE orders SET subtotal_pence = ?, discount_pence = ?, total_pence = ? WHERE id = ?",
+                (pricing.subtotal_pence, pricing.discount_pence, pricing.total_pence, order_id),
+            )
+            return {**order, **asdict(pricing)}, refund
+
+        return self.database.write(work)
+
     def _orders(self, tx: Tx, where: str, params: Sequence[Any], causal: bool = False) -> list[Row]:
         # causal: a member's own list must show the order they just placed through another node.
         found = tx.rows(
             f"{tx.causal if causal else ''}SELECT o.id AS order_id, o.created_at, o.subtotal_pence, o.discount_pence,"
             " o.total_pence, l.book_number, b.title, l.quantity, l.fulfilled, l.backordered,"
-            " l.backorder_outstanding, l.unit_price_pence"
+            " l.backorder_outstanding, l.backorder_cancelled, l.unit_price_pence"
             " FROM orders o JOIN order_lines l ON l.order_id = o.id"
             " JOIN shop_books b ON b.number = l.book_number"
             f" WHERE {where} ORDER BY o.id DESC, l.id",
@@ -540,18 +578,6 @@ class Store:
             }
 
         return self.database.write(work)
-
-    def outstanding_backorders(self) -> list[Row]:
-        """Every order line still waiting for copies, oldest first."""
-        return self.database.read(
-            lambda tx: tx.rows(
-                "SELECT l.order_id, o.created_at, u.username, l.book_number, b.title,"
-                " l.backorder_outstanding FROM order_lines l"
-                " JOIN orders o ON o.id = l.order_id JOIN users u ON u.id = o.user_id"
-                " JOIN shop_books b ON b.number = l.book_number"
-                " WHERE l.backorder_outstanding > 0 ORDER BY l.order_id, l.id"
-            )
-        )
 
     # -- lending: catalogue ----------------------------------------------------------------------
 

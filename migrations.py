@@ -15,7 +15,7 @@ from engine import Database, DuplicateColumnError, Tx
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Statements that bring a database made at the version before each key up to that version.
 # Each is safe to meet twice: a column already added (another process upgraded first) is
 # taken as done.
@@ -24,6 +24,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE users ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE shop_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE lending_books ADD COLUMN version BIGINT NOT NULL DEFAULT 0",
+    ),
+    # Back-ordered copies a customer cancelled (cancel_backorder). SQLite cannot add the table
+    # CHECK that schema.sql puts beside it, so only the column's own CHECK comes with it here.
+    3: (
+        "ALTER TABLE order_lines ADD COLUMN backorder_cancelled INTEGER NOT NULL DEFAULT 0"
+        " CHECK (backorder_cancelled >= 0)",
     ),
 }
 

@@ -120,9 +120,23 @@ COMMANDS: dict[str, Command] = {
         Arg("difficulty", STR, max_length=50),
         *_PAGING,
     ),
+    "recommend_books": _read(
+        Arg("area", STR, max_length=200),
+        Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
+        Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
+        Arg("difficulty", STR, max_length=50),
+        Arg("limit", INT, minimum=1, maximum=50),
+    ),
     "guide_books": _read(),
     "buy": _write(Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM)),
     "orders": _read(needs_login=True),
+    "cancel_backorder": _write(
+        Arg("order_id", INT, True, minimum=1, maximum=_ID),
+        Arg("book", INT, True, minimum=1, maximum=_ID),
+    ),
+    "sales": _read(
+        Arg("since", STR, max_length=64), Arg("until", STR, max_length=64), admin_only=True
+    ),
     "restock": _write(
         Arg("book", BOOK_REF, True),
         Arg("quantity", INT, True, minimum=1, maximum=100_000),
@@ -142,6 +156,7 @@ COMMANDS: dict[str, Command] = {
     "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
     "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
     "history": _read(needs_login=True),
+    "overdue": _read(admin_only=True),
     "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
     "holds": _read(needs_login=True),
     "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID)),

@@ -42,8 +42,19 @@ def walk(r: Row) -> Row:
     return shaped
 
 
+def recommendation(walks: list[Row]) -> Row:
+    """A guide book with the matching walks it covers, from search_walks rows of that book."""
+    shaped = [walk(r) for r in walks]
+    return {
+        "book": shaped[0]["book"],
+        "matching_walks": len(shaped),
+        "walks": [{k: v for k, v in w.items() if k != "book"} for w in shaped],
+    }
+
+
 def order(r: Row) -> Row:
-    """An Order with its lines, each with its outstanding back order and line total."""
+    """An Order with its lines, each with its back orders outstanding and cancelled, and the
+    line total over the copies not cancelled (so the lines add up to the subtotal)."""
     return {
         "id": r["id"],
         "created_at": iso(r["created_at"]),
@@ -54,8 +65,10 @@ def order(r: Row) -> Row:
                 "fulfilled": line["fulfilled"],
                 "backordered": line["backordered"],
                 "backorder_outstanding": line["backorder_outstanding"],
+                "backorder_cancelled": line["backorder_cancelled"],
                 "unit_price_pence": line["unit_price_pence"],
-                "line_total_pence": line["quantity"] * line["unit_price_pence"],
+                "line_total_pence": (line["quantity"] - line["backorder_cancelled"])
+                * line["unit_price_pence"],
             }
             for line in r["lines"]
         ],
@@ -92,6 +105,24 @@ def loan(r: Row, now: int) -> Row:
         "renewals": r["renewals"],
         "overdue": late > 0,
         "days_overdue": late,
+    }
+
+
+def overdue_loan(r: Row, now: int) -> Row:
+    """A Loan in the overdue report, with the member who has it."""
+    return {**loan(r, now), "member": {"id": r["user_id"], "username": r["username"]}}
+
+
+def sales(totals: Row, books: list[Row]) -> Row:
+    """The sales report: order totals, then each book's copies and takings."""
+    counts = ("copies_ordered", "copies_sent", "backorder_outstanding", "line_total_pence")
+    # int(): MySQL answers a SUM() of integers as a Decimal.
+    return {
+        **{k: int(v) for k, v in totals.items()},
+        "books": [
+            {"number": b["number"], "title": b["title"], **{k: int(b[k]) for k in counts}}
+            for b in books
+        ],
     }
 
 

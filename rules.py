@@ -145,6 +145,24 @@ def price_order(lines: Iterable[tuple[int, int]]) -> Pricing:
     return Pricing(subtotal, discount, subtotal - discount)
 
 
+def reprice_cancelled(
+    total_before_pence: int, lines: Iterable[tuple[int, int, int]]
+) -> tuple[Pricing, int]:
+    """The pricing of (quantity, copies cancelled, unit_price_pence) lines over the copies not
+    cancelled, and the refund: total_before_pence minus the new total.
+
+    The refund is negative when the order falls to £75.00 or less and the discount it loses is
+    worth more than the copies cancelled: the customer then owes the difference.
+    """
+    kept = []
+    for quantity, cancelled, unit_price_pence in lines:
+        if not 0 <= cancelled <= quantity:
+            raise ValueError(f"cannot cancel {cancelled} of {quantity} copies")
+        kept.append((quantity - cancelled, unit_price_pence))
+    pricing = price_order(kept)
+    return pricing, total_before_pence - pricing.total_pence
+
+
 def merge_quantities(items: Iterable[tuple[int, int]]) -> dict[int, int]:
     """(book number, quantity) items added up per book, in the order books first appear."""
     merged: dict[int, int] = {}
@@ -209,6 +227,14 @@ def allocate_restock(
             supplied.append((line_id, copies))
             left -= copies
     return supplied, left
+
+
+def rank_guide_books(matching_walks: Mapping[int, int], prices: Mapping[int, int]) -> list[int]:
+    """Book numbers, best recommendation first: the most matching walks, then the cheaper
+    book, then the lower number. matching_walks and prices are keyed by book number."""
+    return sorted(
+        matching_walks, key=lambda number: (-matching_walks[number], prices[number], number)
+    )
 
 
 # Lending -------------------------------------------------------------------------------------

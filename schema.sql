@@ -8,7 +8,9 @@
 -- version columns (users, shop_books, lending_books) are written by every transaction whose
 -- rule that row serialises: on a Galera cluster a lock on a row that is only read protects
 -- nothing across nodes, while two writes of one row fail certification and are retried.
--- A database made at an older schema version gains new columns through db.MIGRATIONS.
+-- A database made at an older schema version gains new columns through migrations.MIGRATIONS.
+-- order_lines: backorder_cancelled counts back-ordered copies the customer cancelled; they are
+-- no longer owed (not in backorder_outstanding), priced or counted toward the copy limit.
 
 CREATE TABLE IF NOT EXISTS schema_version (
     id INTEGER NOT NULL PRIMARY KEY,
@@ -91,9 +93,11 @@ CREATE TABLE IF NOT EXISTS order_lines (
     fulfilled INTEGER NOT NULL CHECK (fulfilled >= 0),
     backordered INTEGER NOT NULL CHECK (backordered >= 0),
     backorder_outstanding INTEGER NOT NULL CHECK (backorder_outstanding >= 0),
+    backorder_cancelled INTEGER NOT NULL DEFAULT 0 CHECK (backorder_cancelled >= 0),
     unit_price_pence INTEGER NOT NULL,
     CHECK (fulfilled + backordered = quantity),
     CHECK (backorder_outstanding <= backordered),
+    CONSTRAINT order_lines_cancelled_within CHECK (backorder_outstanding + backorder_cancelled <= backordered),
     FOREIGN KEY (order_id) REFERENCES orders (id),
     FOREIGN KEY (book_number) REFERENCES shop_books (number),
     INDEX order_lines_backorders (book_number, backorder_outstanding)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import reports
 import results
 from db import Store
 
@@ -28,7 +29,13 @@ class ShapedStore:
         return [results.order(r) for r in self.store.orders_for(user_id)]
 
     def outstanding_backorders(self) -> list[dict[str, Any]]:
-        return [results.backorder(r) for r in self.store.outstanding_backorders()]
+        return [results.backorder(r) for r in reports.outstanding_backorders(self.store.database)]
+
+    def cancel_backorder(
+        self, user_id: int, order_id: int, number: int
+    ) -> tuple[dict[str, Any], int]:
+        order, refund = self.store.cancel_backorder(user_id, order_id, number)
+        return results.order(order), refund
 
     def lend_copy(self, user_id: int, book_id: int, now: int) -> dict[str, Any]:
         return results.loan(self.store.lend_copy(user_id, book_id, now), now)

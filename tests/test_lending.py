@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from passwords import PasswordHasher
 from protocol import ProtocolError, Request
 from tests.fake_openlibrary import FakeOpenLibrary, refused_url
 from tests.shaped_store import ShapedStore
+from tests.test_shop import rewrite
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 T = TypeVar("T")
@@ -889,3 +891,60 @@ def test_the_lending_terms_are_configurable(tmp_path: Path) -> None:
 def store(store: Store) -> ShapedStore:
     """The conftest Store, answering in wire shapes as the commands do."""
     return ShapedStore(store)
+
+
+# The overdue report (real server, both backends) ------------------------------------------------
+
+
+def test_overdue_lists_late_unreturned_loans_longest_first_with_their_members(
+    backend_server: ServerProcess,
+) -> None:
+    backend_server.create_admin("librarian", ADMIN_PASSWORD)
+    with ExitStack() as stack:
+        admin, alice, bob, carol, dave = (
+            stack.enter_context(backend_server.client()) for _ in range(5)
+        )
+        admin.call("login", username="librarian", password=ADMIN_PASSWORD)
+        clients = {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
+        members = {name: register_and_login(c, name)["user"] for name, c in clients.items()}
+        assert admin.call("overdue") == {"loans": []}
+        books = {b["title"]: b["id"] for b in admin.call("catalogue", limit=200)["books"]}
+        loans = {
+            (name, title): client.call("borrow", book_id=books[title])["loan"]
+            for name, client, title in [
+                ("alice", alice, "The Hobbit"), ("alice", alice, "The Road"),
+                ("bob", bob, "Animal Farm"), ("carol", carol, "The Hobbit"),
+                ("dave", dave, "Nineteen Eighty-Four"),
+            ]
+        }  # fmt: skip
+        # Date the loans back: each is due `late` days ago, less an hour.
+        now = int(time.time())
+        late = {("alice", "The Hobbit"): 4, ("alice", "The Road"): 10,
+                ("bob", "Animal Farm"): 1, ("carol", "The Hobbit"): 30}  # fmt: skip
+        for key, days in late.items():
+            due = now - days * DAY + 3600
+            rewrite(
+                backend_server.db_url,
+                "UPDATE loans SET borrowed_at = ?, due_at = ? WHERE id = ?",
+                *(due - 14 * DAY, due, loans[key]["id"]),
+            )
+        carol.call("return", loan_id=loans["carol", "The Hobbit"]["id"])  # returned: not overdue
+
+        overdue = admin.call("overdue")["loans"]
+        listed = [(o["member"]["username"], o["book"]["title"], o["days_overdue"]) for o in overdue]
+        assert listed == [
+            ("alice", "The Road", 10),
+            ("alice", "The Hobbit", 4),
+            ("bob", "Animal Farm", 1),
+        ]
+        # Each is the Loan its member's history shows, with the member added.
+        history = {
+            loan["id"]: {**loan, "member": {"id": members[name]["id"], "username": name}}
+            for name in ("alice", "bob")
+            for loan in clients[name].call("history")["loans"]
+        }
+        assert overdue == [history[entry["id"]] for entry in overdue]
+        assert all(entry["overdue"] and entry["returned_at"] is None for entry in overdue)
+        assert bob.error("overdue")["code"] == "forbidden"
+        anonymous = stack.enter_context(backend_server.client())
+        assert anonymous.error("overdue")["code"] == "unauthorized"

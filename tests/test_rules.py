@@ -271,6 +271,94 @@ def test_pricing_total_is_subtotal_less_discount(lines: list[tuple[int, int]]) -
     assert 0 <= pricing.total_pence <= pricing.subtotal_pence
 
 
+# Each row: (total before, (quantity, cancelled, unit price) lines after, new pricing, refund).
+REPRICINGS = [
+    # 7501 -> 7499: the order falls to the threshold, so the discount goes, and the customer
+    # owes 748p more than the 2p of the copies cancelled would suggest.
+    (6751, [(1, 0, 7499), (1, 1, 2)], rules.Pricing(7499, 0, 7499), -748),
+    # 7501 -> 7500: exactly £75.00 earns no discount either.
+    (6751, [(1, 0, 7500), (1, 1, 1)], rules.Pricing(7500, 0, 7500), -749),
+    # A book's worth cancelled across the threshold: a refund, smaller than the book.
+    (7734, [(4, 0, 1299), (2, 2, 1099), (1, 0, 1199)], rules.Pricing(6395, 0, 6395), 1339),
+    # Everything cancelled: the whole total back.
+    (9353, [(8, 8, 1299)], rules.Pricing(0, 0, 0), 9353),
+    (1299, [(1, 1, 1299)], rules.Pricing(0, 0, 0), 1299),
+    # The discount stays (still over £75.00), at 10% of the smaller subtotal.
+    (9353, [(8, 2, 1299)], rules.Pricing(7794, 779, 7015), 2338),
+    # Part of a line cancelled, another line untouched, nothing cancelled elsewhere.
+    (13310, [(8, 3, 1399), (3, 0, 1199)], rules.Pricing(10592, 1059, 9533), 3777),
+    # Nothing cancelled: nothing changes.
+    (7734, [(4, 0, 1299), (2, 0, 1099), (1, 0, 1199)], rules.Pricing(8593, 859, 7734), 0),
+]
+
+
+@pytest.mark.parametrize(("before", "lines", "pricing", "refund"), REPRICINGS)
+def test_reprice_cancelled(
+    before: int, lines: list[tuple[int, int, int]], pricing: rules.Pricing, refund: int
+) -> None:
+    assert rules.reprice_cancelled(before, lines) == (pricing, refund)
+
+
+@pytest.mark.parametrize("line", [(2, 3, 1299), (2, -1, 1299)])
+def test_reprice_cancelled_refuses_impossible_cancellations(line: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="cannot cancel"):
+        rules.reprice_cancelled(0, [line])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=8),
+            st.integers(min_value=0, max_value=8),
+            st.integers(min_value=0, max_value=10**5),
+        ),
+        max_size=10,
+    )
+)
+def test_repricing_matches_pricing_the_copies_kept(lines: list[tuple[int, int, int]]) -> None:
+    lines = [(quantity, min(cancelled, quantity), price) for quantity, cancelled, price in lines]
+    before = rules.price_order((quantity, price) for quantity, _, price in lines)
+    after, refund = rules.reprice_cancelled(before.total_pence, lines)
+    assert after == rules.price_order((q - c, p) for q, c, p in lines)
+    assert refund == before.total_pence - after.total_pence
+    # A refund is never more than the order cost, and only losing the discount makes it negative.
+    assert refund <= before.total_pence
+    if refund < 0:
+        assert before.discount_pence > 0 and after.discount_pence == 0
+
+
+# Each row: (matching walks by book, prices by book, expected order).
+RANKINGS = [
+    ({}, {}, []),
+    ({104: 1}, {104: 1299}, [104]),
+    ({101: 1, 104: 2}, {101: 999, 104: 1299}, [104, 101]),  # more walks beat a lower price
+    ({101: 2, 104: 2, 105: 2}, {101: 1299, 104: 1099, 105: 1399}, [104, 101, 105]),
+    ({107: 2, 101: 2, 104: 2}, {107: 1299, 101: 1299, 104: 1299}, [101, 104, 107]),
+    ({103: 1, 102: 3, 106: 1, 105: 1}, {103: 1199, 102: 1099, 106: 1099, 105: 1399},
+     [102, 106, 103, 105]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("matching", "prices", "expected"), RANKINGS)
+def test_rank_guide_books(
+    matching: dict[int, int], prices: dict[int, int], expected: list[int]
+) -> None:
+    assert rules.rank_guide_books(matching, prices) == expected
+
+
+# Time ---------------------------------------------------------------------------------------
+
+
+def test_seconds_and_datetimes_convert_both_ways_in_utc() -> None:
+    assert rules.from_seconds(1_700_000_000) == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert (
+        rules.to_seconds(datetime(2023, 11, 14, 22, 13, 20, 999_999, tzinfo=UTC)) == 1_700_000_000
+    )
+    assert rules.to_seconds(rules.from_seconds(-1)) == -1
+    with pytest.raises(ValueError, match="aware"):
+        rules.to_seconds(datetime(2023, 11, 14))  # naive: no time zone
+
+
 # Copy limits --------------------------------------------------------------------------------
 
 

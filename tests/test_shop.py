@@ -10,8 +10,10 @@ import itertools
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import rules
 import seed
 from commands import wire_error
 from db import Store
+from engine import Database, backend_from_url
 from errors import DomainError
 from shop_import import read_walks
 from tests.shaped_store import ShapedStore
@@ -53,7 +56,7 @@ WALK_KEYS = {"id", "name", "area", "distance_miles", "difficulty", "page", "book
 ORDER_KEYS = {"id", "created_at", "lines", "subtotal_pence", "discount_pence", "total_pence"}
 LINE_KEYS = {
     "book", "quantity", "fulfilled", "backordered", "backorder_outstanding",
-    "unit_price_pence", "line_total_pence",
+    "backorder_cancelled", "unit_price_pence", "line_total_pence",
 }  # fmt: skip
 SQL_METACHARACTERS = ["'; DROP TABLE walks; --", "%", "_", "!", "\\", "' OR '1'='1", '"']
 LIMIT = 8
@@ -484,6 +487,109 @@ def test_a_huge_offset_is_a_bad_request_or_an_empty_page(shop: Shop) -> None:
             assert response["error"]["details"].get("argument") == "offset"
 
 
+# Protocol: recommending guide books -----------------------------------------------------------
+
+# Sample walks per book (data/circular_walks.csv) and prices (data/books_cost.csv): 107 Cheshire
+# has 4 walks at 1299; every other book has 2, at 1099 (102, 106), 1199 (103), 1299 (101, 104)
+# and 1399 (105). Each row: (filters, the books in order, each with its matching walks).
+RECOMMENDATIONS: list[tuple[dict[str, Any], list[tuple[int, list[str]]]]] = [
+    ({}, [
+        (107, ["Dane Valley", "Delamere Forest", "Farndon", "Malpas"]),  # 4 walks
+        (102, ["Thornton Abbey", "Tennyson County"]),  # 2 walks at 1099, the lower number
+        (106, ["Edge Hill", "Bidford-Upon-Avon"]),  # 2 at 1099
+        (103, ["Fridaythorpe", "Cowlam and Cotham"]),  # 2 at 1199
+        (101, ["Hope and Win Hill", "Hathasage"]),  # 2 at 1299
+        (104, ["Magpie Mine", "Lord’s Seat"]),  # 2 at 1299, the higher number
+        (105, ["Yr Eifl", "Around Aber"]),  # 2 at 1399
+    ]),
+    ({"area": "  PEAK  "}, [(101, ["Hope and Win Hill", "Hathasage"]),
+                            (104, ["Magpie Mine", "Lord’s Seat"])]),
+    ({"area": "shire"}, [(107, ["Dane Valley", "Delamere Forest", "Farndon", "Malpas"]),
+                         (102, ["Thornton Abbey", "Tennyson County"]),
+                         (106, ["Edge Hill", "Bidford-Upon-Avon"])]),
+    # Cheshire's 2 easy walks first, then one each: cheaper first, then the lower number.
+    ({"difficulty": "EASY"}, [(107, ["Dane Valley", "Delamere Forest"]), (102, ["Thornton Abbey"]),
+                              (106, ["Edge Hill"]), (103, ["Fridaythorpe"]),
+                              (101, ["Hathasage"]), (104, ["Lord’s Seat"])]),
+    ({"difficulty": "hard"}, [(102, ["Tennyson County"]), (103, ["Cowlam and Cotham"]),
+                              (107, ["Farndon"]), (105, ["Around Aber"])]),
+    # 5 miles or less: two walks each for 102 and 105 (1399 comes second), then one each.
+    ({"max_distance": 5}, [(102, ["Thornton Abbey", "Tennyson County"]),
+                           (105, ["Yr Eifl", "Around Aber"]), (106, ["Edge Hill"]),
+                           (101, ["Hope and Win Hill"]), (104, ["Magpie Mine"]),
+                           (107, ["Dane Valley"])]),
+    ({"min_distance": 8}, [(106, ["Bidford-Upon-Avon"]), (103, ["Cowlam and Cotham"]),
+                           (107, ["Malpas"])]),
+    ({"min_distance": 4.5, "max_distance": 4.5}, [(101, ["Hope and Win Hill"]),
+                                                  (104, ["Magpie Mine"])]),
+    ({"limit": 3}, [(107, ["Dane Valley", "Delamere Forest", "Farndon", "Malpas"]),
+                    (102, ["Thornton Abbey", "Tennyson County"]),
+                    (106, ["Edge Hill", "Bidford-Upon-Avon"])]),
+    ({"area": "york", "limit": 50}, [(103, ["Fridaythorpe", "Cowlam and Cotham"])]),
+    ({"area": "nowhere at all"}, []),
+    ({"area": "%"}, []),
+    ({"area": "' OR '1'='1"}, []),
+]  # fmt: skip
+
+
+def test_recommend_books_ranks_by_matching_walks_then_price_then_number(shop: Shop) -> None:
+    guest = shop.guest()  # no login needed
+    for args, expected in RECOMMENDATIONS:
+        books = guest.call("recommend_books", **args)["books"]
+        assert [(b["book"]["number"], [w["name"] for w in b["walks"]]) for b in books] == (
+            expected
+        ), args
+        for entry in books:
+            assert set(entry) == {"book", "matching_walks", "walks"}
+            assert entry["matching_walks"] == len(entry["walks"])
+            number = entry["book"]["number"]
+            assert entry["book"] == {
+                "number": number,
+                "title": SAMPLE_BOOKS[number][0],
+                "price_pence": SAMPLE_BOOKS[number][1],
+                "in_stock": entry["book"]["in_stock"],
+            }
+            for walk in entry["walks"]:
+                assert set(walk) >= WALK_KEYS - {"book"} and "book" not in walk
+
+
+def test_recommend_books_matches_exactly_the_walks_search_walks_finds(shop: Shop) -> None:
+    guest = shop.guest()
+    for args, _ in SEARCHES:
+        walks = guest.call("search_walks", **args)["walks"]
+        books = guest.call("recommend_books", **args, limit=50)["books"]
+        recommended = {(b["book"]["number"], w["id"]) for b in books for w in b["walks"]}
+        assert recommended == {(w["book"]["number"], w["id"]) for w in walks}, args
+        assert len(books) == len({w["book"]["number"] for w in walks}), args  # each book once
+
+
+def test_bad_recommend_arguments_are_bad_requests(shop: Shop) -> None:
+    guest = shop.guest()
+    cases = [
+        ({"min_distance": 6, "max_distance": 5}, "min_distance"),
+        ({"min_distance": -1}, "min_distance"),
+        ({"max_distance": "5"}, "max_distance"),
+        ({"max_distance": 10_001}, "max_distance"),
+        ({"difficulty": "extreme"}, "difficulty"),
+        ({"difficulty": 3}, "difficulty"),
+        ({"area": ["peak"]}, "area"),
+        ({"area": "x" * 201}, "area"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 51}, "limit"),
+        ({"limit": 2.5}, "limit"),
+        ({"limit": True}, "limit"),
+        ({"limit": 10**309}, "limit"),
+    ]
+    for args, argument in cases:
+        error = guest.error("recommend_books", **args)
+        assert (error["code"], error["details"].get("argument")) == ("bad_request", argument), args
+        assert argument in error["message"], (args, error)
+    assert guest.error("recommend_books", difficulty="extreme")["details"]["allowed"] == [
+        "easy", "medium", "hard",
+    ]  # fmt: skip
+    assert len(guest.call("recommend_books")["books"]) == 7  # the connection stays usable
+
+
 # Protocol: buying ---------------------------------------------------------------------------
 
 
@@ -757,6 +863,418 @@ def test_bad_restocks_are_refused_and_change_nothing(shop: Shop) -> None:
     assert stock(admin) == before
     suggestion = admin.error("restock", book="Snowdona", quantity=1)
     assert suggestion["details"]["suggestions"] == ["Snowdonia"]
+
+
+# Protocol: cancelling back orders -----------------------------------------------------------
+
+# Each row: (book, copies in stock, copies ordered, pricing before, pricing after, refund).
+CANCELLATIONS = [
+    # 8 x 1099 = 8792 earns 879 off; cancelling 5 leaves 3297, under £75: no discount.
+    (102, 3, 8, (8792, 879, 7913), (3297, 0, 3297), 4616),
+    # 8 x 1299 = 10392 earns 1039 off; cancelling 2 leaves 7794, still over £75: 779 off.
+    (104, 6, 8, (10392, 1039, 9353), (7794, 779, 7015), 2338),
+    # Nothing in stock: cancelling everything refunds the whole total.
+    (105, 0, 3, (4197, 0, 4197), (0, 0, 0), 4197),
+]
+
+
+def pricing_of(order: dict[str, Any]) -> tuple[int, int, int]:
+    """An order's (subtotal, discount, total) in pence."""
+    return (order["subtotal_pence"], order["discount_pence"], order["total_pence"])
+
+
+@pytest.mark.parametrize(
+    ("book", "in_stock", "quantity", "before", "after", "refund"), CANCELLATIONS
+)
+def test_cancel_backorder_reprices_the_order_and_refunds_the_difference(
+    shop: Shop,
+    book: int,
+    in_stock: int,
+    quantity: int,
+    before: tuple[int, int, int],
+    after: tuple[int, int, int],
+    refund: int,
+) -> None:
+    shop.set_stock(book, in_stock)
+    customer = shop.customer()
+    order = customer.call("buy", items=[{"book": book, "quantity": quantity}])["order"]
+    assert pricing_of(order) == before
+    assert only_line(order)["backorder_cancelled"] == 0
+
+    result = customer.call("cancel_backorder", order_id=order["id"], book=book)
+    assert set(result) == {"order", "refund_pence"}
+    cancelled = result["order"]
+    assert (pricing_of(cancelled), result["refund_pence"]) == (after, refund)
+    assert refund == before[2] - after[2]
+    line = only_line(cancelled)
+    assert (line["quantity"], line["fulfilled"], line["backordered"]) == (
+        quantity, in_stock, quantity - in_stock,
+    )  # fmt: skip
+    assert (line["backorder_outstanding"], line["backorder_cancelled"]) == (0, quantity - in_stock)
+    assert line["line_total_pence"] == in_stock * line["unit_price_pence"] == after[0]
+    assert {k: v for k, v in cancelled.items() if k != "lines"} == {
+        **{k: v for k, v in order.items() if k != "lines"},
+        "subtotal_pence": after[0], "discount_pence": after[1], "total_pence": after[2],
+    }  # fmt: skip
+    assert customer.call("orders") == {"orders": [cancelled]}
+    assert shop.admin().call("backorders") == {"backorders": []}
+
+
+def test_cancelled_copies_leave_the_limit_and_are_never_supplied(shop: Shop) -> None:
+    shop.set_stock(102, 3)
+    customer, later = shop.customer(), shop.customer()
+    first = customer.call("buy", items=[{"book": 102, "quantity": 8}])["order"]
+    waiting = later.call("buy", items=[{"book": 102, "quantity": 2}])["order"]
+    assert (
+        limit_details(customer.error("buy", items=[{"book": 102, "quantity": 1}]))["allowed"] == 0
+    )
+
+    customer.call("cancel_backorder", order_id=first["id"], book=102)
+    # The 5 cancelled copies no longer count: the 3 sold still do.
+    error = customer.error("buy", items=[{"book": 102, "quantity": 6}])
+    assert limit_details(error) == {"book": 102, "limit": 8, "allowed": 5}
+    again = customer.call("buy", items=[{"book": 102, "quantity": 5}])["order"]
+    assert copies_ordered(customer, 102) == 13  # 8 + 5 ordered, of which 5 cancelled
+
+    # Oldest first, but the cancelled copies are skipped: the later orders get theirs.
+    restocked = shop.admin().call("restock", book=102, quantity=10)
+    assert restocked["backorders_filled"] == [
+        {"order_id": waiting["id"], "quantity": 2},
+        {"order_id": again["id"], "quantity": 5},
+    ]
+    assert restocked["book"]["in_stock"] == 3
+    [line] = [only_line(o) for o in customer.call("orders")["orders"] if o["id"] == first["id"]]
+    assert (line["backorder_outstanding"], line["backorder_cancelled"]) == (0, 5)
+    error = customer.error("cancel_backorder", order_id=again["id"], book=102)
+    assert error["code"] == "conflict"  # supplied in full: nothing left to cancel
+
+
+def test_cancel_backorder_refuses_what_it_cannot_cancel(shop: Shop) -> None:
+    shop.set_stock(106, 1)
+    owner, stranger = shop.customer(), shop.customer()
+    order = owner.call("buy", items=[{"book": 106, "quantity": 3}, {"book": 101, "quantity": 1}])[
+        "order"
+    ]
+    cases = [
+        (stranger, {"order_id": order["id"], "book": 106}, "forbidden"),
+        (owner, {"order_id": order["id"] + 1000, "book": 106}, "not_found"),
+        (owner, {"order_id": order["id"], "book": 105}, "not_found"),  # not on this order
+        (owner, {"order_id": order["id"], "book": 999}, "not_found"),  # no such book at all
+        (owner, {"order_id": order["id"], "book": 101}, "conflict"),  # sold, none owed
+    ]
+    for client, args, code in cases:
+        error = client.error("cancel_backorder", **args)
+        assert error["code"] == code, (args, error)
+        assert error["message"].endswith("."), error
+    assert owner.call("cancel_backorder", order_id=order["id"], book=106)["refund_pence"] == 2198
+    assert owner.error("cancel_backorder", order_id=order["id"], book=106)["code"] == "conflict"
+    assert shop.guest().error("cancel_backorder", order_id=order["id"], book=106)["code"] == (
+        "unauthorized"
+    )
+
+
+BAD_CANCELLATIONS: list[tuple[dict[str, Any], str]] = [
+    ({}, "order_id"),
+    ({"book": 102}, "order_id"),
+    ({"order_id": 1}, "book"),
+    ({"order_id": "1", "book": 102}, "order_id"),
+    ({"order_id": 1.5, "book": 102}, "order_id"),
+    ({"order_id": True, "book": 102}, "order_id"),
+    ({"order_id": [1], "book": 102}, "order_id"),
+    ({"order_id": 0, "book": 102}, "order_id"),
+    ({"order_id": -1, "book": 102}, "order_id"),
+    ({"order_id": 10**309, "book": 102}, "order_id"),
+    ({"order_id": 2**63, "book": 102}, "order_id"),
+    ({"order_id": 1, "book": "102"}, "book"),
+    ({"order_id": 1, "book": "Lincolnshire Wolds"}, "book"),
+    ({"order_id": 1, "book": 10**309}, "book"),
+    ({"order_id": 1, "book": None}, "book"),
+    *[({"order_id": 1, "book": text}, "book") for text in SQL_METACHARACTERS],
+    *[({"order_id": text, "book": 102}, "order_id") for text in SQL_METACHARACTERS],
+]
+
+
+def test_bad_cancellations_are_bad_requests_and_change_nothing(shop: Shop) -> None:
+    shop.set_stock(102, 0)
+    customer = shop.customer()
+    order = customer.call("buy", items=[{"book": 102, "quantity": 4}])["order"]
+    for args, argument in BAD_CANCELLATIONS:
+        error = customer.error("cancel_backorder", **{**args} if args else {})
+        assert (error["code"], error["details"].get("argument")) == ("bad_request", argument), args
+        assert f"'{argument}'" in error["message"], (args, error)
+    # A float too big for a double is not JSON this server accepts (it would be infinity).
+    customer.send_raw(b'{"cmd": "cancel_backorder", "args": {"order_id": 1e309, "book": 102}}\n')
+    assert customer.read()["error"]["code"] == "bad_request"
+    assert customer.call("orders") == {"orders": [order]}
+    assert stock(customer)[102] == 0
+    backorders = shop.admin().call("backorders")["backorders"]
+    assert [(b["order_id"], b["outstanding"]) for b in backorders] == [(order["id"], 4)]
+
+
+# Races: cancelling back orders from two server processes on one MySQL database ---------------
+
+CANCEL_CUSTOMERS = 4
+CANCEL_CONNECTIONS = 6  # each customer's, half on each server
+
+
+def test_cancels_of_one_line_from_two_servers_succeed_once(
+    two_mysql_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    shop = Shop(*two_mysql_servers)
+    book = 103
+    try:
+        shop.set_stock(book, 0)
+        groups, orders = [], []
+        for number in range(CANCEL_CUSTOMERS):
+            first = shop.guest(server=0)
+            token = register_and_login(first, f"canceller{number}", PASSWORD)["token"]
+            orders.append(first.call("buy", items=[{"book": book, "quantity": 7}])["order"])
+            others = [shop.guest(server=i % 2) for i in range(1, CANCEL_CONNECTIONS)]
+            for other in others:
+                other.call("resume", token=token)
+            groups.append([first, *others])
+        everyone = [client for clients in groups for client in clients]
+        order_of = {
+            id(c): order for clients, order in zip(groups, orders, strict=True) for c in clients
+        }
+        responses, spread, elapsed = race(
+            everyone,
+            lambda c: c.request("cancel_backorder", order_id=order_of[id(c)]["id"], book=book),
+        )
+        outcomes: Counter[str] = Counter()
+        for number, clients in enumerate(groups):
+            mine = responses[number * CANCEL_CONNECTIONS : (number + 1) * CANCEL_CONNECTIONS]
+            won = [r["result"] for r in mine if r["ok"]]
+            lost = [r["error"]["code"] for r in mine if not r["ok"]]
+            outcomes.update(["ok"] * len(won) + lost)
+            assert (len(won), lost) == (1, ["conflict"] * (CANCEL_CONNECTIONS - 1)), mine
+            assert won[0]["refund_pence"] == 7 * 1199 - rules.discount_pence(7 * 1199)
+            assert clients[1].call("orders") == {"orders": [won[0]["order"]]}
+        print(
+            f"\ncancel race: {len(everyone)} cancels of {CANCEL_CUSTOMERS} lines from 2 servers:"
+            f" {dict(outcomes)}; released within {spread * 1000:.1f} ms, answered in"
+            f" {elapsed * 1000:.0f} ms"
+        )
+        assert shop.admin().call("backorders") == {"backorders": []}
+        assert shop.admin().call("restock", book=book, quantity=5)["backorders_filled"] == []
+    finally:
+        shop.close()
+    assert_order_lines_sound(two_mysql_servers[0].db_url)
+    for server in two_mysql_servers:
+        assert "internal error" not in server.log()
+
+
+RESTOCK_ROUNDS = 4
+RESTOCK_CUSTOMERS = 12
+RESTOCKS = 4  # admins on both servers, each restocking RESTOCK_COPIES at the same moment
+RESTOCK_COPIES = 7
+OWED_EACH = 4
+
+
+def test_cancel_racing_restock_never_supplies_a_cancelled_copy_nor_loses_one(
+    two_mysql_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    shop = Shop(*two_mysql_servers)
+    try:
+        shop.admin()  # creates the admin account
+        admins = [shop.guest(server=i % 2) for i in range(RESTOCKS)]
+        for admin in admins:
+            admin.call("login", username=ADMIN, password=ADMIN_PASSWORD)
+        kinds: Counter[str] = Counter()
+        for _ in range(RESTOCK_ROUNDS):
+            kinds += race_cancels_against_restocks(shop, admins, book=107)
+        print(
+            f"\ncancel/restock race, {RESTOCK_ROUNDS} rounds of {RESTOCK_CUSTOMERS} cancels of"
+            f" {OWED_EACH} owed copies against {RESTOCKS} restocks of {RESTOCK_COPIES}, on 2"
+            f" servers: {dict(kinds)}"
+        )
+    finally:
+        shop.close()
+    assert_order_lines_sound(two_mysql_servers[0].db_url)
+    for server in two_mysql_servers:
+        assert "internal error" not in server.log()
+
+
+def race_cancels_against_restocks(shop: Shop, admins: list[WireClient], book: int) -> Counter[str]:
+    """One round: every customer cancels their back order while the admins restock the book."""
+    shop.set_stock(book, 0)
+    customers = [shop.customer(server=i % 2) for i in range(RESTOCK_CUSTOMERS)]
+    orders = [
+        c.call("buy", items=[{"book": book, "quantity": OWED_EACH}])["order"] for c in customers
+    ]
+    requests = {
+        **{id(c): ("cancel_backorder", {"order_id": o["id"], "book": book})
+           for c, o in zip(customers, orders, strict=True)},
+        **{id(a): ("restock", {"book": book, "quantity": RESTOCK_COPIES}) for a in admins},
+    }  # fmt: skip
+    responses, _, _ = race(
+        customers + admins, lambda c: c.request(requests[id(c)][0], **requests[id(c)][1])
+    )
+    supplied: Counter[int] = Counter()
+    for response in responses[RESTOCK_CUSTOMERS:]:
+        assert response["ok"], response
+        for fill in response["result"]["backorders_filled"]:
+            supplied[fill["order_id"]] += fill["quantity"]
+    kinds: Counter[str] = Counter()
+    for customer, order, response in zip(
+        customers, orders, responses[:RESTOCK_CUSTOMERS], strict=True
+    ):
+        [line] = [only_line(o) for o in customer.call("orders")["orders"]]
+        got = supplied[order["id"]]
+        # Every copy owed was either supplied or cancelled, never both, never neither.
+        assert line["backorder_cancelled"] + got == OWED_EACH, (line, got)
+        assert line["backorder_outstanding"] == 0
+        if response["ok"]:
+            assert only_line(response["result"]["order"]) == line
+            kinds["cancelled all" if got == 0 else "supplied in part, cancelled the rest"] += 1
+        else:
+            assert (response["error"]["code"], got) == ("conflict", OWED_EACH)
+            kinds["supplied in full, cancel refused"] += 1
+    assert stock(shop.guest(1))[book] == RESTOCKS * RESTOCK_COPIES - sum(supplied.values())
+    return kinds
+
+
+def assert_order_lines_sound(db_url: str) -> None:
+    """Straight from the database: no line owes or cancels more than it back-ordered."""
+    connection = backend_from_url(db_url).connect()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT id FROM order_lines WHERE fulfilled + backordered <> quantity"
+            " OR backorder_outstanding < 0 OR backorder_cancelled < 0"
+            " OR backorder_outstanding + backorder_cancelled > backordered"
+        )
+        broken = cursor.fetchall()
+        cursor.execute(
+            "SELECT o.id FROM orders o WHERE o.subtotal_pence <> (SELECT SUM((l.quantity"
+            " - l.backorder_cancelled) * l.unit_price_pence) FROM order_lines l WHERE l.order_id = o.id)"
+        )
+        mispriced = cursor.fetchall()
+        cursor.close()
+    finally:
+        connection.close()
+    assert (broken, mispriced) == ([], [])
+
+
+# Protocol: the sales report ------------------------------------------------------------------
+
+
+def rewrite(db_url: str, statement: str, *params: Any) -> None:
+    """Change rows behind the server's back ("?" placeholders), e.g. to date an order."""
+    database = Database(backend_from_url(db_url))
+    try:
+        database.write(lambda tx: tx.run(statement, params))
+    finally:
+        database.close()
+
+
+def utc(text: str) -> int:
+    """An ISO-8601 UTC time as UTC seconds."""
+    return int(datetime.fromisoformat(text).timestamp())
+
+
+def test_sales_counts_the_orders_of_a_window_without_cancelled_copies(
+    shop: Shop, backend_server: ServerProcess
+) -> None:
+    for book, copies in ((102, 3), (105, 1), (103, 0)):
+        shop.set_stock(book, copies)
+    first, second, third, fourth = (shop.customer() for _ in range(4))
+    placed = {
+        # 101 x1 sold; 102 x8: 3 sold, 5 back-ordered and then cancelled.
+        "2021-03-01T00:00:00+00:00": (first, [(101, 1), (102, 8)]),
+        "2021-03-10T08:00:00+00:00": (fourth, [(103, 4)]),  # all back-ordered, all cancelled
+        "2021-03-15T12:00:00+00:00": (second, [(104, 7)]),  # 9093: 909 off
+        "2021-03-31T23:59:59+00:00": (second, [(105, 3)]),  # 1 sold, 2 back-ordered, 1 supplied
+        "2021-04-01T00:00:00+00:00": (third, [(101, 1)]),  # the first moment after March
+    }
+    ids = {}
+    for moment, (customer, items) in placed.items():
+        order = customer.call("buy", items=[{"book": b, "quantity": q} for b, q in items])["order"]
+        rewrite(
+            backend_server.db_url,
+            "UPDATE orders SET created_at = ? WHERE id = ?",
+            utc(moment),
+            order["id"],
+        )
+        ids[moment] = order["id"]
+    first.call("cancel_backorder", order_id=ids["2021-03-01T00:00:00+00:00"], book=102)
+    fourth.call("cancel_backorder", order_id=ids["2021-03-10T08:00:00+00:00"], book=103)
+    admin = shop.admin()
+    admin.call("restock", book=105, quantity=1)
+
+    march = admin.call("sales", since="2021-03-01", until="2021-04-01T00:00:00Z")
+    assert march == {
+        "orders": 3,  # the order of cancelled copies only is left out
+        "subtotal_pence": 4596 + 9093 + 4197,
+        "discount_pence": 909,
+        "total_pence": 4596 + 9093 + 4197 - 909,
+        "books": [
+            {"number": 101, "title": "More Peak District", "copies_ordered": 1,
+             "copies_sent": 1, "backorder_outstanding": 0, "line_total_pence": 1299},
+            {"number": 102, "title": "Lincolnshire Wolds", "copies_ordered": 3,
+             "copies_sent": 3, "backorder_outstanding": 0, "line_total_pence": 3297},
+            {"number": 104, "title": "Peak District", "copies_ordered": 7,
+             "copies_sent": 7, "backorder_outstanding": 0, "line_total_pence": 9093},
+            {"number": 105, "title": "Snowdonia", "copies_ordered": 3,
+             "copies_sent": 2, "backorder_outstanding": 1, "line_total_pence": 4197},
+        ],
+    }  # fmt: skip
+    assert sum(b["line_total_pence"] for b in march["books"]) == march["subtotal_pence"]
+    # The same window, written with other offsets: every time is converted to UTC.
+    for since, until in [
+        ("2021-03-01T00:00:00+00:00", "2021-04-01T01:00:00+01:00"),
+        ("2021-02-28T19:00:00-05:00", "2021-03-31T19:00:00-05:00"),
+        ("2021-03-01T00:00:00.000Z", "2021-04-01"),
+        ("  2021-03-01T00:00  ", "2021-04-01 00:00:00"),  # no offset: UTC
+    ]:
+        assert admin.call("sales", since=since, until=until) == march, (since, until)
+
+    def window(since: str, until: str) -> tuple[int, list[int]]:
+        report = admin.call("sales", since=since, until=until)
+        return report["orders"], [b["number"] for b in report["books"]]
+
+    assert window("2021-03-15T12:00:00Z", "2021-03-15T12:00:01Z") == (1, [104])  # since inclusive
+    assert window("2021-03-15T12:00:01Z", "2021-04-01T00:00:01Z") == (2, [101, 105])
+    assert window("2021-03-10T00:00:00Z", "2021-03-11T00:00:00Z") == (0, [])  # cancelled only
+    empty = admin.call("sales", until="2021-03-01T00:00:00Z")  # until exclusive
+    assert empty == {
+        "orders": 0,
+        "subtotal_pence": 0,
+        "discount_pence": 0,
+        "total_pence": 0,
+        "books": [],
+    }
+    assert admin.call("sales", since="2021-03-20", until="2021-03-20") == empty
+    everything = admin.call("sales")
+    assert everything == admin.call("sales", since="0001-01-01", until="9999-12-31T23:59:59Z")
+    assert admin.call("sales", since="2021-04-01", until="2021-04-02")["orders"] == 1
+    assert everything["orders"] >= 5
+
+
+def test_bad_sales_windows_are_bad_requests_naming_the_argument(shop: Shop) -> None:
+    admin = shop.admin()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"since": "2021-13-01"}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": ""}, "since"),
+        ({"until": "2021-03-01T25:00:00Z"}, "until"),
+        ({"until": "2021-03-01T00:00:00+25:00"}, "until"),
+        ({"until": "2021-03-01T00:00:00 UTC"}, "until"),
+        ({"since": 20210301}, "since"),
+        ({"since": 10**309}, "since"),
+        ({"until": ["2021-03-01"]}, "until"),
+        ({"since": "2021-03-01" + " " * 60}, "since"),
+        ({"since": "2021-04-01", "until": "2021-03-01"}, "since"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),  # before the first year
+        *[({"since": text}, "since") for text in SQL_METACHARACTERS],
+    ]
+    for args, argument in cases:
+        error = admin.error("sales", **args)
+        assert (error["code"], error["details"].get("argument")) == ("bad_request", argument), args
+        assert f"'{argument}'" in error["message"], (args, error)
+    assert shop.customer().error("sales")["code"] == "forbidden"
+    assert shop.guest().error("sales")["code"] == "unauthorized"
+    assert admin.call("sales")["orders"] == 0  # the connection stays usable
 
 
 # Importing from the command line (both backends, while a server runs on the database) ----------

@@ -7,6 +7,7 @@ import subprocess
 import threading
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,7 +224,7 @@ def test_a_dropped_mysql_connection_is_replaced(mysql_url: str) -> None:
 
 
 def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
-    """A database made before the version columns existed gains them, keeping its data."""
+    """A database made before the version and cancelled columns existed gains them, keeping its data."""
     store = seed.open_store(db_url)
     user = store.create_user("early", "hash", NOW)
     store.place_order(user["id"], {101: 2}, NOW)
@@ -233,6 +234,7 @@ def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     cursor = connection.cursor()
     for table in ("users", "shop_books", "lending_books"):
         cursor.execute(f"ALTER TABLE {table} DROP COLUMN version")
+    _drop_backorder_cancelled(backend, cursor)
     cursor.execute("UPDATE schema_version SET version = 1 WHERE id = 1")
     connection.commit()
     connection.close()
@@ -240,11 +242,33 @@ def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     upgraded = seed.open_store(db_url)
     again = seed.open_store(db_url)  # a second start finds nothing left to do
     try:
-        assert upgraded.schema_version() == migrations.SCHEMA_VERSION == 2
-        assert [len(o["lines"]) for o in upgraded.orders_for(user["id"])] == [1]
+        assert upgraded.schema_version() == migrations.SCHEMA_VERSION == 3
+        [old_order] = upgraded.orders_for(user["id"])
+        assert [line["backorder_cancelled"] for line in old_order["lines"]] == [0]
         assert len(upgraded.shop_books()) == 7
-        upgraded.place_order(user["id"], {101: 1}, NOW + 1)  # writes the new column
+        upgraded.place_order(user["id"], {101: 1}, NOW + 1)  # writes the new columns
         assert len(again.orders_for(user["id"])) == 2
+        upgraded.restock(101, 1)
     finally:
         upgraded.close()
         again.close()
+
+
+def _drop_backorder_cancelled(backend: engine.Backend, cursor: Any) -> None:
+    """Take order_lines back to its version 2 form."""
+    if not isinstance(backend, engine.SQLiteBackend):
+        cursor.execute(
+            "ALTER TABLE order_lines DROP CONSTRAINT order_lines_cancelled_within,"
+            " DROP COLUMN backorder_cancelled"
+        )
+        return
+    # SQLite cannot drop a column that a table CHECK names: rebuild the table without both.
+    cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'order_lines'")
+    (table_sql,) = cursor.fetchone()
+    kept = [line for line in table_sql.splitlines() if "backorder_cancelled" not in line]
+    columns = "id, order_id, book_number, quantity, fulfilled, backordered,"
+    columns += " backorder_outstanding, unit_price_pence"
+    cursor.execute("\n".join(kept).replace("order_lines", "order_lines_v2", 1))
+    cursor.execute(f"INSERT INTO order_lines_v2 ({columns}) SELECT {columns} FROM order_lines")
+    cursor.execute("DROP TABLE order_lines")
+    cursor.execute("ALTER TABLE order_lines_v2 RENAME TO order_lines")
