@@ -19,7 +19,7 @@ from typing import Any
 import reports
 import results
 import rules
-from db import Store
+from db import LoginStart, Store
 from errors import (
     ConflictError,
     DomainError,
@@ -116,6 +116,7 @@ class Commands:
             "resume": self.resume,
             "logout": self.logout,
             "whoami": self.whoami,
+            "change_password": self.change_password,
             "list_areas": self.list_areas,
             "search_walks": self.search_walks,
             "recommend_books": self.recommend_books,
@@ -190,21 +191,7 @@ class Commands:
         # Case folding can lengthen a name ("ß" is "ss"); no real name is near the column's 64.
         key = rules.username_key(args["username"])[:64]
         now = self._now()
-        attempt = self.store.start_login(key, session.address, now, self.auth.failure_window_s)
-        wait = rules.login_retry_after_s(
-            self.auth,
-            [_moment(t) for t in attempt.failures_by_user_and_address],
-            [_moment(t) for t in attempt.failures_by_user],
-            [_moment(t) for t in attempt.failures_by_address],
-            _moment(now),
-        )
-        if wait:
-            self.store.finish_login(attempt, key, None, now)  # a refused try does not prolong it
-            raise ProtocolError(
-                RATE_LIMITED,
-                f"Too many failed logins; try again in {wait} seconds.",
-                {"retry_after_s": wait},
-            )
+        attempt = self._attempt(session, key, now)
         user = attempt.user
         # Without a user, verify against a dummy hash: same time, same answer.
         if not self.hasher.verify(args["password"], user["password_hash"] if user else None):
@@ -216,8 +203,30 @@ class Commands:
             else None
         )
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        self.store.finish_login(attempt, key, hash_token(token), now, upgraded)
+        if self.store.finish_login(attempt, key, hash_token(token), now, upgraded) is None:
+            # The password was changed while this login checked it: it is no longer right.
+            raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
         return self._logged_in(session, user, token)
+
+    def _attempt(self, session: Session, key: str, now: int) -> LoginStart:
+        """A recorded try at a member's password (login, change_password); rate_limited if
+        this name or address has failed too often lately."""
+        attempt = self.store.start_login(key, session.address, now, self.auth.failure_window_s)
+        wait = rules.login_retry_after_s(
+            self.auth,
+            [rules.from_seconds(t) for t in attempt.failures_by_user_and_address],
+            [rules.from_seconds(t) for t in attempt.failures_by_user],
+            [rules.from_seconds(t) for t in attempt.failures_by_address],
+            rules.from_seconds(now),
+        )
+        if wait:
+            self.store.finish_login(attempt, key, None, now)  # a refused try does not prolong it
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"Too many failed logins; try again in {wait} seconds.",
+                {"retry_after_s": wait},
+            )
+        return attempt
 
     def resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         token_hash = hash_token(args["token"])
@@ -240,6 +249,26 @@ class Commands:
 
     def whoami(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         return {"user": dict(self._member(session))}
+
+    def change_password(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._member(session)
+        rules.validate_password(args["new_password"])
+        key = rules.username_key(user["username"])[:64]
+        now = self._now()
+        # The old password is tried as a login is, so that the same throttle applies to it.
+        attempt = self._attempt(session, key, now)
+        known = attempt.user
+        if known is None or known["id"] != user["id"]:
+            raise ProtocolError(UNAUTHORIZED, "Your account was not found; please log in again.")
+        wrong = ProtocolError(INVALID_CREDENTIALS, "The old password is not right.")
+        if not self.hasher.verify(args["old_password"], known["password_hash"]):
+            raise wrong
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        new_hash = self.hasher.hash(args["new_password"])
+        if self.store.finish_login(attempt, key, hash_token(token), now, new_hash, True) is None:
+            raise wrong  # changed meanwhile (another session's change_password won)
+        session.token_hash = hash_token(token)
+        return {"token": token}
 
     # -- shop -----------------------------------------------------------------------------------
 
@@ -439,10 +468,6 @@ class Commands:
         user = self._member(session)
         self.store.cancel_hold(user["id"], args["hold_id"], self._now())
         return {}
-
-
-def _moment(timestamp: int) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _walk_filters(args: dict[str, Any]) -> dict[str, Any]:

@@ -211,23 +211,32 @@ class Store:
         token_hash: str | None,
         now: int,
         new_password_hash: str | None = None,
+        end_sessions: bool = False,
     ) -> int | None:
         """End a login: with a token, clear the name's failures, store the session (returns its
-        expiry) and, if given, replace the password hash (a cost upgrade); without one, forget
-        an attempt refused before its password was checked. A wrong password needs no call:
-        its attempt stays recorded as a failure."""
+        expiry) and, if given, replace the password hash (a cost upgrade, or with end_sessions
+        a change of password that ends every other session); without one, forget an attempt
+        refused before its password was checked. A wrong password needs no call: its attempt
+        stays recorded as a failure. None, and nothing stored, if the password changed since
+        start_login read it (the password just proven is no longer the member's)."""
         expires_at = now + self.config.session_ttl_s
 
         def work(tx: Tx) -> int | None:
             if token_hash is None or attempt.user is None:
                 tx.run("DELETE FROM login_failures WHERE id = ?", (attempt.attempt_id,))
                 return None
+            # Writing the member's row orders this against a change of password on any node.
+            # A concurrent cost upgrade also changes the hash; that rare login is just refused.
+            claimed, _ = tx.run(
+                "UPDATE users SET version = version + 1, password_hash = COALESCE(?, password_hash)"
+                " WHERE id = ? AND password_hash = ?",
+                (new_password_hash, attempt.user["id"], attempt.user["password_hash"]),
+            )
+            if claimed != 1:
+                return None
             tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
-            if new_password_hash is not None:
-                tx.run(
-                    "UPDATE users SET password_hash = ? WHERE id = ?",
-                    (new_password_hash, attempt.user["id"]),
-                )
+            if end_sessions:
+                tx.run("DELETE FROM sessions WHERE user_id = ?", (attempt.user["id"],))
             self._insert_session(tx, attempt.user["id"], token_hash, now, expires_at)
             return expires_at
 

@@ -112,6 +112,11 @@ COMMANDS: dict[str, Command] = {
     "resume": _read(Arg("token", STR, True, max_length=256)),
     "logout": _read(needs_login=True),
     "whoami": _read(needs_login=True),
+    # Not safe to repeat: a second try would present the old password, which is no longer right.
+    "change_password": _write(
+        Arg("old_password", STR, True, max_length=4096),
+        Arg("new_password", STR, True, max_length=4096),
+    ),
     "list_areas": _read(),
     "search_walks": _read(
         Arg("area", STR, max_length=200),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import mysql.connector
 import pytest
@@ -15,6 +18,7 @@ import seed
 from commands import Commands, Session
 from protocol import ProtocolError, Request
 from settings import ServerConfig
+from tests.test_shop import race
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 PASSWORD = "correct horse"
@@ -259,11 +263,17 @@ def test_no_password_or_token_reaches_the_log(tmp_path: Path) -> None:
             secret = "a-very-distinctive-secret"
             token = register_and_login(client, "quiet", password=secret)["token"]
             client.error("login", username="quiet", password=secret + "x")
+            new_secret = "another-distinctive-secret"
+            client.error("change_password", old_password=secret + "y", new_password=new_secret)
+            new_token = client.call(
+                "change_password", old_password=secret, new_password=new_secret
+            )["token"]
     finally:
         process.stop()
     log = process.log()
-    assert "login ok" in log  # the debug log did record the requests
-    assert secret not in log and token not in log
+    assert "login ok" in log and "change_password ok" in log  # the debug log did record them
+    for text in (secret, token, new_secret, new_token):
+        assert text not in log
 
 
 def test_the_production_bcrypt_cost_is_12() -> None:
@@ -461,3 +471,180 @@ def test_an_unknown_name_does_the_dummy_bcrypt_work_through_login(tmp_path: Path
             unknown = min(_login_seconds(client, f"absent{i}") for i in range(3))
     assert unknown > 0.02  # cost 11 is tens of milliseconds: the dummy hash really ran
     assert 0.6 < known / unknown < 1.6, (known, unknown)
+
+
+# change_password ----------------------------------------------------------------------------
+
+NEW_PASSWORD = "a new battery staple"
+
+
+def test_change_password_ends_every_other_session_and_keeps_this_one(
+    backend_server: ServerProcess,
+) -> None:
+    with (
+        backend_server.client() as here,
+        backend_server.client() as elsewhere,
+        backend_server.client() as resumed,
+    ):
+        old_token = register_and_login(here, "changer")["token"]
+        other_token = elsewhere.call("login", username="changer", password=PASSWORD)["token"]
+        resumed.call("resume", token=old_token)
+
+        new_token = here.call("change_password", old_password=PASSWORD, new_password=NEW_PASSWORD)[
+            "token"
+        ]
+        assert new_token not in (old_token, other_token) and len(new_token) >= 43
+        assert here.call("whoami")["user"]["username"] == "changer"  # still logged in here
+        assert here.call("orders") == {"orders": []}
+        for client in (elsewhere, resumed):
+            assert client.error("whoami")["code"] == "unauthorized"
+    with backend_server.client() as client:
+        for token in (old_token, other_token):
+            assert client.error("resume", token=token)["code"] == "unauthorized"
+        assert client.call("resume", token=new_token)["user"]["username"] == "changer"
+    with backend_server.client() as client:
+        wrong = client.error("login", username="changer", password=PASSWORD)
+        assert wrong["code"] == "invalid_credentials"
+        assert client.call("login", username="changer", password=NEW_PASSWORD)["token"]
+
+
+def test_change_password_refuses_a_wrong_old_or_weak_new_password_and_changes_nothing(
+    backend_server: ServerProcess,
+) -> None:
+    with backend_server.client() as client, backend_server.client() as other:
+        token = register_and_login(client, "careful")["token"]
+        other.call("resume", token=token)
+        cases = [
+            ({"old_password": "not the one", "new_password": NEW_PASSWORD}, "invalid_credentials"),
+            ({"old_password": PASSWORD, "new_password": "short"}, "weak_password"),
+            ({"old_password": PASSWORD, "new_password": "        "}, "weak_password"),
+            ({"old_password": PASSWORD, "new_password": "x" * 1025}, "weak_password"),
+            ({"old_password": PASSWORD}, "bad_request"),
+            ({"new_password": NEW_PASSWORD}, "bad_request"),
+            ({"old_password": PASSWORD, "new_password": 12345678}, "bad_request"),
+            ({"old_password": ["x"], "new_password": NEW_PASSWORD}, "bad_request"),
+            ({"old_password": PASSWORD, "new_password": "x" * 5000}, "bad_request"),
+            ({"old_password": "' OR '1'='1", "new_password": NEW_PASSWORD}, "invalid_credentials"),
+        ]
+        for args, code in cases:
+            error = client.error("change_password", **args)
+            assert error["code"] == code, (args, error)
+            if code == "bad_request":
+                assert error["details"]["argument"] in ("old_password", "new_password")
+        assert client.error("change_password", new_password="x")["details"] == {
+            "argument": "old_password"
+        }
+        # Nothing changed: both connections are still in, and the old password still works.
+        assert client.call("whoami")["user"]["username"] == "careful"
+        assert other.call("whoami")["user"]["username"] == "careful"
+    with backend_server.client() as client:
+        assert client.call("login", username="careful", password=PASSWORD)["token"]
+        assert client.error("login", username="careful", password=NEW_PASSWORD)["code"] == (
+            "invalid_credentials"
+        )
+    with backend_server.client() as guest:
+        error = guest.error("change_password", old_password=PASSWORD, new_password=NEW_PASSWORD)
+        assert error["code"] == "unauthorized"
+
+
+def test_wrong_old_passwords_count_as_failed_logins(backend_server: ServerProcess) -> None:
+    with backend_server.client() as client:
+        register_and_login(client, "guessed")
+        for _ in range(4):
+            error = client.error("change_password", old_password="guess", new_password=NEW_PASSWORD)
+            assert error["code"] == "invalid_credentials"
+        # The fifth failure is a login's: the throttle counts both kinds together.
+        assert client.error("login", username="guessed", password="guess")["code"] == (
+            "invalid_credentials"
+        )
+        throttled = client.error(
+            "change_password", old_password=PASSWORD, new_password=NEW_PASSWORD
+        )
+        assert throttled["code"] == "rate_limited"
+        assert 0 < throttled["details"]["retry_after_s"] <= 15 * 60
+        assert client.error("login", username="guessed", password=PASSWORD)["code"] == (
+            "rate_limited"
+        )
+        assert client.call("whoami")["user"]["username"] == "guessed"  # still logged in
+    with backend_server.client(source="127.0.0.2") as elsewhere:
+        # Another address is not locked out, and the password never changed.
+        assert elsewhere.call("login", username="guessed", password=PASSWORD)["token"]
+
+
+LOGIN_RACERS = 6
+PASSWORD_ROUNDS = 4
+
+
+def test_change_password_racing_logins_leaves_no_session_on_the_old_password(
+    backend_server: ServerProcess,
+) -> None:
+    outcomes: Counter[str] = Counter()
+    for round_number in range(PASSWORD_ROUNDS):
+        name = f"racing{round_number}"
+        outcomes += race_change_against_logins(backend_server, name, round_number)
+        with backend_server.client(source="127.0.9.9") as check:
+            assert check.error("login", username=name, password=PASSWORD)["code"] == (
+                "invalid_credentials"
+            )
+            assert check.call("login", username=name, password=NEW_PASSWORD)["token"]
+    print(
+        f"\nchange_password vs {LOGIN_RACERS} logins with the old password, {PASSWORD_ROUNDS}"
+        f" rounds: {dict(outcomes)}; no session on the old password survived"
+    )
+    assert "internal error" not in backend_server.log()
+
+
+def race_change_against_logins(server: ServerProcess, name: str, round_number: int) -> Counter[str]:
+    """One member changes their password while LOGIN_RACERS log in with the old one."""
+    with ExitStack() as stack:
+        changer = stack.enter_context(server.client())
+        register_and_login(changer, name)
+        # Each racer from its own address, so that the throttle is not what stops them.
+        racers = [
+            stack.enter_context(server.client(source=f"127.0.{round_number}.{i + 2}"))
+            for i in range(LOGIN_RACERS)
+        ]
+
+        def send(client: WireClient) -> dict[str, Any]:
+            if client is changer:
+                return client.request(
+                    "change_password", old_password=PASSWORD, new_password=NEW_PASSWORD
+                )
+            return client.request("login", username=name, password=PASSWORD)
+
+        responses, _, _ = race([changer, *racers], send)
+        assert responses[0]["ok"], responses[0]
+        outcomes: Counter[str] = Counter()
+        for racer, response in zip(racers, responses[1:], strict=True):
+            if response["ok"]:
+                # Logged in with the old password just before the change, which ended it.
+                assert racer.error("whoami")["code"] == "unauthorized"
+                outcomes["logged in first, then ended"] += 1
+            else:
+                assert response["error"]["code"] == "invalid_credentials", response
+                outcomes["refused"] += 1
+        assert changer.call("whoami")["user"]["username"] == name
+        with server.client() as other:
+            token = responses[0]["result"]["token"]
+            assert other.call("resume", token=token)["user"]["username"] == name
+    return outcomes
+
+
+def test_two_password_changes_at_once_one_wins(backend_server: ServerProcess) -> None:
+    with backend_server.client() as first, backend_server.client() as second:
+        token = register_and_login(first, "twice")["token"]
+        second.call("resume", token=token)
+        responses, _, _ = race(
+            [first, second],
+            lambda c: c.request(
+                "change_password",
+                old_password=PASSWORD,
+                new_password=NEW_PASSWORD + ("1" if c is first else "2"),
+            ),
+        )
+    codes = sorted("ok" if r["ok"] else r["error"]["code"] for r in responses)
+    # The loser proved a password that the winner had just replaced.
+    assert codes == ["invalid_credentials", "ok"]
+    winner = "1" if responses[0]["ok"] else "2"
+    with backend_server.client() as client:
+        assert client.call("login", username="twice", password=NEW_PASSWORD + winner)["token"]

@@ -104,6 +104,25 @@ def test_login_attempts_are_counted_per_user_and_address_and_forgotten(store: St
     assert later.failures_by_address == []  # old ones forgotten
 
 
+def test_a_password_change_ends_every_session_and_a_login_that_proved_the_old_one(
+    store: Store,
+) -> None:
+    user = store.create_user("swapper", "old-hash", NOW)
+    store.create_session(user["id"], "ee" * 32, NOW)
+    late_login = store.start_login("swapper", "10.0.0.1", NOW, keep_s=900)
+    change = store.start_login("swapper", "10.0.0.2", NOW, keep_s=900)
+    assert late_login.user is not None and late_login.user["password_hash"] == "old-hash"
+    expires = store.finish_login(change, "swapper", "cd" * 32, NOW, "new-hash", end_sessions=True)
+    assert expires == NOW + StoreConfig().session_ttl_s
+    # The login checked the old hash before the change committed: it must not get a session.
+    assert store.finish_login(late_login, "swapper", "ab" * 32, NOW) is None
+    assert store.session_user("ab" * 32, NOW) is None
+    assert store.session_user("ee" * 32, NOW) is None  # ended by the change
+    assert store.session_user("cd" * 32, NOW)["username"] == "swapper"  # type: ignore[index]
+    again = store.start_login("swapper", "10.0.0.1", NOW + 1, keep_s=900)
+    assert again.user is not None and again.user["password_hash"] == "new-hash"
+
+
 def test_make_admin_creates_or_promotes(store: Store) -> None:
     created, was_new = store.make_admin("chief", "hash", NOW)
     assert was_new and created["role"] == "admin"
