@@ -31,7 +31,7 @@ from passwords import PasswordHasher
 from protocol import ProtocolError, Request
 from tests.fake_openlibrary import FakeOpenLibrary, refused_url
 from tests.shaped_store import ShapedStore
-from tests.test_shop import rewrite
+from tests.test_shop import found_in_database, rewrite
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 T = TypeVar("T")
@@ -91,28 +91,15 @@ def assert_circulation_sound(connection_source: Store | ShapedStore | str) -> No
         if isinstance(connection_source, str)
         else connection_source.database.backend
     )
-    connection = backend.connect()
-    try:
-        cursor = connection.cursor()
-        cursor.execute(
-            "SELECT b.id, b.copies, (SELECT COUNT(*) FROM loans l WHERE l.book_id = b.id"
-            " AND l.returned_at IS NULL) FROM lending_books b"
-        )
-        over_lent = [(book, copies, out) for book, copies, out in cursor.fetchall() if out > copies]
-        cursor.execute(
-            "SELECT user_id, book_id, COUNT(*) FROM loans WHERE returned_at IS NULL"
-            " GROUP BY user_id, book_id HAVING COUNT(*) > 1"
-        )
-        doubled = cursor.fetchall()
-        cursor.execute(
-            "SELECT user_id, COUNT(*) FROM loans WHERE returned_at IS NULL"
-            " GROUP BY user_id HAVING COUNT(*) > 5"
-        )
-        too_many = cursor.fetchall()
-        cursor.close()
-    finally:
-        connection.close()
-    assert (over_lent, doubled, too_many) == ([], [], [])
+    broken = found_in_database(
+        backend,
+        "SELECT b.id FROM lending_books b WHERE b.copies < (SELECT COUNT(*) FROM loans l"
+        " WHERE l.book_id = b.id AND l.returned_at IS NULL)",
+        "SELECT user_id, book_id FROM loans WHERE returned_at IS NULL"
+        " GROUP BY user_id, book_id HAVING COUNT(*) > 1",
+        "SELECT user_id FROM loans WHERE returned_at IS NULL GROUP BY user_id HAVING COUNT(*) > 5",
+    )
+    assert broken == [[], [], []]
 
 
 def race(count: int, attempt: Callable[[int], T]) -> list[T | str]:
