@@ -576,11 +576,7 @@ class Store:
                 )
             tx.run("UPDATE shop_books SET in_stock = in_stock + ? WHERE number = ?", (left, number))
             return {
-                "book": {
-                    "number": number,
-                    "title": book["title"],
-                    "in_stock": book["in_stock"] + left,
-                },
+                "book": {**book, "in_stock": book["in_stock"] + left},
                 "backorders_filled": [
                     {"order_id": order_of[line_id], "quantity": copies} for line_id, copies in fills
                 ],
