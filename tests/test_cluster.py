@@ -35,7 +35,7 @@ import rules
 from engine import mysql_address
 from tests.galera import GaleraCluster, galera_cluster  # noqa: F401 - the session fixture
 from tests.haproxy import HAProxy
-from tests.test_shop import race
+from tests.test_shop import race, race_requests
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 pytestmark = pytest.mark.cluster
@@ -346,6 +346,73 @@ def test_one_member_buying_nine_times_at_once_keeps_the_limit_out_of_stock(
         "copies per customer <= 8",
     )
     race_one_member_buying(deployment, 104, 0, tally)
+
+
+CANCELLERS = 6
+OWED = 4
+RESTOCK_COPIES = 5  # one restock from each server: 15 copies for the 24 owed
+
+
+def log_in_admin(deployment: Deployment, stack: ExitStack, server: int) -> WireClient:
+    """An admin connection to one server; the account may not have reached its node yet."""
+    client = stack.enter_context(deployment.servers[server].client())
+    for _ in range(100):
+        response = client.request("login", username="cluster-admin", password="admin horse")
+        if response["ok"]:
+            return client
+        assert response["error"]["code"] == "invalid_credentials", response
+        time.sleep(0.02)
+    raise AssertionError("the admin account never reached this server's node")
+
+
+@pytest.mark.parametrize("deployment", BOTH, indirect=True)
+def test_cancels_racing_restocks_supply_or_cancel_each_copy_once(deployment: Deployment) -> None:
+    # A cancel and a restock on different nodes each read the line as owed; only because both
+    # write the book's stock row (and the line) does one of them fail certification and retry.
+    book = 106
+    tally = Tally(
+        f"{CANCELLERS} cancels vs {SERVERS} restocks",
+        deployment.name,
+        "supplied + cancelled = owed",
+    )
+    deployment.servers[0].create_admin("cluster-admin", "admin horse")
+    with ExitStack() as admins_stack:
+        admins = [log_in_admin(deployment, admins_stack, i) for i in range(SERVERS)]
+        for _ in range(RUNS):
+            set_stock(deployment, {book: 0})
+            with ExitStack() as stack:
+                members = new_members(deployment, stack, CANCELLERS)
+                orders = [
+                    m.clients[0].call("buy", items=[{"book": book, "quantity": OWED}])["order"]
+                    for m in members
+                ]
+                responses = race_requests(
+                    [(m.clients[0], "cancel_backorder", {"order_id": o["id"], "book": book})
+                     for m, o in zip(members, orders, strict=True)]
+                    + [(a, "restock", {"book": book, "quantity": RESTOCK_COPIES}) for a in admins]
+                )  # fmt: skip
+            assert set(error_codes(responses)) <= {"conflict"}, responses
+            supplied: Counter[int] = Counter()
+            for response in responses[CANCELLERS:]:
+                for fill in response["result"]["backorders_filled"]:
+                    supplied[fill["order_id"]] += fill["quantity"]
+            ids = ", ".join(str(o["id"]) for o in orders)
+            lines = same_on_every_node(
+                deployment,
+                "SELECT order_id, backorder_outstanding, backorder_cancelled FROM order_lines"
+                f" WHERE order_id IN ({ids}) ORDER BY order_id",
+            )
+            [(stock,)] = same_on_every_node(
+                deployment, "SELECT in_stock FROM shop_books WHERE number = %s", (book,)
+            )
+            accounted = [int(c) + supplied[order_id] for order_id, _, c in lines]
+            broken = (
+                any(n != OWED for n in accounted)
+                or any(int(owed) for _, owed, _ in lines)
+                or stock != SERVERS * RESTOCK_COPIES - sum(supplied.values())
+            )
+            tally.add(max(accounted), broken, responses)
+    tally.finish()
 
 
 # Lending races -------------------------------------------------------------------------------

@@ -204,6 +204,17 @@ def race(
     return responses, max(released) - min(released), max(answered) - min(released)
 
 
+def race_requests(plan: list[tuple[WireClient, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Send each client its own request (client, cmd, args), all released together by race();
+    the responses in the plan's order."""
+    by_client = {id(client): (cmd, args) for client, cmd, args in plan}
+    responses, _, _ = race(
+        [client for client, _, _ in plan],
+        lambda c: c.request(by_client[id(c)][0], **by_client[id(c)][1]),
+    )
+    return responses
+
+
 def import_walks(
     server: ServerProcess, tmp_path: Path, walks_csv: str, books_csv: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -1102,14 +1113,11 @@ def race_cancels_against_restocks(shop: Shop, admins: list[WireClient], book: in
     orders = [
         c.call("buy", items=[{"book": book, "quantity": OWED_EACH}])["order"] for c in customers
     ]
-    requests = {
-        **{id(c): ("cancel_backorder", {"order_id": o["id"], "book": book})
-           for c, o in zip(customers, orders, strict=True)},
-        **{id(a): ("restock", {"book": book, "quantity": RESTOCK_COPIES}) for a in admins},
-    }  # fmt: skip
-    responses, _, _ = race(
-        customers + admins, lambda c: c.request(requests[id(c)][0], **requests[id(c)][1])
-    )
+    responses = race_requests(
+        [(c, "cancel_backorder", {"order_id": o["id"], "book": book})
+         for c, o in zip(customers, orders, strict=True)]
+        + [(a, "restock", {"book": book, "quantity": RESTOCK_COPIES}) for a in admins]
+    )  # fmt: skip
     supplied: Counter[int] = Counter()
     for response in responses[RESTOCK_CUSTOMERS:]:
         assert response["ok"], response
