@@ -39,7 +39,6 @@ PROVIDER_PATHS = (
     "/usr/lib64/galera-4/libgalera_smm.so",
     "/usr/lib64/galera/libgalera_smm.so",
 )
-PACKAGES = ("galera-4", "rsync", "mariadb-server")
 STATE_FILE = "cluster.json"
 DEFAULT_CLI_DIR = "/tmp/waymark-cluster"
 START_TIMEOUT_S = 120.0
@@ -178,7 +177,6 @@ class GaleraCluster:
         self.nodes = nodes
         self.software = software
         self.account = account
-        self.started_in_s: float | None = None
 
     # -- making and finding one ---------------------------------------------------------------
 
@@ -251,8 +249,7 @@ class GaleraCluster:
             # a donor serves one rsync SST at a time anyway.
             self._launch(node, bootstrap=False)
             self.wait_synced(self.nodes[:count], deadline)
-        self.started_in_s = time.monotonic() - started
-        return self.started_in_s
+        return time.monotonic() - started
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Shut every node down (SIGTERM, then SIGKILL after timeout_s)."""
