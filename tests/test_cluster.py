@@ -43,9 +43,9 @@ pytestmark = pytest.mark.cluster
 SERVERS = 3
 # A race that breaks in a third of its runs passes 15 runs unbroken with a chance of 0.2 %.
 RUNS = 15
-# A borrowing run is cheap (0.2 s), and on Galera the one-copy race broke in 25-60 % of runs:
-# 30 runs leave a strict xfail a chance of about 0.02 % of passing by luck.
-LENDING_RUNS = 30
+# A borrowing run is cheap (0.15 s), and on Galera the one-copy race broke in 17-58 % of runs
+# here: 40 runs leave its strict xfail a chance under 0.1 % of passing by luck.
+LENDING_RUNS = 40
 GUIDE_BOOKS = (101, 102, 103, 104, 105, 106, 107)
 LIMIT = rules.MAX_COPIES_PER_CUSTOMER
 
