@@ -26,6 +26,7 @@ from errors import (
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
+    OutcomeUnknownError,
     TryAgainError,
     UnavailableError,
     UsernameTakenError,
@@ -83,6 +84,7 @@ WIRE_CODES: dict[type[DomainError], str] = {
     UsernameTakenError: USERNAME_TAKEN,
     # The client may act on it: nothing changed, and details.retry_after_s says when to retry.
     TryAgainError: UNAVAILABLE,
+    OutcomeUnknownError: UNAVAILABLE,  # no retry_after_s: check first, then decide
 }
 
 

@@ -2,7 +2,7 @@
 
 Feed bytes to a LineDecoder and get lines back; decode each line into a Request; encode
 responses with encode(). Every layer raises ProtocolError, which the server turns into an
-error line. See ../shared/PROTOCOL.md for the contract this implements.
+error line. See docs/PROTOCOL.md for the contract this implements.
 """
 
 from __future__ import annotations

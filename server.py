@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: serve by default, or one of the admin subcommands."""
     parser = argparse.ArgumentParser(
         prog="server.py",
-        description="Waymark server: TLS, newline-delimited JSON, see PROTOCOL.md.",
+        description="Waymark server: TLS, newline-delimited JSON, see docs/PROTOCOL.md.",
         epilog="With no subcommand the server runs until SIGINT or SIGTERM.",
     )
     add_config_options(parser)
