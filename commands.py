@@ -11,7 +11,7 @@ import difflib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +53,7 @@ from protocol import (
     Request,
     validate_args,
 )
+from snapshot import CatalogueSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ class Commands:
         hasher: PasswordHasher,
         auth: rules.LoginThrottle = rules.HOUSE_THROTTLE,
         clock: Callable[[], float] = time.time,
+        snapshot: CatalogueSnapshot | None = None,
     ):
         self.store = store
+        self.snapshot = snapshot or CatalogueSnapshot(store)
         self.openlibrary = openlibrary
         self.hasher = hasher
         self.auth = auth
@@ -147,6 +150,9 @@ class Commands:
             return self.handlers[request.cmd](session, args)
         except DomainError as error:
             raise wire_error(error) from None
+        finally:
+            if command.changes_catalogue:
+                self.snapshot.drop()
 
     def _now(self) -> int:
         return int(self.clock())
@@ -240,7 +246,7 @@ class Commands:
     # -- shop -----------------------------------------------------------------------------------
 
     def list_areas(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"areas": self.store.list_areas()}
+        return {"areas": list(self.snapshot.current().areas)}
 
     def search_walks(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         low, high = args.get("min_distance"), args.get("max_distance")
@@ -251,22 +257,22 @@ class Commands:
                 {"argument": "min_distance"},
             )
         difficulty = args.get("difficulty")
-        found, total = self.store.search_walks(
+        walks, total = self.snapshot.current().search_walks(
             area_key=rules.match_key(args["area"]) if args.get("area") else None,
-            min_distance=low,
-            max_distance=high,
+            low=low,
+            high=high,
             difficulty=rules.normalise_difficulty(difficulty) if difficulty is not None else None,
             limit=args.get("limit", 50),
             offset=args.get("offset", 0),
         )
-        return {"walks": [results.walk(r) for r in found], "total": total}
+        return {"walks": walks, "total": total}
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"books": self.store.shop_books()}
+        return {"books": list(self.snapshot.current().guide_books)}
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        books = self.store.shop_books()
+        books = self.snapshot.current().guide_books
         requested = rules.merge_quantities(
             (_resolve_guide(item["book"], books), item["quantity"]) for item in args["items"]
         )
@@ -277,7 +283,7 @@ class Commands:
         return {"orders": [results.order(r) for r in found]}
 
     def restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        number = _resolve_guide(args["book"], self.store.shop_books())
+        number = _resolve_guide(args["book"], self.snapshot.current().guide_books)
         return self.store.restock(number, args["quantity"])
 
     def backorders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -336,11 +342,8 @@ class Commands:
 
     def catalogue(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         query = args.get("query")
-        books, total = self.store.catalogue(
-            rules.match_key(query) if query else None,
-            args.get("limit", 50),
-            args.get("offset", 0),
-            self._now(),
+        books, total = self.snapshot.current().catalogue(
+            rules.match_key(query) if query else None, args.get("limit", 50), args.get("offset", 0)
         )
         return {"books": books, "total": total}
 
@@ -420,7 +423,7 @@ def _moment(timestamp: int) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def _resolve_guide(reference: int | str, books: list[dict[str, Any]]) -> int:
+def _resolve_guide(reference: int | str, books: Sequence[dict[str, Any]]) -> int:
     """A guide book's number from its number or its title (ignoring case and spaces)."""
     if isinstance(reference, int):
         if any(book["number"] == reference for book in books):

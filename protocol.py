@@ -83,6 +83,9 @@ class Command:
     needs_login: bool = True
     admin_only: bool = False
     safe_to_repeat: bool = False
+    # Changes what the catalogue shows (stock, copies available): the server's in-memory
+    # snapshot of the catalogue is dropped after it.
+    changes_catalogue: bool = False
 
 
 _ID = 2**53  # ids beyond JSON's safe integers cannot name a row
@@ -100,8 +103,10 @@ def _read(*args: Arg, needs_login: bool = False, admin_only: bool = False) -> Co
     return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=True)
 
 
-def _write(*args: Arg, needs_login: bool = True, admin_only: bool = False) -> Command:
-    return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=False)
+def _write(
+    *args: Arg, needs_login: bool = True, admin_only: bool = False, catalogue: bool = False
+) -> Command:
+    return Command(args, needs_login or admin_only, admin_only, False, changes_catalogue=catalogue)
 
 
 COMMANDS: dict[str, Command] = {
@@ -121,12 +126,16 @@ COMMANDS: dict[str, Command] = {
         *_PAGING,
     ),
     "guide_books": _read(),
-    "buy": _write(Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM)),
+    "buy": _write(
+        Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM),
+        catalogue=True,
+    ),
     "orders": _read(needs_login=True),
     "restock": _write(
         Arg("book", BOOK_REF, True),
         Arg("quantity", INT, True, minimum=1, maximum=100_000),
         admin_only=True,
+        catalogue=True,
     ),
     "backorders": _read(admin_only=True),
     "search_books": _read(
@@ -137,14 +146,16 @@ COMMANDS: dict[str, Command] = {
         Arg("key", STR, True, max_length=64),
         Arg("copies", INT, True, minimum=1, maximum=1000),
         admin_only=True,
+        catalogue=True,
     ),
-    "borrow": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
-    "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
-    "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
+    "borrow": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
     "history": _read(needs_login=True),
-    "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
-    "holds": _read(needs_login=True),
-    "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID)),
+    "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    # Listing holds settles lapsed reservations, which frees copies.
+    "holds": Command(needs_login=True, safe_to_repeat=True, changes_catalogue=True),
+    "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
 }
 
 
