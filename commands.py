@@ -54,6 +54,7 @@ from protocol import (
     validate_args,
 )
 from snapshot import CatalogueSnapshot
+from stats import DatabaseProbe, ServerStats
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +106,20 @@ class Commands:
         auth: rules.LoginThrottle = rules.HOUSE_THROTTLE,
         clock: Callable[[], float] = time.time,
         snapshot: CatalogueSnapshot | None = None,
+        stats: ServerStats | None = None,
     ):
         self.store = store
         self.snapshot = snapshot or CatalogueSnapshot(store)
+        self.stats = stats or ServerStats()
+        self.database_probe = DatabaseProbe(store.ping if store else lambda: None)
         self.openlibrary = openlibrary
         self.hasher = hasher
         self.auth = auth
         self.clock = clock
         self.handlers: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
             "hello": self.hello,
+            "health": self.health,
+            "stats": self.server_stats,
             "register": self.register,
             "login": self.login,
             "resume": self.resume,
@@ -181,6 +187,18 @@ class Commands:
 
     def hello(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         return {"server": SERVER_NAME, "version": SERVER_VERSION, "protocol": PROTOCOL_VERSION}
+
+    def health(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        database = self.database_probe.healthy()
+        return {
+            "status": "ok" if database else "degraded",
+            "database": database,
+            "uptime_s": self.stats.uptime_s(),
+            "version": SERVER_VERSION,
+        }
+
+    def server_stats(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return self.stats.snapshot()
 
     def register(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         username = rules.validate_username(args["username"])

@@ -102,6 +102,10 @@ class Store:
         """Which database and driver this store uses (no secrets)."""
         return self.database.describe()
 
+    def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot answer it."""
+        self.database.read(lambda tx: tx.value("SELECT 1"))
+
     # -- schema -------------------------------------------------------------------------------
 
     def load_if_empty(

@@ -111,6 +111,9 @@ def _write(
 
 COMMANDS: dict[str, Command] = {
     "hello": _read(),
+    # For load balancers: answers without waiting on the database (see stats.DatabaseProbe).
+    "health": _read(),
+    "stats": _read(admin_only=True),
     "register": _write(*_CREDENTIALS, needs_login=False),
     # Logging in again, resuming or logging out again leaves the same state: safe to repeat.
     "login": _read(*_CREDENTIALS),
