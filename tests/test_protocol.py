@@ -176,3 +176,34 @@ def test_deep_nesting_is_a_bad_request_even_for_the_id_lookup() -> None:
 def test_every_command_in_the_table_has_a_handler_and_no_handler_is_unlisted() -> None:
     handlers = Commands(None, None, None).handlers  # type: ignore[arg-type]
     assert handlers.keys() == protocol.COMMANDS.keys()
+
+
+HUGE = 10**309  # past the largest double: math.isfinite() overflows on it
+
+
+@pytest.mark.parametrize("request_id", [HUGE, -HUGE, 2**1024])
+def test_an_integer_id_past_any_double_is_a_bad_request_not_a_crash(request_id: int) -> None:
+    line = json.dumps({"id": request_id, "cmd": "hello"}).encode()
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert protocol.request_id_of(line) is None
+
+
+def test_large_integer_ids_a_double_can_hold_are_echoed() -> None:
+    assert decode_request(json.dumps({"id": 2**64, "cmd": "hello"}).encode()).id == 2**64
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id": 7, "cmd": "login", "args": {"username": "ann", "password": "\\ud83d"}}',
+        b'{"cmd": "\\udfff", "id": 7}',
+        b'{"id": 7, "cmd": "hello", "\\ud800": 1}',
+    ],
+)
+def test_an_unpaired_surrogate_elsewhere_keeps_the_id(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert protocol.request_id_of(line) == 7

@@ -369,3 +369,22 @@ def test_a_bad_option_value_is_a_usage_error(args: tuple[str, ...], message: str
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_an_id_past_any_double_is_answered_and_so_is_everything_after_it(
+    server: ServerProcess,
+) -> None:
+    with server.client() as client:
+        client.send_raw(
+            b'{"id": 1' + b"0" * 309 + b', "cmd": "hello"}\n{"id": 2, "cmd": "hello"}\n'
+        )
+        refused, after = client.read(), client.read()
+    assert (refused["id"], refused["error"]["code"]) == (None, "bad_request")
+    assert (after["id"], after["ok"]) == (2, True)
+
+
+def test_an_unpaired_surrogate_in_an_argument_keeps_the_id(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.send_raw(b'{"id": 7, "cmd": "search_walks", "args": {"area": "\\ud800"}}\n')
+        response = client.read()
+    assert (response["id"], response["error"]["code"]) == (7, "bad_request")
