@@ -94,7 +94,9 @@ _CREDENTIALS = (
     Arg("password", STR, True, max_length=4096),
 )
 MAX_ORDER_ITEMS = 50
-_ORDER_ITEM = (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=1000))
+# A book number is looked up, so any id-sized one is a fair question (0 and -5 are not_found).
+_BOOK = Arg("book", BOOK_REF, True, minimum=-_ID, maximum=_ID)
+_ORDER_ITEM = (_BOOK, Arg("quantity", INT, True, minimum=1, maximum=1000))
 
 
 def _read(*args: Arg, needs_login: bool = False, admin_only: bool = False) -> Command:
@@ -125,7 +127,7 @@ COMMANDS: dict[str, Command] = {
     "buy": _write(Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM)),
     "orders": _read(needs_login=True),
     "restock": _write(
-        Arg("book", BOOK_REF, True),
+        _BOOK,
         Arg("quantity", INT, True, minimum=1, maximum=100_000),
         admin_only=True,
     ),
@@ -319,8 +321,9 @@ def _check(arg: Arg, value: Any) -> Any:
     elif arg.kind == INT:
         kind_ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
     elif arg.kind == NUMBER:
-        kind_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        kind_ok = kind_ok and math.isfinite(value)
+        # An int is always finite; math.isfinite() would overflow on one past a double (10**309),
+        # and the bounds below compare ints and floats exactly.
+        kind_ok = _is_number(value) and (isinstance(value, int) or math.isfinite(value))
         wanted = "a number"
     else:
         kind_ok, wanted = isinstance(value, list), "a list"

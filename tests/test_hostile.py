@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tls
+from tests.test_protocol import NUMERIC_ARGS, args_with, extreme_numbers
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 json_values = st.recursive(
@@ -41,6 +42,16 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
 def member(shared_server: ServerProcess) -> WireClient:
     client = shared_server.client()
     register_and_login(client, "fuzzer")
+    yield client  # type: ignore[misc]
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def keeper(shared_server: ServerProcess) -> WireClient:
+    """An admin's connection, so that admin-only commands get as far as their arguments."""
+    shared_server.create_admin("keeper", "correct horse battery")
+    client = shared_server.client()
+    client.call("login", username="keeper", password="correct horse battery")
     yield client  # type: ignore[misc]
     client.close()
 
@@ -103,6 +114,26 @@ def test_any_arguments_get_a_proper_answer_and_the_connection_survives(
         assert isinstance(error["message"], str) and error["message"]
         assert isinstance(error["details"], dict)
     assert member.call("hello")["protocol"] == 1
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.sampled_from(NUMERIC_ARGS), extreme_numbers)
+def test_any_number_in_any_numeric_argument_never_reaches_the_database_unchecked(
+    keeper: WireClient, where: tuple, value: float
+) -> None:
+    cmd, path, _ = where
+    # Sent as JSON text, so 10**309 arrives as digits and 1e308 as a float, as from any client.
+    keeper.send_raw(
+        (json.dumps({"id": 1, "cmd": cmd, "args": args_with(cmd, path, value)}) + "\n").encode()
+    )
+    response = keeper.read()
+    assert response["id"] == 1
+    if not response["ok"]:
+        assert response["error"]["code"] != "internal", (cmd, path, value, response)
+        if response["error"]["code"] == "bad_request":
+            assert f"'{path[-1]}'" in response["error"]["message"], response
 
 
 @settings(

@@ -383,6 +383,20 @@ def test_an_id_past_any_double_is_answered_and_so_is_everything_after_it(
     assert (after["id"], after["ok"]) == (2, True)
 
 
+@pytest.mark.parametrize("argument", ["min_distance", "max_distance"])
+def test_a_distance_past_any_double_is_a_bad_request_naming_it(
+    server: ServerProcess, argument: str
+) -> None:
+    with server.client() as client:
+        client.send_raw(
+            b'{"id": 3, "cmd": "search_walks", "args": {"%s": 1%s}}\n'
+            % (argument.encode(), b"0" * 309)
+        )
+        error = client.read()["error"]
+        assert error["code"] == "bad_request" and f"'{argument}'" in error["message"]
+        assert client.call("hello")
+
+
 def test_an_unpaired_surrogate_in_an_argument_keeps_the_id(server: ServerProcess) -> None:
     with server.client() as client:
         client.send_raw(b'{"id": 7, "cmd": "search_walks", "args": {"area": "\\ud800"}}\n')
