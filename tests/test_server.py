@@ -173,8 +173,22 @@ def test_the_client_checks_the_hostname(server: ServerProcess) -> None:
     ("version", "accepted"), [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)]
 )
 def test_tls_1_2_is_the_minimum(server: ServerProcess, version: str, accepted: bool) -> None:
-    # SECLEVEL=0 lets this client offer TLS 1.1 at all, so the refusal is the server's.
+    # SECLEVEL=0 lets this client offer TLS 1.1 at all. The system's OpenSSL policy may refuse
+    # it too, so this alone cannot tell; the test below checks our own contexts.
     assert openssl_connects(server, version, "-cipher", "DEFAULT@SECLEVEL=0") is accepted
+
+
+def test_both_contexts_set_tls_1_2_as_their_own_minimum(server: ServerProcess) -> None:
+    contexts = [
+        tls.server_context(server.cafile, server.keyfile),
+        tls.client_context(server.cafile),
+    ]
+    assert [c.minimum_version for c in contexts] == [ssl.TLSVersion.TLSv1_2] * 2
+    # Not "whatever OpenSSL allows": no context may reach below TLS 1.2 once the policy changes.
+    assert all(
+        c.maximum_version in (ssl.TLSVersion.MAXIMUM_SUPPORTED, ssl.TLSVersion.TLSv1_3)
+        for c in contexts
+    )
 
 
 def test_tls_1_2_uses_only_ecdhe_aead_suites(server: ServerProcess) -> None:
