@@ -172,6 +172,11 @@ class LineDecoder:
         self._buffer = bytearray()
         self.failed = False
 
+    @property
+    def has_partial_line(self) -> bool:
+        """True while the decoder holds the start of a line whose newline has not come yet."""
+        return bool(self._buffer) and not self.failed
+
     def feed(self, data: bytes) -> list[bytes | ProtocolError]:
         """Add received bytes; return the lines they complete."""
         if self.failed:

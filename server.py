@@ -50,25 +50,53 @@ class ConnectionHandler:
 
     def handle(self) -> None:
         """Answer requests until the client leaves, idles out, overflows a line or we stop."""
+        config = self.server.config
         last_heard = time.monotonic()
+        line_started: float | None = None  # when the current unfinished line began
         while not self.server.stopping.is_set():
-            self.sock.settimeout(self.POLL_S)
+            wait = self.POLL_S
+            if line_started is not None:
+                # A deadline per line, not per byte: one byte every few seconds must not keep a
+                # connection (and its slot) for ever, whatever the idle timeout.
+                left = line_started + config.line_timeout_s - time.monotonic()
+                if left <= 0:
+                    log.debug("closing a connection from %s: line too slow", self.session.address)
+                    self.send(protocol.error_response(None, self._too_slow()))
+                    _discard_input(self.sock)
+                    return
+                wait = min(wait, left)
+            self.sock.settimeout(wait)
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
-                if time.monotonic() - last_heard > self.server.config.idle_timeout_s:
+                if time.monotonic() - last_heard > config.idle_timeout_s:
                     log.debug("closing idle connection from %s", self.session.address)
                     return
                 continue
             if not data:
                 return
             last_heard = time.monotonic()
-            for item in self.decoder.feed(data):
+            items = self.decoder.feed(data)
+            for item in items:
                 if isinstance(item, protocol.ProtocolError):
                     self.send(protocol.error_response(None, item))
                     _discard_input(self.sock)
                     return
                 self.send(self.respond(item))
+            if not self.decoder.has_partial_line:
+                line_started = None
+            elif items or line_started is None:
+                # A new line began. Its clock starts once the lines before it are answered, so
+                # a pipelined burst of slow requests never counts against the line after it.
+                line_started = time.monotonic()
+
+    def _too_slow(self) -> protocol.ProtocolError:
+        seconds = self.server.config.line_timeout_s
+        return protocol.ProtocolError(
+            protocol.BAD_REQUEST,
+            f"The request line did not end within {seconds:g} seconds of its first byte.",
+            {"line_timeout_s": seconds},
+        )
 
     def respond(self, line: bytes) -> dict[str, Any]:
         """The response to one request line; never raises, never shows a traceback."""
@@ -102,9 +130,8 @@ class ConnectionHandler:
         return response
 
     def send(self, message: dict[str, Any]) -> None:
-        """Write one response line; a client too slow to read it is dropped."""
-        self.sock.settimeout(self.server.config.write_timeout_s)
-        self.sock.sendall(protocol.encode(message))
+        """Write one response line; a client too slow to read it is dropped (TimeoutError)."""
+        _send_within(self.sock, protocol.encode(message), self.server.config.write_timeout_s)
 
     def finish(self) -> None:
         """Send a TLS close_notify, so the client can tell an end from a truncation."""
@@ -219,8 +246,8 @@ class WaymarkServer:
                     error = protocol.ProtocolError(
                         protocol.SERVER_BUSY, "The server is busy; please try again shortly."
                     )
-                    sock.settimeout(self.config.write_timeout_s)
-                    sock.sendall(protocol.encode(protocol.error_response(None, error)))
+                    message = protocol.encode(protocol.error_response(None, error))
+                    _send_within(sock, message, self.config.write_timeout_s)
                     _discard_input(sock, seconds=1.0)
         except (OSError, ssl.SSLError):
             pass
@@ -243,6 +270,24 @@ class WaymarkServer:
             if not threads or time.monotonic() > deadline:
                 break
             threads[0].join(timeout=max(deadline - time.monotonic(), 0))
+
+
+def _send_within(sock: ssl.SSLSocket, data: bytes, seconds: float) -> None:
+    """sendall() with one deadline for the whole of data; raises TimeoutError past it."""
+    # The deadline is ours rather than left to how ssl's sendall() spends its timeout over
+    # its writes: a client that reads a trickle holds a thread for one write timeout at most.
+    deadline = time.monotonic() + seconds
+    with memoryview(data) as view:
+        sent = 0
+        while sent < len(view):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the client did not read an answer within {seconds:g} s")
+            sock.settimeout(left)
+            sent += sock.send(view[sent : sent + _RECORD_BYTES])
+
+
+_RECORD_BYTES = 16_384  # one TLS record: small enough that each write sees the deadline
 
 
 def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 << 20) -> None:

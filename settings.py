@@ -67,6 +67,9 @@ class ServerConfig:
         10.0, "SECONDS", "seconds a client has to finish the TLS handshake"
     )
     idle_timeout_s: float = _setting(300.0, "SECONDS", "seconds a silent connection is kept open")
+    line_timeout_s: float = _setting(
+        10.0, "SECONDS", "seconds a request line may take to arrive, from its first byte"
+    )
     write_timeout_s: float = _setting(
         30.0, "SECONDS", "seconds a client may take to read an answer"
     )

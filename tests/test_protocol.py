@@ -285,3 +285,12 @@ def test_any_number_in_any_numeric_argument_is_accepted_or_a_bad_request_naming_
     accepted = clean[path[0]] if len(path) == 1 else clean[path[0]][0][path[1]]
     assert arg.minimum is not None and arg.maximum is not None
     assert arg.minimum <= accepted <= arg.maximum
+
+
+def test_the_decoder_says_when_it_holds_part_of_a_line() -> None:
+    decoder = LineDecoder(10)
+    assert not decoder.has_partial_line
+    assert decoder.feed(b'{"a"') == [] and decoder.has_partial_line
+    assert decoder.feed(b":1}\n") == [b'{"a":1}'] and not decoder.has_partial_line
+    decoder.feed(b"x" * 11)
+    assert not decoder.has_partial_line  # failed: the connection is closing anyway
