@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -18,7 +19,9 @@ import ssl
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -140,19 +143,35 @@ class ConnectionHandler:
         self.sock.unwrap()
 
 
-class WaymarkServer:
-    """Accepts TLS connections and hands each to its own thread, within limits."""
+@dataclass
+class _Handshake:
+    """A connection still in its TLS handshake: who it is, and when it must have finished."""
 
-    MAX_REJECTERS = 32  # threads that may be telling clients "server busy" at once
+    sock: ssl.SSLSocket
+    address: str
+    deadline: float
+
+
+class WaymarkServer:
+    """Accepts TLS connections and hands each to its own thread, within limits.
+
+    Handshakes have a budget of their own (max_handshakes), apart from the connections being
+    served (max_connections): a flood of sockets that never finish a handshake displaces
+    the oldest of them, never a client that has finished one.
+    """
 
     def __init__(self, config: ServerConfig, commands: Commands, context: ssl.SSLContext):
         self.config = config
         self.commands = commands
         self.context = context
         self.stopping = threading.Event()
-        self._active = 0
-        self._rejecting = 0
         self._lock = threading.Lock()
+        self._handshakes: dict[int, _Handshake] = {}  # oldest first
+        self._handshakes_by_address: Counter[str] = Counter()
+        self._next_handshake = itertools.count()
+        self._active = 0
+        self._active_by_address: Counter[str] = Counter()
+        self._rejecting = 0
         self._threads: set[threading.Thread] = set()
         self.listener = socket.create_server(
             (config.host, config.port),
@@ -166,6 +185,7 @@ class WaymarkServer:
         """Accept until stop() is called, then drain the connections."""
         self.listener.settimeout(ConnectionHandler.POLL_S)
         while not self.stopping.is_set():
+            self._expire_handshakes()
             try:
                 raw, peer = self.listener.accept()
             except TimeoutError:
@@ -178,6 +198,9 @@ class WaymarkServer:
                 continue
             self._dispatch(raw, str(peer[0]))
         self.listener.close()
+        with self._lock:
+            while self._handshakes:
+                self._cut_locked(next(iter(self._handshakes)))
         self._drain()
 
     def stop(self) -> None:
@@ -185,48 +208,86 @@ class WaymarkServer:
         self.stopping.set()
 
     def _dispatch(self, raw: socket.socket, address: str) -> None:
+        try:
+            # No handshake here: it runs in the connection's thread, so one slow client cannot
+            # stall the accept loop.
+            sock = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError) as error:  # e.g. reset before we got to it
+            log.debug("could not take a connection from %s: %s", address, error)
+            raw.close()
+            return
+        deadline = time.monotonic() + self.config.handshake_timeout_s
         with self._lock:
-            busy = self._active >= self.config.max_connections
-            if busy and self._rejecting >= self.MAX_REJECTERS:
-                raw.close()
-                return
-            if busy:
-                self._rejecting += 1
-            else:
-                self._active += 1
-        target = self._reject if busy else self._handle
-        thread = threading.Thread(target=target, args=(raw, address), daemon=True)
+            if self._handshakes and len(self._handshakes) >= self.config.max_handshakes:
+                self._cut_locked(self._displaced_locked())
+            key = next(self._next_handshake)
+            self._handshakes[key] = _Handshake(sock, address, deadline)
+            self._handshakes_by_address[address] += 1
+        thread = threading.Thread(target=self._connection, args=(sock, address, key), daemon=True)
         with self._lock:
             self._threads.add(thread)
         try:
             thread.start()
         except RuntimeError:  # the system has no more threads to give: refuse this one only
             log.error("could not start a thread for a connection from %s", address)
-            raw.close()
             with self._lock:
                 self._threads.discard(thread)
-                if busy:
-                    self._rejecting -= 1
-                else:
-                    self._active -= 1
+                self._forget_handshake_locked(key)
+            sock.close()
 
-    def _handshake(self, raw: socket.socket) -> ssl.SSLSocket | None:
-        # In the connection's own thread with a timeout: a client that never speaks TLS
-        # costs one sleeping thread, never the accept loop.
-        raw.settimeout(self.config.handshake_timeout_s)
-        try:
-            return self.context.wrap_socket(raw, server_side=True)
-        except (OSError, ssl.SSLError) as error:
-            log.debug("TLS handshake failed: %s", error)
-            raw.close()
-            return None
+    def _displaced_locked(self) -> int:
+        # The oldest handshake of the address that has the most under way: a flood from one
+        # address displaces its own sockets before anyone else's. From one address alone (as
+        # in the tests), that is simply the oldest.
+        most = max(self._handshakes_by_address.values())
+        return next(
+            k for k, h in self._handshakes.items() if self._handshakes_by_address[h.address] == most
+        )
 
-    def _handle(self, raw: socket.socket, address: str) -> None:
+    def _expire_handshakes(self) -> None:
+        # A deadline for the whole handshake, not per read: a ClientHello trickled a byte at a
+        # time gets handshake_timeout_s in all.
+        now = time.monotonic()
+        with self._lock:
+            expired = [k for k, h in self._handshakes.items() if h.deadline <= now]
+            for key in expired:
+                self._cut_locked(key)
+
+    def _cut_locked(self, key: int) -> None:
+        # Wake the thread blocked in the handshake by shutting the socket down under it; that
+        # thread closes it. Done under the lock, and the thread forgets its handshake under the
+        # lock before closing, so the socket here is never one already closed and reused.
+        handshake = self._forget_handshake_locked(key)
+        if handshake is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(handshake.sock, socket.SHUT_RDWR)
+
+    def _forget_handshake_locked(self, key: int) -> _Handshake | None:
+        handshake = self._handshakes.pop(key, None)
+        if handshake is not None:
+            self._handshakes_by_address[handshake.address] -= 1
+            if not self._handshakes_by_address[handshake.address]:
+                del self._handshakes_by_address[handshake.address]
+        return handshake
+
+    def _connection(self, sock: ssl.SSLSocket, address: str, key: int) -> None:
+        admitted = rejected = False
         try:
-            sock = self._handshake(raw)
-            if sock is None:
-                return
             with sock:
+                if not self._handshake(sock, key):
+                    return
+                with self._lock:
+                    refusal = self._refusal_locked(address)
+                    if refusal is None:
+                        admitted = True
+                        self._active += 1
+                        self._active_by_address[address] += 1
+                    else:
+                        rejected = True
+                        self._rejecting += 1
+                if refusal is not None:
+                    self._reject(sock, refusal)
+                    return
                 try:
                     handler = ConnectionHandler(self, sock, address)
                     handler.handle()
@@ -236,31 +297,53 @@ class WaymarkServer:
         except Exception:  # noqa: BLE001 - one connection's fault must never stop the server
             log.exception("connection handler failed")
         finally:
-            self._finished(active=True)
+            with self._lock:
+                if admitted:
+                    self._active -= 1
+                    self._active_by_address[address] -= 1
+                    if not self._active_by_address[address]:
+                        del self._active_by_address[address]
+                if rejected:
+                    self._rejecting -= 1
+                self._threads.discard(threading.current_thread())
 
-    def _reject(self, raw: socket.socket, address: str) -> None:
+    def _handshake(self, sock: ssl.SSLSocket, key: int) -> bool:
+        """True once the handshake is done and it was not displaced or timed out meanwhile."""
         try:
-            sock = self._handshake(raw)
-            if sock is not None:
-                with sock:
-                    error = protocol.ProtocolError(
-                        protocol.SERVER_BUSY, "The server is busy; please try again shortly."
-                    )
-                    message = protocol.encode(protocol.error_response(None, error))
-                    _send_within(sock, message, self.config.write_timeout_s)
-                    _discard_input(sock, seconds=1.0)
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            self._finished(active=False)
-
-    def _finished(self, active: bool) -> None:
+            sock.settimeout(self.config.handshake_timeout_s)
+            sock.do_handshake()
+            done = True
+        except (OSError, ssl.SSLError, ValueError) as error:
+            log.debug("TLS handshake failed: %s", error)
+            done = False
         with self._lock:
-            if active:
-                self._active -= 1
-            else:
-                self._rejecting -= 1
-            self._threads.discard(threading.current_thread())
+            # Gone from the table means cut: by a newer handshake or by its deadline.
+            return self._forget_handshake_locked(key) is not None and done
+
+    def _refusal_locked(self, address: str) -> protocol.ProtocolError | None:
+        if self._active >= self.config.max_connections:
+            return protocol.ProtocolError(
+                protocol.SERVER_BUSY,
+                "The server is busy; please try again shortly.",
+                {"scope": "server", "limit": self.config.max_connections},
+            )
+        per_address = self.config.max_connections_per_address
+        if per_address and self._active_by_address[address] >= per_address:
+            return protocol.ProtocolError(
+                protocol.SERVER_BUSY,
+                "Too many connections are open from your address; close some and try again.",
+                {"scope": "address", "limit": per_address},
+            )
+        return None
+
+    def _reject(self, sock: ssl.SSLSocket, refusal: protocol.ProtocolError) -> None:
+        # Every client that finished its handshake past a limit hears why, once.
+        with contextlib.suppress(OSError, ssl.SSLError):
+            message = protocol.encode(protocol.error_response(None, refusal))
+            _send_within(sock, message, self.config.write_timeout_s)
+            # Linger so the line is not lost to a reset, unless too many are lingering already.
+            if self._rejecting <= self.config.max_handshakes:
+                _discard_input(sock, seconds=1.0)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.config.drain_timeout_s

@@ -63,6 +63,12 @@ class ServerConfig:
         protocol.DEFAULT_MAX_LINE_BYTES, "N", "longest request line accepted"
     )
     max_connections: int = _setting(1024, "N", "connections served at once; more get server_busy")
+    max_connections_per_address: int = _setting(
+        256, "N", "connections one client address may hold at once (0: no limit)"
+    )
+    max_handshakes: int = _setting(
+        128, "N", "TLS handshakes under way at once; past it the oldest is dropped"
+    )
     handshake_timeout_s: float = _setting(
         10.0, "SECONDS", "seconds a client has to finish the TLS handshake"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -9,6 +10,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -416,3 +418,95 @@ def test_an_unpaired_surrogate_in_an_argument_keeps_the_id(server: ServerProcess
         client.send_raw(b'{"id": 7, "cmd": "search_walks", "args": {"area": "\\ud800"}}\n')
         response = client.read()
     assert (response["id"], response["error"]["code"]) == (7, "bad_request")
+
+
+def silent_sockets(server: ServerProcess, count: int) -> list[socket.socket]:
+    """count TCP connections that never start TLS."""
+    return [socket.create_connection((server.host, server.port), timeout=5) for _ in range(count)]
+
+
+def test_silent_sockets_past_the_handshake_budget_do_not_starve_real_clients(
+    tmp_path: Path,
+) -> None:
+    # They used to take connection slots while they waited: with 1,100 of them every real
+    # client was dropped at once. Now they share the handshake budget and the oldest go.
+    process = start(tmp_path, "--max-connections", "64", env={"WAYMARK_MAX_HANDSHAKES": "32"})
+    silent = silent_sockets(process, 400)
+    try:
+        for _ in range(5):
+            started = time.monotonic()
+            with process.client() as client:
+                assert client.call("hello")["protocol"] == 1
+            assert time.monotonic() - started < 1.0
+    finally:
+        for sock in silent:
+            sock.close()
+        process.stop()
+
+
+def test_every_client_past_the_connection_cap_hears_server_busy(tmp_path: Path) -> None:
+    process = start(tmp_path, "--max-connections", "1")
+    answers: list[str] = []
+
+    def knock() -> None:
+        try:
+            with process.client() as client:
+                answers.append(client.read()["error"]["code"])
+        except (OSError, ssl.SSLError) as error:
+            answers.append(type(error).__name__)
+
+    try:
+        with process.client() as holder:
+            holder.call("hello")
+            knockers = [threading.Thread(target=knock) for _ in range(48)]
+            for thread in knockers:
+                thread.start()
+            for thread in knockers:
+                thread.join(timeout=30)
+        assert answers == ["server_busy"] * 48
+    finally:
+        process.stop()
+
+
+def test_one_address_may_hold_only_so_many_connections(tmp_path: Path) -> None:
+    process = start(tmp_path, "--max-connections-per-address", "2")
+    try:
+        with process.client() as first, process.client() as second:
+            first.call("hello")
+            second.call("hello")
+            with process.client() as third:
+                error = third.read()["error"]
+                assert (error["code"], error["details"]) == (
+                    "server_busy",
+                    {"scope": "address", "limit": 2},
+                )
+        time.sleep(0.5)  # the slots are counted back as the handlers finish
+        with process.client() as again:
+            assert again.call("hello")
+    finally:
+        process.stop()
+
+
+def test_a_client_hello_trickled_byte_by_byte_gets_one_handshake_timeout_in_all(
+    tmp_path: Path,
+) -> None:
+    process = start(tmp_path, "--handshake-timeout-s", "1")
+    outgoing = ssl.MemoryBIO()
+    tls_object = tls.client_context(process.cafile).wrap_bio(
+        ssl.MemoryBIO(), outgoing, server_hostname="localhost"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_object.do_handshake()
+    client_hello = outgoing.read()
+    try:
+        with socket.create_connection((process.host, process.port), timeout=0.2) as raw:
+            started = time.monotonic()
+            with pytest.raises(OSError):  # reset, or a clean close seen as EOF below
+                for byte in client_hello:
+                    raw.sendall(bytes([byte]))
+                    with contextlib.suppress(TimeoutError):
+                        if raw.recv(1) == b"":
+                            raise ConnectionResetError("closed by the server")
+            assert time.monotonic() - started < 3
+    finally:
+        process.stop()
