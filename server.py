@@ -19,8 +19,9 @@ import ssl
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +31,7 @@ import passwords
 import protocol
 import server_admin
 import tls
-from commands import Commands, Session
+from commands import Commands, Session, database_unavailable
 from openlibrary import OpenLibrary
 from settings import ServerConfig, add_config_options, load_config, login_throttle, open_store
 
@@ -104,29 +105,23 @@ class ConnectionHandler:
     def respond(self, line: bytes) -> dict[str, Any]:
         """The response to one request line; never raises, never shows a traceback."""
         started = time.perf_counter()
+        cmd = "?"
         try:
             request = protocol.decode_request(line)
-        except protocol.ProtocolError as error:
-            return protocol.error_response(protocol.request_id_of(line), error)
-        try:
+            cmd = request.cmd
             response = protocol.ok_response(
                 request.id, self.server.commands.handle(self.session, request)
             )
         except protocol.ProtocolError as error:
-            response = protocol.error_response(request.id, error)
-        except Exception:  # noqa: BLE001 - logged with a reference the client can quote
-            reference = secrets.token_hex(6)
-            log.exception("internal error %s while running %s", reference, request.cmd)
-            internal = protocol.ProtocolError(
-                protocol.INTERNAL,
-                f"Something went wrong on the server (reference {reference}); nothing was changed.",
-                {"request_id": reference},
+            response = protocol.error_response(protocol.request_id_of(line), error)
+        except Exception as error:  # noqa: BLE001 - logged with a reference the client can quote
+            response = protocol.error_response(
+                protocol.request_id_of(line), self.server.faults.report(error, cmd)
             )
-            response = protocol.error_response(request.id, internal)
         # Arguments are never logged: they may hold passwords and tokens.
         log.debug(
             "%s %s %.1f ms",
-            request.cmd,
+            cmd,
             "ok" if response["ok"] else response["error"]["code"],
             (time.perf_counter() - started) * 1000,
         )
@@ -141,6 +136,96 @@ class ConnectionHandler:
         # Only after handle() returned: once a read or write failed there is no clean close.
         self.sock.settimeout(1.0)
         self.sock.unwrap()
+
+
+@dataclass
+class _Fault:
+    """One kind of fault seen in this interval: since when, and how many more since the first."""
+
+    since: float
+    more: int = 0
+    last_reference: str = ""
+
+
+class FaultLog:
+    """Turns an unexpected exception into the client's error, logging each kind of fault with
+    its traceback once per interval and then how many more like it there were.
+
+    A database outage fails every request the same way; a traceback for each one buried the
+    log (25,310 lines for 380 requests). Each answer still carries its own reference.
+    """
+
+    INTERVAL_S = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._faults: dict[tuple[Any, ...], _Fault] = {}
+
+    def report(self, error: Exception, cmd: str) -> protocol.ProtocolError:
+        """Log error (or count it) and return the wire error for it, with a fresh reference."""
+        reference = secrets.token_hex(6)
+        wire = database_unavailable(error) or protocol.ProtocolError(
+            protocol.INTERNAL,
+            f"Something went wrong on the server (reference {reference}); nothing was changed.",
+        )
+        wire.details["request_id"] = reference
+        kind = _fault_kind(error)
+        now = self.clock()
+        expired: _Fault | None = None
+        with self._lock:
+            fault = self._faults.get(kind)
+            if fault is not None and now - fault.since < self.INTERVAL_S:
+                fault.more += 1
+                fault.last_reference = reference
+                first = False
+            else:
+                expired, self._faults[kind] = fault, _Fault(since=now)
+                first = True
+        if first:
+            if expired is not None:
+                self._summarise(kind, expired)
+            log.error("%s error %s while running %s", wire.code, reference, cmd, exc_info=error)
+        else:
+            log.debug("%s error %s while running %s (as before)", wire.code, reference, cmd)
+        return wire
+
+    def flush(self, everything: bool = False) -> None:
+        """Log the count for each kind of fault whose interval is over (or for all of them)."""
+        now = self.clock()
+        with self._lock:
+            done = {
+                k: f
+                for k, f in self._faults.items()
+                if everything or now - f.since >= self.INTERVAL_S
+            }
+            for kind in done:
+                del self._faults[kind]
+        for kind, fault in done.items():
+            self._summarise(kind, fault)
+
+    def _summarise(self, kind: tuple[Any, ...], fault: _Fault) -> None:
+        if fault.more:
+            log.warning(
+                "... and %d more like it (%s) in %.0f s, the last with reference %s",
+                fault.more,
+                kind[0],
+                self.clock() - fault.since,
+                fault.last_reference,
+            )
+
+
+def _fault_kind(error: BaseException) -> tuple[Any, ...]:
+    # A kind of fault: the exception's type, its errno if any, and where it was raised, for it
+    # and each exception it came from. The same outage seen from two commands is one kind.
+    kind: list[Any] = []
+    cause: BaseException | None = error
+    while cause is not None and len(kind) < 24:
+        frames = traceback.extract_tb(cause.__traceback__)
+        where = (frames[-1].filename, frames[-1].lineno) if frames else None
+        kind += [type(cause).__qualname__, getattr(cause, "errno", None), where]
+        cause = cause.__cause__ or cause.__context__
+    return tuple(kind)
 
 
 @dataclass
@@ -173,6 +258,7 @@ class WaymarkServer:
         self._active_by_address: Counter[str] = Counter()
         self._rejecting = 0
         self._threads: set[threading.Thread] = set()
+        self.faults = FaultLog()
         self.listener = socket.create_server(
             (config.host, config.port),
             family=socket.AF_INET6 if ":" in config.host else socket.AF_INET,
@@ -186,6 +272,7 @@ class WaymarkServer:
         self.listener.settimeout(ConnectionHandler.POLL_S)
         while not self.stopping.is_set():
             self._expire_handshakes()
+            self.faults.flush()
             try:
                 raw, peer = self.listener.accept()
             except TimeoutError:
@@ -202,6 +289,7 @@ class WaymarkServer:
             while self._handshakes:
                 self._cut_locked(next(iter(self._handshakes)))
         self._drain()
+        self.faults.flush(everything=True)
 
     def stop(self) -> None:
         """Stop accepting; connections finish the request they are on and close."""
