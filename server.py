@@ -33,7 +33,14 @@ import server_admin
 import tls
 from commands import Commands, Session, database_unavailable
 from openlibrary import OpenLibrary
-from settings import ServerConfig, add_config_options, load_config, login_throttle, open_store
+from settings import (
+    ServerConfig,
+    StartupError,
+    add_config_options,
+    load_config,
+    login_throttle,
+    open_store,
+)
 
 log = logging.getLogger("waymark.server")
 
@@ -492,7 +499,14 @@ def serve(config: ServerConfig) -> int:
         passwords.PasswordHasher(config.bcrypt_cost, config.hash_concurrency),
         login_throttle(config),
     )
-    server = WaymarkServer(config, commands, context)
+    try:
+        server = WaymarkServer(config, commands, context)
+    except OSError as error:
+        store.close()
+        raise StartupError(
+            f"Could not listen on {config.host}:{config.port} (--host, --port):"
+            f" {(error.strerror or str(error)).lower()}."
+        ) from error
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, finishing requests in flight", signal.Signals(signum).name)
@@ -550,6 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options["command"] == "import-walks":
             return server_admin.import_walks(config, options["walks_file"], options.get("books"))
         return serve(config)
+    except (StartupError, tls.CertificateError) as error:
+        log.debug("could not start", exc_info=True)
+        print(f"server.py: {error}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as error:
         print(f"server.py: {error}", file=sys.stderr)
         return 2

@@ -39,10 +39,35 @@ SERVER_NAMES = ("localhost",)
 SERVER_ADDRESSES = ("127.0.0.1", "::1")
 
 
+class CertificateError(ValueError):
+    """The certificate or key cannot be made or used; the text is one sentence naming the file."""
+
+
 def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
-    """Create a self-signed leaf certificate and key unless both exist; True if created."""
+    """Create a self-signed leaf certificate and key unless both exist; True if created.
+
+    Raises CertificateError when only one of them exists (never overwrite the other: clients
+    pin the certificate) or when they cannot be written.
+    """
     if cert_path.exists() and key_path.exists():
         return False
+    for present, missing in ((cert_path, key_path), (key_path, cert_path)):
+        if present.exists():
+            raise CertificateError(
+                f"{present} exists but {missing} does not; restore it, or move {present.name}"
+                " away to have a new pair made (clients must then pin the new certificate)."
+            )
+    try:
+        _write_pair(cert_path, key_path)
+    except OSError as error:
+        raise CertificateError(
+            f"Could not create the certificate {cert_path} and key {key_path}: {error.strerror}."
+        ) from error
+    log.info("created a self-signed certificate at %s", cert_path)
+    return True
+
+
+def _write_pair(cert_path: Path, key_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _self_signed_leaf(key)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +83,6 @@ def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
         key_file.write(key_bytes)
     os.chmod(key_path, 0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    log.info("created a self-signed certificate at %s", cert_path)
-    return True
 
 
 def _self_signed_leaf(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
@@ -116,8 +139,30 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     _limit_curves(context)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.options |= ssl.OP_NO_RENEGOTIATION
-    context.load_cert_chain(cert_path, key_path)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError) as error:
+        raise CertificateError(_why_unusable(cert_path, key_path, error)) from error
     return context
+
+
+def _why_unusable(cert_path: Path, key_path: Path, error: Exception) -> str:
+    # OpenSSL says only "PEM lib"; find out which file is at fault, and how.
+    for path, kind, parse in (
+        (cert_path, "certificate", x509.load_pem_x509_certificate),
+        (key_path, "key", lambda data: serialization.load_pem_private_key(data, password=None)),
+    ):
+        try:
+            data = path.read_bytes()
+        except OSError as read_error:
+            return f"The TLS {kind} {path} cannot be read: {read_error.strerror}."
+        try:
+            parse(data)
+        except (ValueError, TypeError):
+            return f"The TLS {kind} {path} is not a PEM {kind} (without a passphrase)."
+    if isinstance(error, ssl.SSLError) and "KEY_VALUES_MISMATCH" in str(error).upper():
+        return f"The TLS key {key_path} does not belong to the certificate {cert_path}."
+    return f"The TLS certificate {cert_path} and key {key_path} cannot be used: {error}."
 
 
 def _limit_curves(context: ssl.SSLContext) -> None:
