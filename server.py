@@ -492,6 +492,15 @@ def serve(config: ServerConfig) -> int:
     """Run the server until SIGINT or SIGTERM; 0 on a clean stop."""
     tls.ensure_certificate(config.cert, config.key)
     context = tls.server_context(config.cert, config.key)
+    left = tls.time_left(config.cert)
+    if left < tls.RENEW_WARNING:
+        # Clients pin this certificate, so renewing it means handing them the new one: warn
+        # early enough for that (README, "Renewing the certificate").
+        log.warning(
+            "the TLS certificate %s %s; renew it and give clients the new one (see README)",
+            config.cert,
+            f"expires in {left.days} days" if left.days >= 0 else "has expired",
+        )
     store = open_store(config)
     commands = Commands(
         store,

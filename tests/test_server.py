@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import socket
@@ -510,3 +511,30 @@ def test_a_client_hello_trickled_byte_by_byte_gets_one_handshake_timeout_in_all(
             assert time.monotonic() - started < 3
     finally:
         process.stop()
+
+
+def test_the_generated_certificate_lasts_at_most_365_days(server: ServerProcess) -> None:
+    cert = x509.load_pem_x509_certificate(server.cafile.read_bytes())
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(days=365, minutes=5)  # 5 minutes back-dated for skew
+    assert "expire" not in server.log()
+
+
+def test_a_certificate_near_its_end_is_warned_about_at_start(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    tls.ensure_certificate(certs / "server.crt", certs / "server.key", datetime.timedelta(days=20))
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    with ServerProcess(tmp_path, db_url=db, cert_dir=certs) as process:
+        with process.client() as client:
+            assert client.call("hello")
+    assert "WARNING" in process.log() and "expires in 19 days" in process.log()
+
+
+def test_a_client_may_pin_the_old_and_the_new_certificate_while_they_change_over(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # README's renewal: clients get a file holding both, so the switch needs no flag day.
+    bundle = tmp_path / "pins.crt"
+    bundle.write_bytes(make_cert(tmp_path / "next").read_bytes() + server.cafile.read_bytes())
+    with WireClient(server.host, server.port, bundle) as client:
+        assert client.call("hello")
