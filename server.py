@@ -112,19 +112,22 @@ class ConnectionHandler:
     def respond(self, line: bytes) -> dict[str, Any]:
         """The response to one request line; never raises, never shows a traceback."""
         started = time.perf_counter()
-        cmd = "?"
+        request: protocol.Request | None = None
         try:
             request = protocol.decode_request(line)
-            cmd = request.cmd
             response = protocol.ok_response(
                 request.id, self.server.commands.handle(self.session, request)
             )
-        except protocol.ProtocolError as error:
-            response = protocol.error_response(protocol.request_id_of(line), error)
-        except Exception as error:  # noqa: BLE001 - logged with a reference the client can quote
-            response = protocol.error_response(
-                protocol.request_id_of(line), self.server.faults.report(error, cmd)
+        except Exception as error:  # noqa: BLE001 - unexpected ones are logged with a reference
+            wire = (
+                error
+                if isinstance(error, protocol.ProtocolError)
+                else self.server.faults.report(error, request.cmd if request else "?")
             )
+            # A line refused before it decoded may still have an id worth echoing.
+            request_id = request.id if request else protocol.request_id_of(line)
+            response = protocol.error_response(request_id, wire)
+        cmd = request.cmd if request else "?"
         # Arguments are never logged: they may hold passwords and tokens.
         log.debug(
             "%s %s %.1f ms",

@@ -370,6 +370,14 @@ def test_help_reads_well() -> None:
     ):
         assert option in result.stdout
     assert "WAYMARK_PORT" in result.stdout
+    help_text = " ".join(result.stdout.split())  # argparse wraps lines anywhere
+    for option, variable, default in (
+        ("--line-timeout-s", "WAYMARK_LINE_TIMEOUT_S", "10.0"),
+        ("--max-handshakes", "WAYMARK_MAX_HANDSHAKES", "128"),
+        ("--max-connections-per-address", "WAYMARK_MAX_CONNECTIONS_PER_ADDRESS", "256"),
+        ("--write-timeout-s", "WAYMARK_WRITE_TIMEOUT_S", "30.0"),
+    ):
+        assert option in help_text and f"[{variable}; default {default}]" in help_text
 
 
 @pytest.mark.parametrize(
