@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import results
 import rules
 from db import Store
+from engine import ConnectionLostError
 from errors import (
     ConflictError,
     DomainError,
@@ -93,6 +95,39 @@ WIRE_CODES: dict[type[DomainError], str] = {
 def wire_error(error: DomainError) -> ProtocolError:
     """The wire's error for a domain error, with the same sentence and details."""
     return ProtocolError(WIRE_CODES[type(error)], error.message, error.details)
+
+
+# A database that cannot be reached is no fault of the request: the client may try again.
+# MySQL: cannot connect (2002, 2003, 2005), gone away (2006), lost mid-query (2013, 2055).
+# SQLite: the file cannot be opened, or the disk failed under it.
+MYSQL_UNREACHABLE = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+SQLITE_UNREACHABLE = ("unable to open", "disk i/o")
+DATABASE_UNAVAILABLE = (
+    "The database is unavailable just now and nothing was changed; please try again shortly."
+)
+
+
+def database_unavailable(error: BaseException) -> ProtocolError | None:
+    """`unavailable` (cause database) when error, or one it came from, means the database
+    cannot be reached; None for any other fault, which is `internal`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        errno = getattr(cause, "errno", None)
+        if (
+            isinstance(cause, ConnectionLostError)
+            or (type(cause).__module__.startswith("mysql.") and errno in MYSQL_UNREACHABLE)
+            or (
+                isinstance(cause, sqlite3.OperationalError)
+                and any(text in str(cause).lower() for text in SQLITE_UNREACHABLE)
+            )
+        ):
+            return ProtocolError(
+                UNAVAILABLE, DATABASE_UNAVAILABLE, {"retry_after_s": 1, "cause": "database"}
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class Commands:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,9 @@ _CREDENTIALS = (
     Arg("password", STR, True, max_length=4096),
 )
 MAX_ORDER_ITEMS = 50
-_ORDER_ITEM = (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=1000))
+# A book number is looked up, so any id-sized one is a fair question (0 and -5 are not_found).
+_BOOK = Arg("book", BOOK_REF, True, minimum=-_ID, maximum=_ID)
+_ORDER_ITEM = (_BOOK, Arg("quantity", INT, True, minimum=1, maximum=1000))
 
 
 def _read(*args: Arg, needs_login: bool = False, admin_only: bool = False) -> Command:
@@ -135,7 +138,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "orders": _read(needs_login=True),
     "restock": _write(
-        Arg("book", BOOK_REF, True),
+        _BOOK,
         Arg("quantity", INT, True, minimum=1, maximum=100_000),
         admin_only=True,
         catalogue=True,
@@ -182,6 +185,11 @@ class LineDecoder:
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray()
         self.failed = False
+
+    @property
+    def has_partial_line(self) -> bool:
+        """True while the decoder holds the start of a line whose newline has not come yet."""
+        return bool(self._buffer) and not self.failed
 
     def feed(self, data: bytes) -> list[bytes | ProtocolError]:
         """Add received bytes; return the lines they complete."""
@@ -265,9 +273,13 @@ def decode_reply(line: bytes) -> Reply:
 
 
 def request_id_of(line: bytes) -> Any:
-    """The id of a request line if one can be read from it, else None (for error replies)."""
+    """The id of a request line if one can be read from it, else None (for error replies).
+
+    A line refused for something elsewhere in it (an unpaired surrogate in an argument) still
+    gets its id back.
+    """
     try:
-        obj = _parse_object(line)
+        obj = _parse_json_object(line)
     except ProtocolError:
         return None
     request_id = obj.get("id")
@@ -328,8 +340,9 @@ def _check(arg: Arg, value: Any) -> Any:
     elif arg.kind == INT:
         kind_ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
     elif arg.kind == NUMBER:
-        kind_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        kind_ok = kind_ok and math.isfinite(value)
+        # An int is always finite; math.isfinite() would overflow on one past a double (10**309),
+        # and the bounds below compare ints and floats exactly.
+        kind_ok = _is_number(value) and (isinstance(value, int) or math.isfinite(value))
         wanted = "a number"
     else:
         kind_ok, wanted = isinstance(value, list), "a list"
@@ -403,6 +416,15 @@ def _check_list(arg: Arg, values: list[Any]) -> list[Any]:
 
 
 def _parse_object(line: bytes) -> dict[str, Any]:
+    obj = _parse_json_object(line)
+    if not _is_text(obj):
+        raise ProtocolError(
+            BAD_REQUEST, "The request contains an unpaired surrogate, which is not valid text."
+        )
+    return obj
+
+
+def _parse_json_object(line: bytes) -> dict[str, Any]:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -413,15 +435,17 @@ def _parse_object(line: bytes) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, "The request line is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, "The request must be a JSON object.")
-    try:
-        # JSON may spell an unpaired surrogate (\ud800) that no UTF-8 text can hold: refuse it
-        # here, once, rather than fail later when echoing it, hashing it or storing it.
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError(
-            BAD_REQUEST, "The request contains an unpaired surrogate, which is not valid text."
-        ) from None
     return obj
+
+
+def _is_text(value: Any) -> bool:
+    # JSON may spell an unpaired surrogate (\ud800) that no UTF-8 text can hold: refuse it
+    # once, on arrival, rather than fail later when echoing it, hashing it or storing it.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> None:
@@ -430,10 +454,20 @@ def _reject_constant(name: str) -> None:
 
 
 def _is_valid_id(value: Any) -> bool:
-    if value is None or isinstance(value, str):
+    if value is None:
         return True
-    # 1e400 parses as infinity, which could not be echoed as JSON.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, str):
+        return _is_text(value)
+    if isinstance(value, float):
+        return math.isfinite(value)  # 1e400 parses as infinity, which JSON cannot echo
+    # An integer id must be one a double can hold, as every JSON reader can; 10**309 is not
+    # (and math.isfinite() would raise OverflowError on it). The comparison is exact.
+    return _is_number(value) and -sys.float_info.max <= value <= sys.float_info.max
+
+
+def _is_number(value: Any) -> bool:
+    # bool is a subclass of int in Python; true is not a number on the wire.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number(value: float) -> str:

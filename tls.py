@@ -34,17 +34,47 @@ MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
 )
 SERVER_CURVES = "X25519:prime256v1:secp384r1"
 _SSL_CTRL_SET_GROUPS_LIST = 92  # from OpenSSL's ssl.h
-CERT_VALIDITY = datetime.timedelta(days=825)  # the longest lifetime clients accept for a leaf
+# Mozilla's intermediate profile allows a leaf at most 366 days (and the CA/Browser Forum is
+# going further down); 365 keeps a yearly renewal, which README explains.
+CERT_VALIDITY = datetime.timedelta(days=365)
+RENEW_WARNING = datetime.timedelta(days=30)  # the server warns at start with less than this left
 SERVER_NAMES = ("localhost",)
 SERVER_ADDRESSES = ("127.0.0.1", "::1")
 
 
-def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
-    """Create a self-signed leaf certificate and key unless both exist; True if created."""
+class CertificateError(ValueError):
+    """The certificate or key cannot be made or used; the text is one sentence naming the file."""
+
+
+def ensure_certificate(
+    cert_path: Path, key_path: Path, validity: datetime.timedelta = CERT_VALIDITY
+) -> bool:
+    """Create a self-signed leaf certificate and key unless both exist; True if created.
+
+    Raises CertificateError when only one of them exists (never overwrite the other: clients
+    pin the certificate) or when they cannot be written.
+    """
     if cert_path.exists() and key_path.exists():
         return False
+    for present, missing in ((cert_path, key_path), (key_path, cert_path)):
+        if present.exists():
+            raise CertificateError(
+                f"{present} exists but {missing} does not; restore it, or move {present.name}"
+                " away to have a new pair made (clients must then pin the new certificate)."
+            )
+    try:
+        _write_pair(cert_path, key_path, validity)
+    except OSError as error:
+        raise CertificateError(
+            f"Could not create the certificate {cert_path} and key {key_path}: {error.strerror}."
+        ) from error
+    log.info("created a self-signed certificate at %s", cert_path)
+    return True
+
+
+def _write_pair(cert_path: Path, key_path: Path, validity: datetime.timedelta) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _self_signed_leaf(key)
+    cert = _self_signed_leaf(key, validity)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_path.parent.mkdir(parents=True, exist_ok=True)
     key_bytes = key.private_bytes(
@@ -58,11 +88,17 @@ def ensure_certificate(cert_path: Path, key_path: Path) -> bool:
         key_file.write(key_bytes)
     os.chmod(key_path, 0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    log.info("created a self-signed certificate at %s", cert_path)
-    return True
 
 
-def _self_signed_leaf(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def time_left(cert_path: Path, now: datetime.datetime | None = None) -> datetime.timedelta:
+    """How long the certificate at cert_path stays valid (negative once it has expired)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert.not_valid_after_utc - (now or datetime.datetime.now(datetime.UTC))
+
+
+def _self_signed_leaf(
+    key: ec.EllipticCurvePrivateKey, validity: datetime.timedelta
+) -> x509.Certificate:
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Waymark"),
@@ -80,7 +116,7 @@ def _self_signed_leaf(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
+        .not_valid_after(now + validity)
         # A leaf, not a CA: scanners reject a CA:TRUE server certificate.
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -116,8 +152,30 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     _limit_curves(context)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.options |= ssl.OP_NO_RENEGOTIATION
-    context.load_cert_chain(cert_path, key_path)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError) as error:
+        raise CertificateError(_why_unusable(cert_path, key_path, error)) from error
     return context
+
+
+def _why_unusable(cert_path: Path, key_path: Path, error: Exception) -> str:
+    # OpenSSL says only "PEM lib"; find out which file is at fault, and how.
+    for path, kind, parse in (
+        (cert_path, "certificate", x509.load_pem_x509_certificate),
+        (key_path, "key", lambda data: serialization.load_pem_private_key(data, password=None)),
+    ):
+        try:
+            data = path.read_bytes()
+        except OSError as read_error:
+            return f"The TLS {kind} {path} cannot be read: {read_error.strerror}."
+        try:
+            parse(data)
+        except (ValueError, TypeError):
+            return f"The TLS {kind} {path} is not a PEM {kind} (without a passphrase)."
+    if isinstance(error, ssl.SSLError) and "KEY_VALUES_MISMATCH" in str(error).upper():
+        return f"The TLS key {key_path} does not belong to the certificate {cert_path}."
+    return f"The TLS certificate {cert_path} and key {key_path} cannot be used: {error}."
 
 
 def _limit_curves(context: ssl.SSLContext) -> None:
