@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import logs
 import passwords
 import protocol
 import server_admin
@@ -134,7 +135,10 @@ class ConnectionHandler:
         code = None if response["ok"] else response["error"]["code"]
         self.server.commands.stats.answered(request.cmd if request else None, code)
         # Arguments are never logged: they may hold passwords and tokens.
-        log.debug("%s %s %.1f ms", cmd, code or "ok", (time.perf_counter() - started) * 1000)
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        log.debug(
+            "%s %s %.1f ms", cmd, code or "ok", ms, extra={"cmd": cmd, "code": code, "ms": ms}
+        )
         return response
 
     def send(self, message: dict[str, Any]) -> None:
@@ -513,7 +517,7 @@ def _discard_input(sock: ssl.SSLSocket, seconds: float = 2.0, limit: int = 16 <<
 
 def serve(config: ServerConfig) -> int:
     """Run the server until SIGINT or SIGTERM; 0 on a clean stop."""
-    tls.ensure_certificate(config.cert, config.key)
+    tls.ensure_certificate(config.cert, config.key, extra_hosts=tls.parse_hosts(config.cert_hosts))
     context = tls.server_context(config.cert, config.key)
     left = tls.time_left(config.cert)
     if left < tls.RENEW_WARNING:
@@ -585,11 +589,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(options, dict(os.environ))
     except ValueError as error:
         parser.error(str(error))
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        logs.configure(config.log_level, config.log_format, config.log_file)
+    except OSError as error:
+        print(
+            f"server.py: cannot write the log file {config.log_file}: {error.strerror}.",
+            file=sys.stderr,
+        )
+        return 1
     try:
         if options["command"] == "create-admin":
             return server_admin.create_admin(config, options["username"])

@@ -15,6 +15,7 @@ import passwords
 import protocol
 import rules
 import seed
+import tls
 from db import Store, StoreConfig
 from engine import PoolConfig, SQLiteBackend, backend_from_url
 
@@ -129,7 +130,17 @@ class ServerConfig:
         "N",
         f"failed logins per address in {_THROTTLE_MINUTES} minutes before throttling",
     )
+    cert_hosts: str = _setting(
+        "",
+        "NAMES",
+        "comma-separated host names and IP addresses added to a certificate the server makes"
+        " (localhost, 127.0.0.1 and ::1 are always in it)",
+    )
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting(
+        "text", "FORMAT", "text, or json for one JSON object a line (for log shippers)"
+    )
+    log_file: str = _setting("", "FILE", "append the log to this file instead of standard error")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -161,7 +172,14 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
                 kind, "text"
             )
             raise ValueError(f"{_flag(setting.name)} must be {wanted}, not {raw!r}.") from None
-    return ServerConfig(**values)
+    config = ServerConfig(**values)
+    if config.log_format not in LOG_FORMATS:
+        raise ValueError(f"--log-format must be text or json, not {config.log_format!r}.")
+    tls.parse_hosts(config.cert_hosts)  # a ValueError names the entry that is not a host
+    return config
+
+
+LOG_FORMATS = ("text", "json")
 
 
 def _flag(name: str) -> str:

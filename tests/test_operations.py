@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import statistics
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
 
+import tls
 from tests.tcp_proxy import TcpProxy
 from tests.wire import ServerProcess, WireClient, register_and_login
 
@@ -97,3 +101,52 @@ def test_a_new_connections_first_answer_is_not_held_back(server: ServerProcess) 
             timings.append(time.perf_counter() - started)
     # Without TCP_NODELAY the first answer waited for the client's delayed ACK (about 40 ms).
     assert statistics.median(timings) < 0.02, timings
+
+
+def test_cert_hosts_name_the_load_balancer_in_a_generated_certificate(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    db = f"sqlite:///{tmp_path / 'named.db'}"
+    hosts = ("--cert-hosts", "waymark.example, 10.20.30.40")
+    with ServerProcess(tmp_path, db_url=db, extra_args=hosts) as server:
+        cert = x509.load_pem_x509_certificate(server.cafile.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = {str(name.value) for name in san}
+        assert {"localhost", "127.0.0.1", "::1", "waymark.example", "10.20.30.40"} <= names
+        # A client that pins this certificate and reaches the server as waymark.example (the
+        # balancer's name) passes the hostname check.
+        raw = socket.create_connection((server.host, server.port), timeout=10)
+        with tls.client_context(server.cafile).wrap_socket(
+            raw, server_hostname="waymark.example"
+        ) as sock:
+            sock.sendall(b'{"id":1,"cmd":"hello"}\n')
+            assert b'"ok":true' in sock.recv(4096)
+
+
+def test_a_bad_cert_host_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, db_url=f"sqlite:///{tmp_path / 'x.db'}")
+    done = subprocess.run(
+        [*server.command("--cert-hosts", "good.example,not a host!")],
+        capture_output=True, text=True, timeout=60, env=server.environment(),
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "'not a host!' is neither a host name nor an IP address" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_json_logs_to_a_file_one_object_a_line_without_secrets(tmp_path: Path) -> None:
+    log_file = tmp_path / "waymark.log"
+    args = ("--log-format", "json", "--log-level", "DEBUG", "--log-file", str(log_file))
+    secret = "a very secret passphrase"
+    db = f"sqlite:///{tmp_path / 'logged.db'}"
+    with ServerProcess(tmp_path, db_url=db, extra_args=args) as server:
+        with server.client() as client:
+            token = register_and_login(client, "shipped", secret)["token"]
+            client.error("borrow", book_id=999_999)
+    entries = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    answered = [e for e in entries if e.get("cmd") == "borrow"]
+    assert answered and answered[0]["code"] == "not_found" and answered[0]["ms"] >= 0
+    assert any(e.get("cmd") == "login" and e["code"] is None for e in entries)
+    text = log_file.read_text()
+    assert secret not in text and token not in text
