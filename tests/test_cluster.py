@@ -32,6 +32,7 @@ import mysql.connector
 import pytest
 
 import rules
+from client_link import Connection, ConnectionFailedError, OutcomeUnknownError, ServerError
 from engine import mysql_address
 from tests.galera import GaleraCluster, galera_cluster  # noqa: F401 - the session fixture
 from tests.haproxy import HAProxy
@@ -743,3 +744,84 @@ def test_haproxy_spreads_clients_and_drops_a_stopped_server(
             f"\nHAProxy: connections per server {spread}; with server 2 stopped: {states},"
             f" new connections {after}"
         )
+
+
+FAILOVER_S = 8.0
+FAILOVER_MEMBERS = 6
+
+
+@pytest.mark.parametrize("deployment", ["galera"], indirect=True)
+def test_clients_behind_haproxy_survive_a_server_killed_mid_load(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The console client's own link through HAProxy: a server killed with SIGKILL during buys.
+
+    Its clients reconnect through HAProxy to another server and resume their sessions; a buy
+    whose answer was lost is reported as unknown and never sent again, so nothing is doubled,
+    and every buy answered ok is in the database exactly once.
+    """
+    servers = deployment.servers
+    set_stock(deployment, dict.fromkeys(GUIDE_BOOKS, 10_000))
+    names = [f"waymark{i}" for i in range(1, SERVERS + 1)]
+    ok: Counter[int] = Counter()
+    unknown: Counter[int] = Counter()
+    other: Counter[str] = Counter()
+    reconnects: Counter[int] = Counter()
+    with HAProxy(tmp_path, [(s.host, s.port) for s in servers]) as proxy:
+        proxy.wait_for(dict.fromkeys(names, "UP"))
+        links = []
+        for i in range(FAILOVER_MEMBERS):
+            link = Connection(
+                "127.0.0.1", proxy.port, servers[0].cafile, timeout=15,
+                on_reconnect=lambda _note, i=i: reconnects.update([i]),
+            )  # fmt: skip
+            name = f"failover{next(_names):05d}"
+            link.call("register", username=name, password="correct horse")
+            user = link.call("login", username=name, password="correct horse")["user"]
+            links.append((link, user["id"]))
+        victim = max(proxy.sessions().items(), key=lambda item: item[1])[0]
+        deadline = time.monotonic() + FAILOVER_S
+
+        def buy(index: int) -> None:
+            link, user_id = links[index]
+            for attempt in itertools.count():
+                # At most 8 copies of a book per customer: cycle the books, one copy each.
+                if time.monotonic() > deadline or attempt >= LIMIT * len(GUIDE_BOOKS):
+                    return
+                book = GUIDE_BOOKS[attempt % len(GUIDE_BOOKS)]
+                time.sleep(FAILOVER_S / (LIMIT * len(GUIDE_BOOKS)))  # spread a member's 56 buys
+                try:
+                    link.call("buy", items=[{"book": book, "quantity": 1}])
+                    ok[user_id] += 1
+                except OutcomeUnknownError:
+                    unknown[user_id] += 1
+                except (ServerError, ConnectionFailedError) as error:
+                    other[getattr(error, "code", type(error).__name__)] += 1
+
+        with ThreadPoolExecutor(FAILOVER_MEMBERS) as pool:
+            futures = [pool.submit(buy, i) for i in range(FAILOVER_MEMBERS)]
+            time.sleep(FAILOVER_S / 3)
+            servers[names.index(victim)].stop(sig=9)
+            for future in futures:
+                future.result(timeout=FAILOVER_S + 60)
+        for link, _ in links:
+            link.close()
+    user_ids = [user_id for _, user_id in links]
+    stored = dict(
+        same_on_every_node(
+            deployment,
+            "SELECT user_id, COUNT(*) FROM orders"
+            f" WHERE user_id IN ({', '.join(['%s'] * len(user_ids))}) GROUP BY user_id",
+            user_ids,
+        )
+    )
+    print(
+        f"\nHAProxy failover: killed {victim}; ok {sum(ok.values())}, outcome unknown"
+        f" {sum(unknown.values())}, reconnects {sum(reconnects.values())}, other {dict(other)}"
+    )
+    servers[names.index(victim)].start()
+    assert sum(reconnects.values()) >= 1, "no client was on the killed server"
+    assert not other, other
+    for user_id in user_ids:
+        # Every ok is stored once; a lost answer may or may not have been stored, never twice.
+        assert ok[user_id] <= int(stored.get(user_id, 0)) <= ok[user_id] + unknown[user_id]
