@@ -150,3 +150,21 @@ def test_json_logs_to_a_file_one_object_a_line_without_secrets(tmp_path: Path) -
     assert any(e.get("cmd") == "login" and e["code"] is None for e in entries)
     text = log_file.read_text()
     assert secret not in text and token not in text
+
+
+def test_the_documented_sqlite_backup_copies_a_live_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    live = tmp_path / "live.db"
+    with ServerProcess(tmp_path, db_url=f"sqlite:///{live}") as server, server.client() as client:
+        register_and_login(client, "backedup")
+        order = client.call("buy", items=[{"book": 101, "quantity": 1}])["order"]
+        backup = tmp_path / "backup.db"
+        # docs/OPERATIONS.md's command, while the server runs (its latest writes are in the WAL).
+        sqlite3.connect(live).backup(sqlite3.connect(backup))
+    copy = sqlite3.connect(backup)
+    try:
+        assert copy.execute("SELECT id FROM orders").fetchall() == [(order["id"],)]
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        copy.close()
