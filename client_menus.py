@@ -309,7 +309,7 @@ class App(Prompts):
             self.warn(error.message)
             return False
         self.basket.clear()
-        views.show(self.console, [views.order_table(order), *views.sentences_back_ordered(order)])
+        self.show_all([views.order_table(order), *views.sentences_back_ordered(order)])
         return True
 
     def show_orders(self) -> None:
@@ -453,7 +453,7 @@ class App(Prompts):
             return
         quantity = self.ask_number("How many copies arrived? ", 1, 100_000)
         result = self.connection.call("restock", book=book.number, quantity=quantity)
-        views.show(self.console, views.sentences_restocked(result))
+        self.show_all(views.sentences_restocked(result))
 
     def add_book(self) -> None:
         """Add copies of an Open Library work to the lending library."""

@@ -132,5 +132,9 @@ class Prompts:
         views.say(self.console, text, style="bold red")
 
     def show(self, table: Table) -> None:
-        """Print a table."""
-        self.console.print(table)
+        """Print a table, set apart from the question before it by a blank line."""
+        self.show_all([table])
+
+    def show_all(self, shown: views.Shown) -> None:
+        """Print tables and sentences, each table after a blank line."""
+        views.show(self.console, shown, spaced=True)

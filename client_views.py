@@ -9,6 +9,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.segment import Segment, Segments
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -89,8 +90,15 @@ def active_loans(loans: Iterable[JsonDict]) -> list[JsonDict]:
 # Tables and sentences, shared by the menus and the subcommands -------------------------------
 
 
+# SIMPLE_HEAD with a rule above a section (the totals), for a table printed by show_table.
+_BOX = box.Box("    \n    \n ── \n    \n ── \n    \n    \n    \n")
+
+
 def _table(*columns: str | Column, title: str | None = None) -> Table:
-    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    # No edge and no edge padding: no blank first and last line, nothing before the first column.
+    return Table(
+        *columns, title=title, title_justify="left", box=_BOX, show_edge=False, pad_edge=False
+    )
 
 
 def _right(header: str) -> Column:
@@ -347,10 +355,30 @@ def say(console: Console, text: str, style: str | None = None) -> None:
     console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
-def show(console: Console, shown: Shown) -> None:
-    """Print tables, and sentences as they are."""
+def show(console: Console, shown: Shown, spaced: bool = False) -> None:
+    """Print tables, and sentences as they are; spaced puts a blank line before each table."""
     for item in shown:
         if isinstance(item, Table):
-            console.print(item)
+            if spaced:
+                say(console, "")
+            show_table(console, item)
         else:
             say(console, item)
+
+
+def show_table(console: Console, table: Table) -> None:
+    """Print a table with no trailing spaces: rich pads every cell and title to its width."""
+    segments: list[Segment] = []
+    for line in console.render_lines(table, pad=False):
+        segments += [*_rstrip(line), Segment.line()]
+    console.print(Segments(segments), soft_wrap=True)
+
+
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    line = list(line)
+    while line and not line[-1].control and not line[-1].text.rstrip(" "):
+        line.pop()
+    if line and not line[-1].control:
+        text, style, control = line[-1]
+        line[-1] = Segment(text.rstrip(" "), style, control)
+    return line
