@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -65,6 +65,12 @@ def format_miles(miles: object) -> str:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """'1 copy', '3 copies'."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def quoted(text: str, longest: int = 40) -> str:
+    """What a person typed, quoted safely for a sentence and cut short when long."""
+    text = clean_text(text)
+    return repr(text if len(text) <= longest else text[: longest - 1] + "…")
 
 
 def loan_status(loan: Mapping[str, Any], now: datetime) -> str:
@@ -283,6 +289,37 @@ def backorders_table(backorders: list[JsonDict]) -> Table:
             entry.get("username", ""), f"{book['number']} {book['title']}", entry["outstanding"],
         )  # fmt: skip
     return table
+
+
+# The arguments of the protocol, as people call them (for the server's bad_request sentences).
+ARGUMENT_NAMES = {
+    "area": "the area", "book": "the guide book", "book_id": "the book",
+    "copies": "the number of copies", "difficulty": "the difficulty", "hold_id": "the hold",
+    "items": "the order", "key": "the Open Library key", "limit": "the number of results",
+    "loan_id": "the loan", "max_distance": "the longest distance",
+    "min_distance": "the shortest distance", "offset": "the first result",
+    "password": "the password", "quantity": "the number of copies", "query": "the search",
+    "token": "the saved login", "username": "the username",
+}  # fmt: skip
+_ARGUMENT_WORDING = re.compile(r"(?:In item (\d+) of '(\w+)': )?The argument '(\w+)' (.*)", re.S)
+
+
+def plain_argument_message(message: str, name_of: Callable[[str], str] | None = None) -> str:
+    """A bad_request sentence in the words of the person: "The argument 'query' is longer than
+    200 characters." becomes "The search is longer than 200 characters."; others stay as they are.
+
+    name_of names an argument (ARGUMENT_NAMES by default; the command line names its options).
+    """
+    match = _ARGUMENT_WORDING.fullmatch(message)
+    if match is None:
+        return message
+    name_of = name_of or (lambda name: ARGUMENT_NAMES.get(name, "that answer"))
+    position, listed, name, rest = match.groups()
+    rest = re.sub(r"'(\w+)'", lambda quoted_name: name_of(quoted_name.group(1)), rest)
+    sentence = f"{name_of(name)} {rest}"
+    if position:
+        sentence = f"{sentence.rstrip('.')} (in item {position} of {name_of(listed)})."
+    return sentence[:1].upper() + sentence[1:]
 
 
 def sentence_not_a_difficulty(text: str) -> str:
