@@ -1,0 +1,176 @@
+"""The shop's menus: finding walks, the basket of guide books, and placing and listing orders."""
+
+from __future__ import annotations
+
+import math
+
+import client_views as views
+from client_basket import MAX_COPIES_PER_ORDER, Basket, GuideBook, guide_books_in
+from client_link import Connection, JsonDict, ServerError
+from client_prompts import GoBack, Prompts
+from protocol import UNAUTHORIZED
+
+PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
+
+
+class ShopMenus(Prompts):
+    """The walks and guide-book choices of the menu; App supplies the connection and the user."""
+
+    connection: Connection
+    user: JsonDict | None
+    basket: Basket
+
+    # Walks
+
+    def find_walks(self) -> None:
+        """List the areas, filter the walks, and offer a walk's guide book for the basket."""
+        areas = self.connection.call("list_areas")["areas"]
+        self.show(views.areas_table(areas, numbered=True))
+        area = self.ask_area(areas)
+        difficulty = self.ask_difficulty()
+        shortest = self.ask_miles("Shortest walk in miles")
+        longest = self.ask_miles("Longest walk in miles", at_least=shortest)
+        filters = {
+            "area": area, "difficulty": difficulty, "min_distance": shortest, "max_distance": longest
+        }  # fmt: skip
+        chosen = {name: value for name, value in filters.items() if value is not None}
+        result = self.connection.call("search_walks", limit=PAGE_SIZE, **chosen)
+        walks = result["walks"]
+        if not walks:
+            self.say("No walks match; try fewer filters.")
+            return
+        self.show(views.walks_table(walks, numbered=True))
+        if result["total"] > len(walks):
+            self.say(f"Showing the first {len(walks)} of {result['total']} walks.")
+        if self.user is None:
+            self.say("Log in to buy the guide books.")
+            return
+        if (walk := self.pick_row(walks, "a walk to buy its guide book")) is not None:
+            self.add_to_basket(guide_books_in([walk])[0])
+
+    def ask_area(self, areas: list[JsonDict]) -> str | None:
+        """An area by its number or part of its name; None for every area."""
+        while True:
+            text = self.ask("Area number or name (Enter for all areas): ")
+            if not text:
+                return None
+            if not text.isdigit():
+                return text
+            if 1 <= int(text) <= len(areas):
+                return str(areas[int(text) - 1]["area"])
+            self.warn(f"There is no area {text}; enter a number from 1 to {len(areas)}.")
+
+    def ask_difficulty(self) -> str | None:
+        """easy, medium or hard, in any case or by its first letters; None for any."""
+        while True:
+            text = self.ask("Difficulty: easy, medium or hard (Enter for any): ").lower()
+            if not text:
+                return None
+            matches = [level for level in views.DIFFICULTIES if level.startswith(text)]
+            if len(matches) == 1:
+                return matches[0]
+            self.warn(views.sentence_not_a_difficulty(views.clean_text(text)))
+
+    def ask_miles(self, what: str, at_least: float | None = None) -> float | None:
+        """A distance in miles, at least at_least when given; None for no bound."""
+        while True:
+            text = self.ask(f"{what} (Enter for any): ")
+            if not text:
+                return None
+            try:
+                miles = float(text)
+            except ValueError:
+                self.warn(f"{views.clean_text(text)!r} is not a number of miles.")
+                continue
+            if not math.isfinite(miles) or miles < 0:
+                self.warn("The distance must be zero or more miles.")
+            elif at_least is not None and miles < at_least:
+                self.warn(f"The longest walk cannot be shorter than the shortest ({at_least:g}).")
+            else:
+                return miles
+
+    # The basket
+
+    def buy_guide_books(self) -> None:
+        """The basket: add and remove lines, then place the order."""
+        while True:
+            if self.basket:
+                self.show(views.basket_table(self.basket))
+            else:
+                self.say("Your basket is empty.")
+            self.say("  1  Add a guide book\n  2  Remove a line\n  3  Place the order")
+            self.say("  0  Back (the basket is kept)")
+            choice = self.ask_number("Choose: ", 0, 3)
+            try:
+                if choice == 0:
+                    return
+                if choice == 1:
+                    self.choose_guide_book()
+                elif choice == 2:
+                    self.remove_basket_line()
+                elif self.place_order():
+                    return
+            except GoBack:
+                continue
+
+    def choose_guide_book(self) -> None:
+        """Pick a guide book from the list and add copies of it."""
+        books = self.fetch_guide_books()
+        self.show(views.guide_books_table(books))
+        if (book := self.pick_row(books, "a guide book")) is not None:
+            self.add_to_basket(book)
+
+    def fetch_guide_books(self) -> list[GuideBook]:
+        """Every guide book for sale, with its price and stock."""
+        return [GuideBook.from_json(book) for book in self.connection.call("guide_books")["books"]]
+
+    def add_to_basket(self, book: GuideBook) -> None:
+        """Ask how many copies of book and add them."""
+        room = self.basket.room_for(book)
+        if room == 0:
+            self.warn(f"Your basket already holds {MAX_COPIES_PER_ORDER} copies of {book.title}.")
+            return
+        title = views.clean_text(book.title)
+        quantity = self.ask_number(f"How many copies of {title} (1-{room})? ", 1, room)
+        line = self.basket.add(book, quantity)
+        self.say(
+            f"Your basket now has {views.plural(line.quantity, 'copy', 'copies')} of {book.title} "
+            f"({views.format_money(line.total_pence)}); subtotal {views.format_money(self.basket.subtotal_pence)}."
+        )
+
+    def remove_basket_line(self) -> None:
+        """Take a line out of the basket."""
+        index = self.pick(len(self.basket), "a line to remove")
+        if index is not None:
+            line = self.basket.remove(index)
+            self.say(f"Removed {line.book.title}.")
+
+    def place_order(self) -> bool:
+        """Buy what is in the basket; True once ordered. A refused order keeps the basket."""
+        if not self.basket:
+            self.warn("Your basket is empty; add a guide book first.")
+            return False
+        question = (
+            f"Order {views.plural(self.basket.copies, 'copy', 'copies')} for "
+            f"{views.format_money(self.basket.subtotal_pence)} before any discount?"
+        )
+        if not self.confirm(question):
+            return False
+        try:
+            order = self.connection.call("buy", items=self.basket.items())["order"]
+        except ServerError as error:
+            if error.code == UNAUTHORIZED:
+                raise
+            self.warn(error.message)
+            return False
+        self.basket.clear()
+        self.show_all([views.order_table(order), *views.sentences_back_ordered(order)])
+        return True
+
+    def show_orders(self) -> None:
+        """This member's orders, newest first."""
+        orders = self.connection.call("orders")["orders"]
+        if not orders:
+            self.say("You have no orders yet.")
+        for order in orders:
+            self.show(views.order_table(order))
