@@ -1,4 +1,4 @@
-"""The basket: guide books a person has chosen but not yet bought, within one order's limits."""
+"""The basket: guide books a person has chosen but not yet bought, within the shop's limits."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import rules
 from client_link import ClientError, JsonDict
-
-MAX_COPIES_PER_ORDER = 8  # PROTOCOL.md: at most 8 copies of one book in one order
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class Basket:
 
     def room_for(self, book: GuideBook) -> int:
         """How many more copies of book one order may still take."""
-        return MAX_COPIES_PER_ORDER - sum(
+        return rules.MAX_COPIES_PER_ORDER - sum(
             line.quantity for line in self.lines if line.book.number == book.number
         )
 
@@ -74,8 +73,8 @@ class Basket:
         room = self.room_for(book)
         if quantity > room:
             raise BasketError(
-                f"One order may hold at most {MAX_COPIES_PER_ORDER} copies of {book.title}; "
-                f"there is room for {room} more."
+                f"One order may hold at most {rules.MAX_COPIES_PER_ORDER} copies of "
+                f"{book.title}; there is room for {room} more."
             )
         for line in self.lines:
             if line.book.number == book.number:
@@ -88,6 +87,12 @@ class Basket:
         """Take out the line at index (0-based)."""
         return self.lines.pop(index)
 
+    def refresh(self, books: Iterable[GuideBook]) -> None:
+        """Take the latest price and stock of the books in the basket."""
+        latest = {book.number: book for book in books}
+        for line in self.lines:
+            line.book = latest.get(line.book.number, line.book)
+
     def clear(self) -> None:
         """Empty the basket."""
         self.lines.clear()
@@ -99,8 +104,22 @@ class Basket:
 
     @property
     def subtotal_pence(self) -> int:
-        """What the basket costs before any discount (the server decides the discount)."""
-        return sum(line.total_pence for line in self.lines)
+        """What the basket costs before any discount."""
+        return self.pricing.subtotal_pence
+
+    @property
+    def pricing(self) -> rules.Pricing:
+        """Subtotal, discount and total, by the server's own rule (rules.py is pure)."""
+        return rules.price_order((line.quantity, line.book.price_pence) for line in self.lines)
+
+    def shortfalls(self) -> list[tuple[BasketLine, int]]:
+        """(line, copies that would be back-ordered) where the stock last fetched is short."""
+        short = []
+        for line in self.lines:
+            _, backordered = rules.split_fulfilment(line.quantity, line.book.in_stock)
+            if backordered:
+                short.append((line, backordered))
+        return short
 
     def items(self) -> list[JsonDict]:
         """The basket as buy's items argument."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import client_views as views
-from client_basket import MAX_COPIES_PER_ORDER, Basket, GuideBook, guide_books_in
+from client_basket import Basket, GuideBook, guide_books_in
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import GoBack, Prompts
 from protocol import UNAUTHORIZED
+from rules import MAX_COPIES_PER_ORDER
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
 
@@ -121,8 +122,10 @@ class ShopMenus(Prompts):
             self.add_to_basket(book)
 
     def fetch_guide_books(self) -> list[GuideBook]:
-        """Every guide book for sale, with its price and stock."""
-        return [GuideBook.from_json(book) for book in self.connection.call("guide_books")["books"]]
+        """Every guide book for sale, with its price and stock (the basket takes them too)."""
+        books = [GuideBook.from_json(book) for book in self.connection.call("guide_books")["books"]]
+        self.basket.refresh(books)
+        return books
 
     def add_to_basket(self, book: GuideBook) -> None:
         """Ask how many copies of book and add them."""
@@ -150,11 +153,9 @@ class ShopMenus(Prompts):
         if not self.basket:
             self.warn("Your basket is empty; add a guide book first.")
             return False
-        question = (
-            f"Order {views.plural(self.basket.copies, 'copy', 'copies')} for "
-            f"{views.format_money(self.basket.subtotal_pence)} before any discount?"
-        )
-        if not self.confirm(question):
+        for sentence in views.sentences_short_stock(self.basket):
+            self.say(sentence)
+        if not self.confirm(views.question_order(self.basket)):
             return False
         try:
             order = self.connection.call("buy", items=self.basket.items())["order"]

@@ -180,10 +180,10 @@ def guide_books_table(books: list[GuideBook]) -> Table:
 
 
 def basket_table(basket: Basket) -> Table:
-    """The basket, numbered, with what it costs and how many copies are in stock now."""
+    """The basket, numbered, with what it costs after any discount and the stock last seen."""
     table = _table(
         _right("#"), "Guide book", _right("Copies"), _right("Price"), _right("Line total"),
-        _right("In stock now"), title="Your basket",
+        _right("In stock"), title="Your basket",
     )  # fmt: skip
     for index, line in enumerate(basket.lines):
         _add_row(
@@ -191,7 +191,11 @@ def basket_table(basket: Basket) -> Table:
             format_money(line.book.price_pence), format_money(line.total_pence), line.book.in_stock,
         )  # fmt: skip
     table.add_section()
-    _add_row(table, "", "Subtotal", basket.copies, "", format_money(basket.subtotal_pence), "")
+    pricing = basket.pricing
+    _add_row(table, "", "Subtotal", basket.copies, "", format_money(pricing.subtotal_pence), "")
+    if pricing.discount_pence:
+        _add_row(table, "", "Discount", "", "", format_money(-pricing.discount_pence), "")
+        _add_row(table, "", "Total", "", "", format_money(pricing.total_pence), "")
     return table
 
 
@@ -320,6 +324,33 @@ def plain_argument_message(message: str, name_of: Callable[[str], str] | None = 
     if position:
         sentence = f"{sentence.rstrip('.')} (in item {position} of {name_of(listed)})."
     return sentence[:1].upper() + sentence[1:]
+
+
+def question_order(basket: Basket) -> str:
+    """The question before buying: the copies and what they cost after the discount."""
+    pricing = basket.pricing
+    cost = format_money(pricing.total_pence)
+    if pricing.discount_pence:
+        cost += (
+            f" ({format_money(pricing.subtotal_pence)} less the "
+            f"{format_money(pricing.discount_pence)} discount)"
+        )
+    return f"Order {plural(basket.copies, 'copy', 'copies')} for {cost}?"
+
+
+def sentences_short_stock(basket: Basket) -> list[str]:
+    """What would be back-ordered at the stock last fetched, said before the person commits."""
+    sentences = []
+    for line, backordered in basket.shortfalls():
+        stock = line.book.in_stock
+        has = f"only {plural(stock, 'copy', 'copies')} of" if stock else "no copies of"
+        sentences.append(
+            f"There {'is' if stock == 1 else 'are'} {has} {line.book.title} in stock; "
+            f"{backordered} will be back-ordered and sent when more arrive."
+        )
+    if sentences:
+        sentences.append("(Stock is as last shown here; others may be buying too.)")
+    return sentences
 
 
 def sentence_not_a_difficulty(text: str) -> str:

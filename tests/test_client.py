@@ -717,7 +717,12 @@ def test_buying_a_basket_shows_the_discount_and_back_orders() -> None:
     assert connection.sent("buy") == [
         {"items": [{"book": 101, "quantity": 5}, {"book": 105, "quantity": 1}]}
     ]
-    assert "Order 6 copies for £78.94 before any discount? [Y/n]" in transcript
+    assert "Order 6 copies for £71.05 (£78.94 less the £7.89 discount)? [Y/n]" in transcript
+    assert (
+        "There are only 3 copies of More Peak District in stock; 2 will be back-ordered"
+        in transcript
+    )
+    assert "There are no copies of Snowdonia in stock; 1 will be back-ordered" in transcript
     assert "Discount" in transcript and "-£7.89" in transcript and "£71.05" in transcript
     assert "You saved £7.89 with the discount." in transcript
     assert "2 copies of More Peak District are back-ordered" in transcript

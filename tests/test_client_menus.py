@@ -1,0 +1,79 @@
+"""The menus as a newcomer meets them: prices after the discount, and back orders said before
+the member commits."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rules
+from client_basket import Basket, GuideBook
+from client_link import ServerError
+from tests.test_client import (
+    MEMBER_PASSWORD,
+    MENU_IN,
+    MENU_OUT,
+    PEAK,
+    FakeConnection,
+    real_connection,
+    run_client,
+    run_menu,
+)
+from tests.wire import ServerProcess
+
+WOLDS = GuideBook(102, "Lincolnshire Wolds", 1099, 3)
+SHOP = {"books": [dataclasses.asdict(PEAK), dataclasses.asdict(WOLDS)]}
+
+
+def logged_in(*answers: Any) -> list[Any]:
+    return [MENU_OUT["log in"], "ann", *answers]
+
+
+# 7: the price after the discount, and back orders, before the member commits --------------
+
+
+def test_the_order_question_gives_the_price_after_the_discount_and_warns_of_back_orders() -> None:
+    connection = FakeConnection({"guide_books": SHOP, "buy": ServerError("conflict", "x")})
+    transcript = run_menu(
+        connection,
+        logged_in(
+            MENU_IN["buy"], "1", "2", "8", "3", "n", "2", "1", "1", "2", "1", "3", "n", "0", "0"
+        ),
+        ["pw"],
+    )
+    assert (
+        "There are only 3 copies of Lincolnshire Wolds in stock; 5 will be back-ordered and "
+        "sent when more arrive.\n(Stock is as last shown here; others may be buying too.)\n"
+        "Order 8 copies for £79.13 (£87.92 less the £8.79 discount)? [Y/n]" in transcript
+    )
+    assert "Order 1 copy for £10.99? [Y/n]" in transcript  # no discount, no back order
+    assert connection.sent("buy") == []
+    assert "Discount" in transcript and "-£8.79" in transcript  # the basket shows it too
+
+
+@pytest.mark.parametrize("copies", [1, 5, 6, 7, 8])
+def test_the_basket_prices_as_the_server_does(copies: int) -> None:
+    basket = Basket()
+    basket.add(GuideBook(200, "Exactly seventy-five", 1250, 9), copies)
+    assert basket.pricing == rules.price_order([(copies, 1250)])  # 6 x 1250 = 7500: no discount
+
+
+def test_against_the_real_server_the_question_matches_the_order(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    run_client(server, tmp_path, "--user", "sam", "register", password=MEMBER_PASSWORD)
+    run_client(server, tmp_path, "--user", "sam", "buy", "101:5", password=MEMBER_PASSWORD)
+    with real_connection(server) as connection:
+        transcript = run_menu(
+            connection,
+            [MENU_OUT["log in"], "sam",
+             MENU_IN["buy"], "1", "1", "3", "1", "4", "4", "3", "y", "0"],
+            [MEMBER_PASSWORD],
+        )  # fmt: skip
+    # 3 x £12.99 + 4 x £12.99 = £90.93, less 10% rounded half up (£9.09)
+    assert "Order 7 copies for £81.84 (£90.93 less the £9.09 discount)? [Y/n]" in transcript
+    ordered = transcript.rsplit("[Y/n]", 1)[1]
+    assert "Total" in ordered and "£81.84" in ordered
