@@ -258,12 +258,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         ),
         Subcommand(
             "loans", "List the books I have on loan.", "history",
-            lambda r: [views.loans_table(r["loans"], numbered=False, title="On loan")],
+            lambda r: [views.loans_table(r["loans"], title="On loan")],
             keep=lambda r: {"loans": views.active_loans(r["loans"])},
         ),
         Subcommand(
             "history", "List all my loans, current and returned.", "history",
-            lambda r: [views.loans_table(r["loans"], numbered=False, title="Loan history")],
+            lambda r: [views.loans_table(r["loans"], title="Loan history")],
         ),
         Subcommand(
             "holds", "List my holds.", "holds",

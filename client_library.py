@@ -8,6 +8,8 @@ from client_prompts import Prompts
 from client_shop import PAGE_SIZE
 from protocol import UNAVAILABLE
 
+LOAN_NUMBER = "loan number"
+
 
 class LibraryMenus(Prompts):
     """The lending choices of the menu; App supplies the connection and the user."""
@@ -96,19 +98,19 @@ class LibraryMenus(Prompts):
             self.connection.call("cancel_hold", hold_id=hold["id"])
             self.say(f"Your hold on {title} is cancelled.")
 
-    # Loans
+    # Loans: every screen shows a loan's own number, and return and renew take that number
 
     def show_loans(self) -> None:
         """The books on loan now, with due dates and overdue marks."""
         loans = self.fetch_active_loans()
         if loans:
-            self.show(views.loans_table(loans, numbered=False, title="On loan"))
+            self.show(views.loans_table(loans, "On loan"))
 
     def show_history(self) -> None:
         """Every loan, current and returned."""
         loans = self.connection.call("history")["loans"]
         if loans:
-            self.show(views.loans_table(loans, numbered=False, title="Loan history"))
+            self.show(views.loans_table(loans, "Loan history"))
         else:
             self.say("You have not borrowed any books yet.")
 
@@ -120,14 +122,14 @@ class LibraryMenus(Prompts):
         return loans
 
     def return_book(self) -> None:
-        """Pick a loan and return it."""
+        """Pick a loan by its number, confirm, and return it."""
         loan = self.pick_loan("a book to return")
-        if loan is not None:
+        if loan is not None and self.confirm(f"Return {views.clean_text(loan['book']['title'])}?"):
             result = self.connection.call("return", loan_id=loan["id"])
             self.say(views.sentence_returned(result["loan"]))
 
     def renew_loan(self) -> None:
-        """Pick a loan and renew it."""
+        """Pick a loan by its number and renew it."""
         loan = self.pick_loan("a loan to renew")
         if loan is not None:
             self.say(
@@ -135,9 +137,9 @@ class LibraryMenus(Prompts):
             )
 
     def pick_loan(self, what: str) -> JsonDict | None:
-        """Show the active loans, numbered, and let the person choose one."""
+        """Show the active loans by their numbers and let the person choose one."""
         loans = self.fetch_active_loans()
         if not loans:
             return None
-        self.show(views.loans_table(loans, numbered=True, title="On loan"))
-        return self.pick_row(loans, what)
+        self.show(views.loans_table(loans, "On loan"))
+        return self.pick_numbered(loans, lambda loan: int(loan["id"]), what, LOAN_NUMBER)

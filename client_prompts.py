@@ -98,6 +98,19 @@ class Prompts:
         index = self.pick(len(rows), what)
         return None if index is None else rows[index]
 
+    def pick_numbered(
+        self, rows: Sequence[Row], number_of: Callable[[Row], int], what: str, noun: str
+    ) -> Row | None:
+        """The row the person chooses by its own number, the one every screen shows for it
+        (a loan's, a guide book's), or None for Enter."""
+        by_number = {number_of(row): row for row in rows}
+        listed = views.choices(list(by_number))
+        while text := self.ask(f"Choose {what} by its {noun} (Enter to go back): "):
+            if text.isdigit() and int(text) in by_number:
+                return by_number[int(text)]
+            self.warn(f"{views.quoted(text)} is not a {noun} shown; choose {listed}.")
+        return None
+
     def read_number(self, prompt: str, low: int, high: int) -> int | None:
         """A whole number from low to high, or None for Enter; re-asks with the reason."""
         while text := self.ask(prompt):

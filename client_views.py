@@ -73,6 +73,17 @@ def quoted(text: str, longest: int = 40) -> str:
     return repr(text if len(text) <= longest else text[: longest - 1] + "…")
 
 
+def choices(numbers: Sequence[int]) -> str:
+    """Numbers to choose from as people write them: '101 to 107', '4, 9 or 12', '4, 9, … or 30'."""
+    ordered = sorted(numbers)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]} to {ordered[-1]}"
+    shown = [str(number) for number in ordered]
+    if len(shown) > 6:
+        shown = [*shown[:4], "…", shown[-1]]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
 def loan_status(loan: Mapping[str, Any], now: datetime) -> str:
     """'on loan', 'OVERDUE by 3 days' or 'returned <local time>'."""
     if loan.get("returned_at"):
@@ -254,17 +265,14 @@ def catalogue_table(books: list[JsonDict], numbered: bool) -> Table:
     return table
 
 
-def loans_table(loans: list[JsonDict], numbered: bool, title: str) -> Table:
-    """Loans with local due dates, marking the overdue ones."""
+def loans_table(loans: list[JsonDict], title: str) -> Table:
+    """Loans by their number (the one return and renew take), with local due dates."""
     now = datetime.now(UTC)
-    table = _table(
-        _right("#" if numbered else "Loan"), "Title", "Borrowed", "Due back", "Status", title=title
-    )
-    for index, loan in enumerate(loans):
+    table = _table(_right("Loan"), "Title", "Borrowed", "Due back", "Status", title=title)
+    for loan in loans:
         _add_row(
-            table, _lead(numbered, index, loan["id"]), loan["book"]["title"],
-            format_local_time(loan["borrowed_at"]), format_local_time(loan["due_at"]),
-            loan_status(loan, now),
+            table, loan["id"], loan["book"]["title"], format_local_time(loan["borrowed_at"]),
+            format_local_time(loan["due_at"]), loan_status(loan, now),
         )  # fmt: skip
     return table
 

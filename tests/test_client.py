@@ -802,13 +802,16 @@ def test_my_loans_show_due_dates_and_overdue_marks_then_return() -> None:
     )  # fmt: skip
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["loans"], MENU_IN["return"], "x", "1",
+        [MENU_OUT["log in"], "ann", MENU_IN["loans"], MENU_IN["return"], "x", "1", "4", "y",
          MENU_IN["history"], "0"],
         ["pw"],
     )  # fmt: skip
     assert format_local_time(LOAN["due_at"]) in transcript
     assert "OVERDUE by 2 days" in transcript
-    assert "'x' is not a whole number; enter 1 to 1." in transcript
+    # the loan's own number, as "My loans" shows it, not its place in the list
+    assert "'x' is not a loan number shown; choose 4." in transcript
+    assert "'1' is not a loan number shown; choose 4." in transcript
+    assert "Return The Hobbit? [Y/n]" in transcript
     assert "Returned The Hobbit. Thank you!" in transcript
     assert connection.sent("return") == [{"loan_id": 4}]
     assert "returned " + format_local_time(returned["returned_at"]) in transcript
@@ -823,7 +826,7 @@ def test_renewing_a_loan_and_cancelling_a_hold() -> None:
          "cancel_hold": {}}
     )  # fmt: skip
     transcript = run_menu(
-        connection, [MENU_OUT["log in"], "ann", "8", "1", "9", "1", "y", "0"], ["pw"]
+        connection, [MENU_OUT["log in"], "ann", "8", "4", "9", "1", "y", "0"], ["pw"]
     )
     due = format_local_time(renewed["due_at"])
     assert f"Renewed The Hobbit; it is now due back {due}." in transcript
@@ -1034,7 +1037,7 @@ def test_a_whole_menu_session_against_the_real_server(server: ServerProcess) -> 
                 MENU_IN["buy"], "1", "1", "5", "3", "y",  # 5 of book 101 too: 6 x £12.99
                 MENU_IN["borrow"], "hobbit", "1", "y",
                 MENU_IN["loans"],
-                MENU_IN["return"], "1",
+                MENU_IN["return"], "1", "y",  # loan 1, the first of this fresh database
                 MENU_IN["history"],
                 "0",
             ],

@@ -1,5 +1,5 @@
-"""The menus as a newcomer meets them: prices after the discount, and back orders said before
-the member commits."""
+"""The menus as a newcomer meets them: prices after the discount, back orders said before the
+member commits, and one numbering for loans."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ from tests.wire import ServerProcess
 
 WOLDS = GuideBook(102, "Lincolnshire Wolds", 1099, 3)
 SHOP = {"books": [dataclasses.asdict(PEAK), dataclasses.asdict(WOLDS)]}
+
+
+def loan_of(loan_id: int, title: str, returned: bool = False) -> dict[str, Any]:
+    return {
+        "id": loan_id, "book": {"id": loan_id + 100, "title": title, "authors": []},
+        "borrowed_at": "2026-01-01T10:00:00Z", "due_at": "2026-01-15T10:00:00Z",
+        "returned_at": "2026-01-10T10:00:00Z" if returned else None,
+        "overdue": False, "days_overdue": 0,
+    }  # fmt: skip
 
 
 def logged_in(*answers: Any) -> list[Any]:
@@ -77,3 +86,32 @@ def test_against_the_real_server_the_question_matches_the_order(
     assert "Order 7 copies for £81.84 (£90.93 less the £9.09 discount)? [Y/n]" in transcript
     ordered = transcript.rsplit("[Y/n]", 1)[1]
     assert "Total" in ordered and "£81.84" in ordered
+
+
+# 8: one numbering for loans ---------------------------------------------------------------
+
+LOANS = {"loans": [loan_of(30, "Dune"), loan_of(12, "The Hobbit"), loan_of(7, "Emma", True)]}
+
+
+def test_loans_carry_one_number_on_every_screen_and_a_return_is_confirmed() -> None:
+    returned = {"loan": loan_of(30, "Dune", returned=True)}
+    connection = FakeConnection(
+        {"history": LOANS, "return": returned, "renew": {"loan": loan_of(12, "The Hobbit")}}
+    )
+    transcript = run_menu(
+        connection,
+        logged_in(MENU_IN["loans"], MENU_IN["return"], "1", "30", "n",
+                  MENU_IN["return"], "30", "y", "8", "12", MENU_IN["history"], "0"),
+        ["pw"],
+    )  # fmt: skip
+    screens = transcript.split("Choose: ")
+    my_loans = next(screen for screen in screens if screen.startswith(f"{MENU_IN['loans']}\n"))
+    assert (
+        "Loan   Title" in my_loans and "  30   Dune" in my_loans and "  12   The Hobbit" in my_loans
+    )
+    assert "'1' is not a loan number shown; choose 12 or 30." in transcript
+    assert "Return Dune? [Y/n] n" in transcript
+    assert connection.sent("return") == [{"loan_id": 30}]  # once, after the second yes
+    assert connection.sent("renew") == [{"loan_id": 12}]
+    history = screens[-2]
+    assert "   7   Emma" in history and "  30   Dune" in history
