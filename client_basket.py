@@ -34,6 +34,18 @@ def guide_books_in(walks: Iterable[Mapping[str, Any]]) -> list[GuideBook]:
     return sorted(books.values(), key=lambda book: book.number)
 
 
+def copies_ordered(orders: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+    """Copies of each book a member has ordered, back orders included, cancelled ones not:
+    what the per-customer limit counts (PROTOCOL.md 1.1 adds backorder_cancelled to lines)."""
+    ordered: dict[int, int] = {}
+    for order in orders:
+        for line in order["lines"]:
+            number = line["book"]["number"]
+            copies = line["quantity"] - line.get("backorder_cancelled", 0)
+            ordered[number] = ordered.get(number, 0) + copies
+    return ordered
+
+
 @dataclass
 class BasketLine:
     """Copies of one guide book in the basket."""
@@ -60,11 +72,18 @@ class Basket:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def room_for(self, book: GuideBook) -> int:
-        """How many more copies of book one order may still take."""
-        return rules.MAX_COPIES_PER_ORDER - sum(
-            line.quantity for line in self.lines if line.book.number == book.number
-        )
+    def line_for(self, number: int) -> BasketLine | None:
+        """The line for the book with that number, if the basket has one."""
+        return next((line for line in self.lines if line.book.number == number), None)
+
+    def room_for(self, book: GuideBook, already_ordered: int = 0) -> int:
+        """How many more copies of book may go in: one order's limit, and the member's limit
+        less the copies they have already ordered."""
+        line = self.line_for(book.number)
+        in_basket = line.quantity if line else 0
+        per_order = rules.MAX_COPIES_PER_ORDER - in_basket
+        per_member = rules.MAX_COPIES_PER_CUSTOMER - already_ordered - in_basket
+        return max(0, min(per_order, per_member))
 
     def add(self, book: GuideBook, quantity: int) -> BasketLine:
         """Add copies, merging with a line for the same book; BasketError past the limit."""
@@ -76,16 +95,19 @@ class Basket:
                 f"One order may hold at most {rules.MAX_COPIES_PER_ORDER} copies of "
                 f"{book.title}; there is room for {room} more."
             )
-        for line in self.lines:
-            if line.book.number == book.number:
-                line.quantity += quantity
-                return line
+        if (line := self.line_for(book.number)) is not None:
+            line.quantity += quantity
+            return line
         self.lines.append(BasketLine(book, quantity))
         return self.lines[-1]
 
-    def remove(self, index: int) -> BasketLine:
-        """Take out the line at index (0-based)."""
-        return self.lines.pop(index)
+    def remove(self, number: int) -> BasketLine:
+        """Take out the line for the book with that number; BasketError if there is none."""
+        line = self.line_for(number)
+        if line is None:
+            raise BasketError(f"Your basket has no book numbered {number}.")
+        self.lines.remove(line)
+        return line
 
     def refresh(self, books: Iterable[GuideBook]) -> None:
         """Take the latest price and stock of the books in the basket."""

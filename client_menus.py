@@ -16,7 +16,7 @@ from client_basket import Basket
 from client_library import LibraryMenus
 from client_link import EXIT_OK, EXIT_SERVER_ERROR, ClientError, Connection, JsonDict, ServerError
 from client_prompts import GoBack
-from client_shop import ShopMenus
+from client_shop import BOOK_NUMBER, ShopMenus
 from protocol import BAD_REQUEST, UNAUTHORIZED, USERNAME_TAKEN, WEAK_PASSWORD
 
 
@@ -207,7 +207,10 @@ class App(ShopMenus, LibraryMenus):
         """Add copies of a guide book for sale; back orders are supplied first."""
         books = self.fetch_guide_books()
         self.show(views.guide_books_table(books))
-        if (book := self.pick_row(books, "a guide book to restock")) is None:
+        book = self.pick_numbered(
+            books, lambda book: book.number, "a guide book to restock", BOOK_NUMBER
+        )
+        if book is None:
             return
         quantity = self.ask_number("How many copies arrived? ", 1, 100_000)
         result = self.connection.call("restock", book=book.number, quantity=quantity)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import client_views as views
-from client_basket import Basket, GuideBook, guide_books_in
+from client_basket import Basket, GuideBook, copies_ordered, guide_books_in
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import GoBack, Prompts
 from protocol import UNAUTHORIZED
-from rules import MAX_COPIES_PER_ORDER
+from rules import MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
+BOOK_NUMBER = "book number"
 
 
 class ShopMenus(Prompts):
@@ -115,10 +116,11 @@ class ShopMenus(Prompts):
                 continue
 
     def choose_guide_book(self) -> None:
-        """Pick a guide book from the list and add copies of it."""
+        """Pick a guide book from the list by its number and add copies of it."""
         books = self.fetch_guide_books()
         self.show(views.guide_books_table(books))
-        if (book := self.pick_row(books, "a guide book")) is not None:
+        book = self.pick_numbered(books, lambda book: book.number, "a guide book", BOOK_NUMBER)
+        if book is not None:
             self.add_to_basket(book)
 
     def fetch_guide_books(self) -> list[GuideBook]:
@@ -127,25 +129,43 @@ class ShopMenus(Prompts):
         self.basket.refresh(books)
         return books
 
+    def already_ordered(self, book: GuideBook) -> int:
+        """Copies of book this member has ordered before, which count toward their limit."""
+        return copies_ordered(self.connection.call("orders")["orders"]).get(book.number, 0)
+
     def add_to_basket(self, book: GuideBook) -> None:
-        """Ask how many copies of book and add them."""
-        room = self.basket.room_for(book)
-        if room == 0:
-            self.warn(f"Your basket already holds {MAX_COPIES_PER_ORDER} copies of {book.title}.")
-            return
+        """Ask how many copies of book, up to what this member may still order, and add them."""
         title = views.clean_text(book.title)
+        ordered = self.already_ordered(book)
+        room = self.basket.room_for(book, ordered)
+        line = self.basket.line_for(book.number)
+        if room == 0 and ordered == 0:
+            self.warn(f"Your basket already holds {MAX_COPIES_PER_ORDER} copies of {title}.")
+            return
+        if ordered:
+            basket_too = f", your basket holds {line.quantity}" if line else ""
+            self.say(
+                f"You have ordered {views.plural(ordered, 'copy', 'copies')} of {title} "
+                f"before{basket_too}, and each member may have {MAX_COPIES_PER_CUSTOMER}."
+            )
+            if room == 0:
+                self.warn(f"You cannot order more copies of {title}.")
+                return
         quantity = self.ask_number(f"How many copies of {title} (1-{room})? ", 1, room)
         line = self.basket.add(book, quantity)
         self.say(
             f"Your basket now has {views.plural(line.quantity, 'copy', 'copies')} of {book.title} "
-            f"({views.format_money(line.total_pence)}); subtotal {views.format_money(self.basket.subtotal_pence)}."
+            f"({views.format_money(line.total_pence)}); "
+            f"subtotal {views.format_money(self.basket.subtotal_pence)}."
         )
 
     def remove_basket_line(self) -> None:
-        """Take a line out of the basket."""
-        index = self.pick(len(self.basket), "a line to remove")
-        if index is not None:
-            line = self.basket.remove(index)
+        """Take a book's line out of the basket."""
+        line = self.pick_numbered(
+            self.basket.lines, lambda line: line.book.number, "a line to remove", BOOK_NUMBER
+        )
+        if line is not None:
+            self.basket.remove(line.book.number)
             self.say(f"Removed {line.book.title}.")
 
     def place_order(self) -> bool:

@@ -181,24 +181,22 @@ def walks_table(walks: list[JsonDict], numbered: bool) -> Table:
 
 
 def guide_books_table(books: list[GuideBook]) -> Table:
-    """Guide books for sale, numbered for choosing."""
-    table = _table(_right("#"), _right("Book"), "Title", _right("Price"), _right("In stock"))
-    for index, book in enumerate(books):
-        _add_row(
-            table, index + 1, book.number, book.title, format_money(book.price_pence), book.in_stock
-        )
+    """Guide books for sale by their number, the one a person types to choose one."""
+    table = _table(_right("Book"), "Title", _right("Price"), _right("In stock"))
+    for book in books:
+        _add_row(table, book.number, book.title, format_money(book.price_pence), book.in_stock)
     return table
 
 
 def basket_table(basket: Basket) -> Table:
-    """The basket, numbered, with what it costs after any discount and the stock last seen."""
+    """The basket by book number, with what it costs after any discount and the stock last seen."""
     table = _table(
-        _right("#"), "Guide book", _right("Copies"), _right("Price"), _right("Line total"),
+        _right("Book"), "Title", _right("Copies"), _right("Price"), _right("Line total"),
         _right("In stock"), title="Your basket",
     )  # fmt: skip
-    for index, line in enumerate(basket.lines):
+    for line in basket.lines:
         _add_row(
-            table, index + 1, f"{line.book.number} {line.book.title}", line.quantity,
+            table, line.book.number, line.book.title, line.quantity,
             format_money(line.book.price_pence), format_money(line.total_pence), line.book.in_stock,
         )  # fmt: skip
     table.add_section()

@@ -136,7 +136,7 @@ def test_basket_merges_lines_and_adds_up() -> None:
     assert basket.copies == 6
     assert basket.subtotal_pence == 5 * 1299 + 1399
     assert basket.room_for(PEAK) == 3
-    assert basket.remove(0).book == PEAK
+    assert basket.remove(101).book == PEAK
     assert basket.items() == [{"book": 105, "quantity": 1}]
     basket.clear()
     assert not basket
@@ -560,6 +560,7 @@ class FakeConnection(Connection):
             "hello": {"server": "waymark", "version": "1", "protocol": 1},
             "login": {"token": "tok", "user": USER},
             "logout": {},
+            "orders": {"orders": []},
             "guide_books": {"books": [dataclasses.asdict(book) for book in guide_books_in(WALKS)]},
             **answers,
         }
@@ -704,9 +705,9 @@ def test_buying_a_basket_shows_the_discount_and_back_orders() -> None:
         [
             MENU_OUT["log in"], "ann",
             MENU_IN["buy"],
-            "1", "1", "9", "2",  # More Peak District: 9 is too many, then 2
-            "1", "2", "1",  # Snowdonia
-            "1", "1", "3",  # 3 more of More Peak District: the lines merge
+            "1", "101", "9", "2",  # More Peak District: 9 is too many, then 2
+            "1", "105", "1",  # Snowdonia
+            "1", "101", "3",  # 3 more of More Peak District: the lines merge
             "3", "y",
             "0",
         ],
@@ -736,7 +737,7 @@ def test_a_refused_order_keeps_the_basket() -> None:
     connection = FakeConnection({"search_walks": {"walks": WALKS, "total": 3}, "buy": refused})
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "1", "4", "3", "", "0", "0"],
+        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "101", "4", "3", "", "0", "0"],
         ["pw"],
     )
     assert "You may order only 2 more copies of book 101." in transcript
@@ -748,7 +749,7 @@ def test_an_unknown_outcome_is_explained_and_the_basket_kept() -> None:
     connection = FakeConnection({"search_walks": {"walks": WALKS, "total": 3}, "buy": lost})
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "1", "1", "3", "y", "0"],
+        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "101", "1", "3", "y", "0"],
         ["pw"],
     )
     assert "it is not known whether that was done; check your orders" in transcript
@@ -930,7 +931,7 @@ def test_an_admin_sees_restock_and_add_book() -> None:
     )  # fmt: skip
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "root", "11", "2", "5", "12", "thoreau walking", "1", "2", "0"],
+        [MENU_OUT["log in"], "root", "11", "105", "5", "12", "thoreau walking", "1", "2", "0"],
         ["pw"],
     )
     assert "Restock guide books (admin)" in transcript
@@ -1034,7 +1035,7 @@ def test_a_whole_menu_session_against_the_real_server(server: ServerProcess) -> 
                 MENU_OUT["log in"], "walker",
                 MENU_IN["find"], "peak", "EASY", "", "",  # then its first walk's book, 1 copy
                 "1", "1",
-                MENU_IN["buy"], "1", "1", "5", "3", "y",  # 5 of book 101 too: 6 x £12.99
+                MENU_IN["buy"], "1", "101", "5", "3", "y",  # 5 of book 101 too: 6 x £12.99
                 MENU_IN["borrow"], "hobbit", "1", "y",
                 MENU_IN["loans"],
                 MENU_IN["return"], "1", "y",  # loan 1, the first of this fresh database
@@ -1066,7 +1067,7 @@ def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> 
             connection,
             [
                 MENU_OUT["register"], "walker",
-                MENU_IN["buy"], "1", "1", "2", "0",  # two copies in the basket, then back
+                MENU_IN["buy"], "1", "101", "2", "0",  # two copies in the basket, then back
                 server.restart,
                 MENU_IN["buy"], "3", "y",  # the basket survived; the order goes through once
                 MENU_IN["orders"],

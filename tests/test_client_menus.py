@@ -1,5 +1,5 @@
 """The menus as a newcomer meets them: prices after the discount, back orders said before the
-member commits, and one numbering for loans."""
+member commits, and one numbering for loans and for guide books."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import rules
-from client_basket import Basket, GuideBook
+from client_basket import Basket, GuideBook, copies_ordered
 from client_link import ServerError
 from tests.test_client import (
     MEMBER_PASSWORD,
@@ -26,6 +26,16 @@ from tests.wire import ServerProcess
 
 WOLDS = GuideBook(102, "Lincolnshire Wolds", 1099, 3)
 SHOP = {"books": [dataclasses.asdict(PEAK), dataclasses.asdict(WOLDS)]}
+
+
+def order_of(number: int, quantity: int, **line: Any) -> dict[str, Any]:
+    return {
+        "id": quantity, "created_at": "2026-01-17T13:05:00Z",
+        "lines": [{"book": {"number": number, "title": "More Peak District"},
+                   "quantity": quantity, "fulfilled": quantity, "backordered": 0,
+                   "unit_price_pence": 1299, "line_total_pence": 1299 * quantity, **line}],
+        "subtotal_pence": 1299 * quantity, "discount_pence": 0, "total_pence": 1299 * quantity,
+    }  # fmt: skip
 
 
 def loan_of(loan_id: int, title: str, returned: bool = False) -> dict[str, Any]:
@@ -49,7 +59,21 @@ def test_the_order_question_gives_the_price_after_the_discount_and_warns_of_back
     transcript = run_menu(
         connection,
         logged_in(
-            MENU_IN["buy"], "1", "2", "8", "3", "n", "2", "1", "1", "2", "1", "3", "n", "0", "0"
+            MENU_IN["buy"],
+            "1",
+            "102",
+            "8",
+            "3",
+            "n",
+            "2",
+            "102",
+            "1",
+            "102",
+            "1",
+            "3",
+            "n",
+            "0",
+            "0",
         ),
         ["pw"],
     )
@@ -79,9 +103,11 @@ def test_against_the_real_server_the_question_matches_the_order(
         transcript = run_menu(
             connection,
             [MENU_OUT["log in"], "sam",
-             MENU_IN["buy"], "1", "1", "3", "1", "4", "4", "3", "y", "0"],
+             MENU_IN["buy"], "1", "101", "4", "3",  # 4 is past the 3 sam may still have
+             "1", "104", "4", "3", "y", "0"],
             [MEMBER_PASSWORD],
         )  # fmt: skip
+    assert "How many copies of More Peak District (1-3)?" in transcript
     # 3 x £12.99 + 4 x £12.99 = £90.93, less 10% rounded half up (£9.09)
     assert "Order 7 copies for £81.84 (£90.93 less the £9.09 discount)? [Y/n]" in transcript
     ordered = transcript.rsplit("[Y/n]", 1)[1]
@@ -115,3 +141,39 @@ def test_loans_carry_one_number_on_every_screen_and_a_return_is_confirmed() -> N
     assert connection.sent("renew") == [{"loan_id": 12}]
     history = screens[-2]
     assert "   7   Emma" in history and "  30   Dune" in history
+
+
+# 9: one numbering for guide books, and the real allowance ----------------------------------
+
+
+def test_guide_books_are_chosen_by_their_number_up_to_what_the_member_may_still_order() -> None:
+    connection = FakeConnection({"orders": {"orders": [order_of(101, 5)]}})
+    transcript = run_menu(
+        connection,
+        logged_in(MENU_IN["buy"], "1", "1", "101", "2", "1", "101", "2", "1", "0", "0"),
+        ["pw"],
+    )
+    assert "'1' is not a book number shown; choose 101 or 105." in transcript
+    assert (
+        "You have ordered 5 copies of More Peak District before, and each member may have 8."
+        in transcript
+    )
+    assert "How many copies of More Peak District (1-3)?" in transcript
+    assert (
+        "How many copies of More Peak District (1-1)?" in transcript
+    )  # 5 ordered + 2 in the basket
+    assert "Book   Title" in transcript and "#" not in transcript
+
+
+def test_no_room_left_is_said_before_asking() -> None:
+    connection = FakeConnection({"orders": {"orders": [order_of(101, 8)]}})
+    transcript = run_menu(connection, logged_in(MENU_IN["buy"], "1", "101", "0", "0"), ["pw"])
+    assert "You cannot order more copies of More Peak District." in transcript
+
+
+def test_the_allowance_counts_back_orders_but_not_cancelled_ones() -> None:
+    orders = [order_of(101, 3, backordered=2), order_of(101, 4, backorder_cancelled=3)]
+    assert copies_ordered(orders) == {101: 4}
+    basket = Basket()
+    basket.add(PEAK, 2)
+    assert basket.room_for(PEAK, already_ordered=4) == 2
