@@ -17,6 +17,7 @@ from rich.console import Console
 
 import client_checks as checks
 import client_views as views
+from client_basket import GuideBook
 from client_link import (
     DEFAULT_CAFILE,
     DEFAULT_HOST,
@@ -290,11 +291,18 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             args=_walk_filters,
         ),
         Subcommand(
-            "buy", "Buy guide books, for example: buy 101:2 105:1", "buy",
+            "guide-books", "List the guide books for sale: number, title, price and stock.",
+            "guide_books",
+            lambda r: [views.guide_books_table([GuideBook.from_json(b) for b in r["books"]])],
+        ),
+        Subcommand(
+            "buy", "Buy guide books, for example: buy 101:2 105 'Peak District:3'", "buy",
             lambda r: [views.order_table(r["order"]), *views.sentences_back_ordered(r["order"])],
             arguments=(
                 _arg("items", nargs="+", type=_argument_type(parse_order_item),
-                     metavar="BOOK:COPIES"),
+                     metavar="BOOK:COPIES",
+                     help="a guide book's number or title (guide-books lists them), and "
+                          ":COPIES for how many; copies default to 1"),
             ),
             args=_given("items"),
         ),

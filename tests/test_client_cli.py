@@ -1,5 +1,5 @@
 """The script command line as a newcomer meets it: usage errors found by the client (exit 2)
-with sentences and the protocol table's own bounds, and tables."""
+with sentences and the protocol table's own bounds, the guide-books subcommand, and tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import client
 import client_views as views
 from client_checks import argument
-from tests.test_client import plain_console, run_client
+from tests.test_client import plain_console, run_client, run_json
 from tests.wire import ServerProcess
 
 
@@ -78,6 +78,31 @@ def test_usage_errors_exit_2_with_a_sentence(server: ServerProcess, tmp_path: Pa
     assert "Connected" not in run_client(server, tmp_path, "--json").stdout  # no menus
 
 
+# 13: guide-books, and buy's copies ---------------------------------------------------------
+
+
+def test_guide_books_lists_the_books_for_sale(server: ServerProcess, tmp_path: Path) -> None:
+    books = run_json(server, tmp_path, "guide-books")["books"]
+    assert [book["number"] for book in books] == list(range(101, 108))
+    assert set(books[0]) >= {"number", "title", "price_pence", "in_stock"}
+    shown = run_client(server, tmp_path, "guide-books")
+    assert shown.returncode == 0
+    lines = shown.stdout.splitlines()
+    assert lines[0].split() == ["Book", "Title", "Price", "In", "stock"]
+    assert lines[2].split()[:4] == ["101", "More", "Peak", "District"]
+    assert "£12.99" in lines[2]
+
+
+def test_buy_help_says_copies_default_to_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        client.build_parser().parse_args(["buy", "--help"])
+    assert "copies default to 1" in " ".join(capsys.readouterr().out.split())
+    assert client.request_for(client.build_parser().parse_args(["buy", "Snowdonia"])) == (
+        "buy",
+        {"items": [{"book": "Snowdonia", "quantity": 1}]},
+    )
+
+
 # 14: tables without a blank first line or trailing spaces ----------------------------------
 
 
@@ -111,7 +136,7 @@ def test_a_titled_table_with_totals_has_no_trailing_spaces() -> None:
 
 
 def test_subcommand_tables_have_no_trailing_spaces(server: ServerProcess, tmp_path: Path) -> None:
-    for argv in (["areas"], ["search-walks", "--area", "peak"], ["catalogue"]):
+    for argv in (["guide-books"], ["areas"], ["search-walks", "--area", "peak"], ["catalogue"]):
         shown = run_client(server, tmp_path, *argv).stdout
         assert shown.splitlines()[0].strip(), argv  # no blank first line
         assert all(line == line.rstrip() for line in shown.splitlines()), argv
