@@ -1,17 +1,20 @@
-"""What people may type, checked where they type it, by the server's own table.
+"""What people may type, checked where they type it, by the server's own table and rules.
 
-The bounds come from protocol.COMMANDS, so the client refuses just what the server would, with
-a sentence and without a round trip. Each check returns the value or raises ValueError whose
-message is one sentence.
+The bounds come from protocol.COMMANDS and the name and password rules from rules.py, so the
+client refuses just what the server would, with a sentence and without a round trip. Each
+check returns the value or raises ValueError whose message is one sentence.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import client_views as views
+import rules
+from errors import DomainError
 from protocol import COMMANDS, LIST, Arg, ProtocolError, validate_fields
 
 
@@ -54,6 +57,18 @@ def check_request(cmd: str, args: Mapping[str, Any], name_of: Callable[[str], st
         raise ValueError(views.plain_argument_message(error.message, name_of)) from None
 
 
+def most(cmd: str, name: str) -> int:
+    """The largest whole number the table lets cmd's argument name be."""
+    maximum = argument(cmd, name).maximum
+    assert maximum is not None, f"{cmd}'s {name} has no maximum"
+    return int(maximum)
+
+
+def longest(cmd: str, name: str) -> int | None:
+    """How many characters the table lets cmd's text argument name have."""
+    return argument(cmd, name).max_length
+
+
 def parse_miles(text: str, name: str = "min_distance") -> float:
     """A distance in miles that the walks search accepts as its argument name."""
     try:
@@ -74,3 +89,37 @@ def parse_miles(text: str, name: str = "min_distance") -> float:
     if arg.maximum is not None and miles > arg.maximum:
         raise ValueError(f"{views.quoted(text)} is too many miles; enter at most {arg.maximum:,g}.")
     return miles
+
+
+def check_username(text: str) -> str:
+    """A username the server's rule accepts (taken or not, only the server knows)."""
+    try:
+        return rules.validate_username(text)
+    except DomainError as error:
+        raise ValueError(error.message) from None
+
+
+def check_new_password(password: str) -> str:
+    """A password the server's rules accept."""
+    try:
+        rules.validate_password(password)
+    except DomainError as error:
+        raise ValueError(error.message) from None
+    return password
+
+
+def areas_matching(text: str, areas: Iterable[str]) -> list[str]:
+    """The areas the walks search would match: part of the name, ignoring case and spaces."""
+    key = rules.match_key(text)
+    return [area for area in areas if key in rules.match_key(area)]
+
+
+def closest_area(text: str, areas: Iterable[str]) -> str | None:
+    """The area a typo most likely meant ('peak distrct' or 'peek' -> 'Peak District')."""
+    candidates: dict[str, str] = {}
+    for area in areas:
+        key = rules.match_key(area)
+        for candidate in (key, *key.split()):
+            candidates.setdefault(candidate, area)
+    close = difflib.get_close_matches(rules.match_key(text), list(candidates), n=1, cutoff=0.6)
+    return candidates[close[0]] if close else None

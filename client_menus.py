@@ -13,6 +13,7 @@ from rich.console import Console
 
 import client_views as views
 from client_basket import Basket
+from client_checks import check_username
 from client_library import LibraryMenus
 from client_link import EXIT_OK, EXIT_SERVER_ERROR, ClientError, Connection, JsonDict, ServerError
 from client_prompts import GoBack
@@ -157,8 +158,9 @@ class App(ShopMenus, LibraryMenus):
         self.say(f"Welcome back, {self.user['username']}.")
 
     def register(self) -> None:
-        """Create an account (password asked twice), then log in with it."""
-        username = self.ask_text("Choose a username (3-32 letters, digits, _ . -): ")
+        """Create an account, then log in with it. The name's form and the password's rules
+        are checked as they are typed; a taken name is asked again, not the password."""
+        username = self.ask_username("Choose a username (3-32 letters, digits, _ . -): ")
         password = self.ask_new_password()
         while True:
             try:
@@ -170,11 +172,19 @@ class App(ShopMenus, LibraryMenus):
                     password = self.ask_new_password()
                 elif error.code in (USERNAME_TAKEN, BAD_REQUEST):
                     self.warn(error.message)
-                    username = self.ask_text("Choose another username: ")
+                    username = self.ask_username("Choose another username: ")
                 else:
                     raise
         self.say(f"Registered {username}.")
         self.start_session(username, password)
+
+    def ask_username(self, prompt: str) -> str:
+        """A username of the form the server accepts."""
+        while True:
+            try:
+                return check_username(self.ask_text(prompt))
+            except ValueError as error:
+                self.warn(str(error))
 
     def log_in(self) -> None:
         """Ask for a username and password and log in."""

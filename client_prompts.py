@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 import client_views as views
+from client_checks import check_new_password
 from client_link import UsageError
 
 Row = TypeVar("Row")
@@ -69,18 +70,17 @@ class Prompts:
         return text
 
     def ask_new_password(self) -> str:
-        """A new password, typed twice until both agree."""
+        """A new password that the server's rules accept, typed twice until both agree."""
         while True:
             try:
                 password = ask_password(
                     self.ask_secret, "Password (at least 8 characters): ", twice=True
                 )
+                return check_new_password(password)
             except PasswordsDifferError:
                 self.warn("The two passwords differ; please type them again.")
-                continue
-            if password:
-                return password
-            self.warn("The password cannot be empty.")
+            except ValueError as error:
+                self.warn(str(error))
 
     def ask_number(self, prompt: str, low: int, high: int) -> int:
         """A whole number from low to high; re-asks with the reason."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import client_views as views
 from client_basket import Basket, GuideBook, copies_ordered, guide_books_in
+from client_checks import areas_matching, closest_area, longest, parse_miles
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import GoBack, Prompts
 from protocol import UNAUTHORIZED
@@ -13,6 +12,7 @@ from rules import MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
 BOOK_NUMBER = "book number"
+AREA_LONGEST = longest("search_walks", "area")
 
 
 class ShopMenus(Prompts):
@@ -28,12 +28,13 @@ class ShopMenus(Prompts):
         """List the areas, filter the walks, and offer a walk's guide book for the basket."""
         areas = self.connection.call("list_areas")["areas"]
         self.show(views.areas_table(areas, numbered=True))
-        area = self.ask_area(areas)
+        area = self.ask_area([str(area["area"]) for area in areas])
         difficulty = self.ask_difficulty()
-        shortest = self.ask_miles("Shortest walk in miles")
-        longest = self.ask_miles("Longest walk in miles", at_least=shortest)
+        shortest = self.ask_miles("Shortest walk in miles", "min_distance")
+        longest_walk = self.ask_miles("Longest walk in miles", "max_distance", at_least=shortest)
         filters = {
-            "area": area, "difficulty": difficulty, "min_distance": shortest, "max_distance": longest
+            "area": area, "difficulty": difficulty, "min_distance": shortest,
+            "max_distance": longest_walk,
         }  # fmt: skip
         chosen = {name: value for name, value in filters.items() if value is not None}
         result = self.connection.call("search_walks", limit=PAGE_SIZE, **chosen)
@@ -50,43 +51,48 @@ class ShopMenus(Prompts):
         if (walk := self.pick_row(walks, "a walk to buy its guide book")) is not None:
             self.add_to_basket(guide_books_in([walk])[0])
 
-    def ask_area(self, areas: list[JsonDict]) -> str | None:
-        """An area by its number or part of its name; None for every area."""
+    def ask_area(self, areas: list[str]) -> str | None:
+        """An area by its number or part of its name, a typo offered its likely area; None for all."""
         while True:
             text = self.ask("Area number or name (Enter for all areas): ")
             if not text:
                 return None
-            if not text.isdigit():
+            if text.isdigit():
+                if 1 <= int(text) <= len(areas):
+                    return areas[int(text) - 1]
+                self.warn(f"There is no area {text}; enter a number from 1 to {len(areas)}.")
+            elif AREA_LONGEST is not None and len(text) > AREA_LONGEST:
+                self.warn("No area has so long a name; type part of one from the table.")
+            elif areas_matching(text, areas):
                 return text
-            if 1 <= int(text) <= len(areas):
-                return str(areas[int(text) - 1]["area"])
-            self.warn(f"There is no area {text}; enter a number from 1 to {len(areas)}.")
+            elif (guess := closest_area(text, areas)) is None:
+                self.warn(f"No area matches {views.quoted(text)}; choose one from the table.")
+            elif self.confirm(f"No area matches {views.quoted(text)}. Did you mean {guess}?"):
+                return guess
 
     def ask_difficulty(self) -> str | None:
         """easy, medium or hard, in any case or by its first letters; None for any."""
         while True:
-            text = self.ask("Difficulty: easy, medium or hard (Enter for any): ").lower()
-            if not text:
+            text = self.ask("Difficulty: easy, medium or hard (Enter for any): ")
+            if not (text := text.lower()):
                 return None
             matches = [level for level in views.DIFFICULTIES if level.startswith(text)]
             if len(matches) == 1:
                 return matches[0]
             self.warn(views.sentence_not_a_difficulty(views.clean_text(text)))
 
-    def ask_miles(self, what: str, at_least: float | None = None) -> float | None:
-        """A distance in miles, at least at_least when given; None for no bound."""
+    def ask_miles(self, what: str, name: str, at_least: float | None = None) -> float | None:
+        """A distance in miles for the search's argument name, at least at_least; None for any."""
         while True:
             text = self.ask(f"{what} (Enter for any): ")
             if not text:
                 return None
             try:
-                miles = float(text)
-            except ValueError:
-                self.warn(f"{views.clean_text(text)!r} is not a number of miles.")
+                miles = parse_miles(text, name)
+            except ValueError as error:
+                self.warn(str(error))
                 continue
-            if not math.isfinite(miles) or miles < 0:
-                self.warn("The distance must be zero or more miles.")
-            elif at_least is not None and miles < at_least:
+            if at_least is not None and miles < at_least:
                 self.warn(f"The longest walk cannot be shorter than the shortest ({at_least:g}).")
             else:
                 return miles

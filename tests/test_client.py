@@ -622,20 +622,28 @@ MENU_IN = {"find": "1", "buy": "2", "orders": "3", "borrow": "5", "loans": "6", 
 
 def test_register_asks_for_the_password_twice_and_logs_in() -> None:
     taken = ServerError("username_taken", "That username is taken.")
-    weak = ServerError("weak_password", "The password must be at least 8 characters long.")
+    weak = ServerError("weak_password", "The password is on a list of common passwords.")
     connection = FakeConnection({"register": [taken, weak, {"user": {"id": 1, "username": "ann"}}]})
     transcript = run_menu(
         connection,
         [MENU_OUT["register"], "bob", "ann", "0"],
-        ["secret-one", "secret-two", "short", "short", "long enough", "long enough"],
-    )
+        ["secret-one", "secret-two", "short", "short", "long enough", "long enough",
+         "longer still", "longer still"],
+    )  # fmt: skip
     assert "The two passwords differ; please type them again." in transcript
     assert "That username is taken." in transcript
+    # checked as typed (rules.validate_password), so the server never saw "short"
     assert "The password must be at least 8 characters long." in transcript
+    assert "The password is on a list of common passwords." in transcript
     assert "Registered ann." in transcript
     assert "Welcome, ann!" in transcript
-    assert connection.sent("register")[-1] == {"username": "ann", "password": "long enough"}
-    assert connection.sent("login") == [{"username": "ann", "password": "long enough"}]
+    # a taken name asks for another name, not for the password again
+    assert connection.sent("register") == [
+        {"username": "bob", "password": "long enough"},
+        {"username": "ann", "password": "long enough"},
+        {"username": "ann", "password": "longer still"},
+    ]
+    assert connection.sent("login") == [{"username": "ann", "password": "longer still"}]
     assert ("logout", {}) in connection.calls  # quitting ends the session on the server
     assert "Goodbye." in transcript
 
@@ -661,7 +669,7 @@ def test_finding_walks_forgives_bad_input() -> None:
     assert "There is no area 7; enter a number from 1 to 2." in transcript
     assert "'steep' is not a difficulty; choose easy, medium or hard." in transcript
     assert "The distance must be zero or more miles." in transcript
-    assert "'three' is not a number of miles." in transcript
+    assert "'three' is not a number of miles; type one such as 4 or 6.5." in transcript
     assert "The longest walk cannot be shorter than the shortest (4)." in transcript
     assert connection.sent("search_walks") == [
         {"limit": 200, "area": "Peak District", "difficulty": "medium", "min_distance": 4.0,

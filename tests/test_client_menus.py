@@ -1,5 +1,6 @@
 """The menus as a newcomer meets them: prices after the discount, back orders said before the
-member commits, and one numbering for loans and for guide books."""
+member commits, one numbering for loans and for guide books, and answers checked where they
+are typed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.test_client import (
     MENU_IN,
     MENU_OUT,
     PEAK,
+    WALKS,
     FakeConnection,
     real_connection,
     run_client,
@@ -26,6 +28,8 @@ from tests.wire import ServerProcess
 
 WOLDS = GuideBook(102, "Lincolnshire Wolds", 1099, 3)
 SHOP = {"books": [dataclasses.asdict(PEAK), dataclasses.asdict(WOLDS)]}
+AREAS = {"areas": [{"area": "North Wales", "walks": 1}, {"area": "Peak District", "walks": 2}]}
+SEARCH = {"search_walks": {"walks": WALKS, "total": 3}, "list_areas": AREAS}
 
 
 def order_of(number: int, quantity: int, **line: Any) -> dict[str, Any]:
@@ -177,3 +181,49 @@ def test_the_allowance_counts_back_orders_but_not_cancelled_ones() -> None:
     basket = Basket()
     basket.add(PEAK, 2)
     assert basket.room_for(PEAK, already_ordered=4) == 2
+
+
+# 10: answers checked where they are typed ------------------------------------------------
+
+
+def test_a_malformed_username_is_refused_before_any_password_is_asked() -> None:
+    connection = FakeConnection({"register": {"user": {"id": 1, "username": "ann"}}})
+    transcript = run_menu(
+        connection, [MENU_OUT["register"], "x", "ann smith", "ann", "0"], ["long enough"] * 2
+    )
+    assert "The username must be 3 to 32 characters long." in transcript
+    assert "The username may use only the letters A-Z, digits, '_', '.' and '-'." in transcript
+    assert transcript.index("3 to 32 characters") < transcript.index("Password (at least")
+    assert connection.sent("register") == [{"username": "ann", "password": "long enough"}]
+
+
+def test_a_mistyped_area_is_offered_the_likely_one() -> None:
+    connection = FakeConnection(SEARCH)
+    transcript = run_menu(
+        connection,
+        [MENU_OUT["find"], "zzz", "peak distrct", "y", "", "", "", "0"],
+    )
+    assert "No area matches 'zzz'; choose one from the table." in transcript
+    assert "No area matches 'peak distrct'. Did you mean Peak District? [Y/n]" in transcript
+    assert connection.sent("search_walks") == [{"limit": 200, "area": "Peak District"}]
+    assert "No walks match" not in transcript
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ("1e400", "'1e400' is too many miles; enter at most 10,000."),
+        ("inf", "'inf' is too many miles; enter at most 10,000."),
+        ("20000", "'20000' is too many miles; enter at most 10,000."),
+        ("nan", "'nan' is not a number of miles; type one such as 4 or 6.5."),
+        ("-inf", "The distance must be zero or more miles."),
+    ],
+)
+def test_impossible_distances_are_answered_at_the_prompt(typed: str, said: str) -> None:
+    # at the shortest prompt (then 3), and at the longest after a shortest of 3 (then Enter)
+    for answers in ([typed, "3", ""], ["3", typed, ""]):
+        connection = FakeConnection(SEARCH)
+        transcript = run_menu(connection, [MENU_OUT["find"], "", "", *answers, "0"])
+        assert f"{said}\n" in transcript
+        assert connection.sent("search_walks") == [{"limit": 200, "min_distance": 3.0}]
+        assert "argument" not in transcript
