@@ -101,12 +101,22 @@ class Basket:
         self.lines.append(BasketLine(book, quantity))
         return self.lines[-1]
 
-    def remove(self, number: int) -> BasketLine:
-        """Take out the line for the book with that number; BasketError if there is none."""
+    def set_quantity(self, number: int, quantity: int) -> BasketLine | None:
+        """Change the copies of a book already in the basket; 0 takes its line out.
+
+        Returns the line, or None once removed; BasketError past one order's limit.
+        """
         line = self.line_for(number)
         if line is None:
             raise BasketError(f"Your basket has no book numbered {number}.")
-        self.lines.remove(line)
+        if not 0 <= quantity <= rules.MAX_COPIES_PER_ORDER:
+            raise BasketError(
+                f"One order may hold from 1 to {rules.MAX_COPIES_PER_ORDER} copies of a book."
+            )
+        if quantity == 0:
+            self.lines.remove(line)
+            return None
+        line.quantity = quantity
         return line
 
     def refresh(self, books: Iterable[GuideBook]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import client_views as views
+from client_checks import longest
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import Prompts
 from client_shop import PAGE_SIZE
@@ -21,7 +22,11 @@ class LibraryMenus(Prompts):
 
     def search_books(self) -> None:
         """Search Open Library, mark the held books, and offer to borrow or hold one."""
-        query = self.ask_text("Title or author to search for: ")
+        query = self.ask_text(
+            "Title or author to search for: ",
+            "Type words from a book's title or its author's name; q goes back.",
+            longest=longest("search_books", "query"),
+        )
         result = self.connection.call("search_books", query=query)
         if result.get("warning"):
             self.warn(result["warning"])
@@ -42,7 +47,12 @@ class LibraryMenus(Prompts):
 
     def browse_catalogue(self) -> None:
         """List the library's books (optionally filtered) and offer to borrow or hold one."""
-        query = self.ask("Title or author to look for (Enter for all): ")
+        query = self.ask_text(
+            "Title or author to look for (Enter for all): ",
+            "Type words from a title or an author's name, or Enter for every book; q goes back.",
+            longest=longest("catalogue", "query"),
+            optional=True,
+        )
         result = self.connection.call(
             "catalogue", limit=PAGE_SIZE, **({"query": query} if query else {})
         )
@@ -102,17 +112,18 @@ class LibraryMenus(Prompts):
 
     def show_loans(self) -> None:
         """The books on loan now, with due dates and overdue marks."""
-        loans = self.fetch_active_loans()
-        if loans:
-            self.show(views.loans_table(loans, "On loan"))
+        self.show_loan_pages(self.fetch_active_loans(), "On loan")
 
     def show_history(self) -> None:
         """Every loan, current and returned."""
         loans = self.connection.call("history")["loans"]
-        if loans:
-            self.show(views.loans_table(loans, "Loan history"))
-        else:
+        if not loans:
             self.say("You have not borrowed any books yet.")
+        self.show_loan_pages(loans, "Loan history")
+
+    def show_loan_pages(self, loans: list[JsonDict], title: str) -> None:
+        """Loans by their numbers, a page at a time."""
+        self.show_pages(loans, lambda page: [views.loans_table(list(page), title)], "loans")
 
     def fetch_active_loans(self) -> list[JsonDict]:
         """The loans not yet returned; says so when there are none."""
@@ -141,5 +152,5 @@ class LibraryMenus(Prompts):
         loans = self.fetch_active_loans()
         if not loans:
             return None
-        self.show(views.loans_table(loans, "On loan"))
+        self.show_loan_pages(loans, "On loan")
         return self.pick_numbered(loans, lambda loan: int(loan["id"]), what, LOAN_NUMBER)

@@ -13,12 +13,14 @@ from rich.console import Console
 
 import client_views as views
 from client_basket import Basket
-from client_checks import check_username
+from client_checks import check_username, longest, most
 from client_library import LibraryMenus
 from client_link import EXIT_OK, EXIT_SERVER_ERROR, ClientError, Connection, JsonDict, ServerError
 from client_prompts import GoBack
 from client_shop import BOOK_NUMBER, ShopMenus
 from protocol import BAD_REQUEST, UNAUTHORIZED, USERNAME_TAKEN, WEAK_PASSWORD
+
+USERNAME_HELP = "A username has 3 to 32 letters A-Z, digits, '_', '.' or '-'; q goes back."
 
 
 @dataclass(frozen=True)
@@ -57,17 +59,28 @@ class App(ShopMenus, LibraryMenus):
             self.warn(str(error))
             return EXIT_SERVER_ERROR
         self.say(f"Connected to {info.get('server', 'Waymark')} at {self.connection.address}.")
+        self.say("At any question, q goes back and help says what is expected.")
         self.perform(self.resume_remembered)
         while True:
             items = self.menu_items()
             self.show_menu(items)
             try:
-                choice = self.ask_number("Choose: ", 0, len(items))
+                choice = self.ask_number(
+                    "Choose: ",
+                    0,
+                    len(items),
+                    "Type the number of a line of the menu; 0 or q quits.",
+                )
             except GoBack:
-                break
-            if choice == 0:
-                break
-            self.perform(items[choice - 1].action)
+                choice = 0
+            if choice:
+                self.perform(items[choice - 1].action)
+                continue
+            try:
+                if self.may_empty_basket("Quit"):
+                    break
+            except GoBack:
+                break  # Ctrl-D again: stdin has ended, so asking once more would never end
         self.leave()
         return EXIT_OK
 
@@ -126,12 +139,19 @@ class App(ShopMenus, LibraryMenus):
             self.connection.close()
             self.warn("\nCancelled.")
         except ServerError as error:
-            self.warn(error.message)
+            self.warn(views.plain_argument_message(error.message))
             if error.code == UNAUTHORIZED and self.user is not None:
                 self.end_session()
                 self.warn("Please log in again.")
         except ClientError as error:
             self.warn(str(error))
+
+    def may_empty_basket(self, leaving: str) -> bool:
+        """True when nothing is in the basket, or the person agrees to lose it by leaving."""
+        if not self.basket:
+            return True
+        copies = views.plural(self.basket.copies, "copy", "copies")
+        return self.confirm(f"Your basket holds {copies}, not yet ordered. {leaving} anyway?")
 
     def leave(self) -> None:
         """End the session on the server (unless remembered) and close the connection."""
@@ -167,11 +187,12 @@ class App(ShopMenus, LibraryMenus):
                 self.connection.call("register", username=username, password=password)
                 break
             except ServerError as error:
+                sentence = views.plain_argument_message(error.message)
                 if error.code == WEAK_PASSWORD or error.details.get("argument") == "password":
-                    self.warn(error.message)
+                    self.warn(sentence)
                     password = self.ask_new_password()
                 elif error.code in (USERNAME_TAKEN, BAD_REQUEST):
-                    self.warn(error.message)
+                    self.warn(sentence)
                     username = self.ask_username("Choose another username: ")
                 else:
                     raise
@@ -182,13 +203,13 @@ class App(ShopMenus, LibraryMenus):
         """A username of the form the server accepts."""
         while True:
             try:
-                return check_username(self.ask_text(prompt))
+                return check_username(self.ask_text(prompt, USERNAME_HELP))
             except ValueError as error:
                 self.warn(str(error))
 
     def log_in(self) -> None:
         """Ask for a username and password and log in."""
-        username = self.ask_text("Username: ")
+        username = self.ask_text("Username: ", "Type the username you registered; q goes back.")
         self.start_session(username, self.ask_secret("Password: "))
 
     def start_session(self, username: str, password: str) -> None:
@@ -200,7 +221,9 @@ class App(ShopMenus, LibraryMenus):
             self.say(f"Your login is remembered in {remembered_in}.")
 
     def log_out(self) -> None:
-        """End the session here and on the server."""
+        """End the session here and on the server, after a warning when the basket is full."""
+        if not self.may_empty_basket("Log out"):
+            return
         self.connection.call("logout")
         self.end_session()
         self.say("You are logged out.")
@@ -222,13 +245,17 @@ class App(ShopMenus, LibraryMenus):
         )
         if book is None:
             return
-        quantity = self.ask_number("How many copies arrived? ", 1, 100_000)
+        quantity = self.ask_number("How many copies arrived? ", 1, most("restock", "quantity"))
         result = self.connection.call("restock", book=book.number, quantity=quantity)
         self.show_all(views.sentences_restocked(result))
 
     def add_book(self) -> None:
         """Add copies of an Open Library work to the lending library."""
-        text = self.ask_text("Open Library work key (/works/OL...W), or words to search for: ")
+        text = self.ask_text(
+            "Open Library work key (/works/OL...W), or words to search for: ",
+            "Type a work key such as /works/OL45804W, or words to search Open Library for.",
+            longest=longest("search_books", "query"),
+        )
         key: str | None = text
         if not re.fullmatch(r"(/works/)?OL\d+W", text):
             key = self.pick_work(text)
@@ -236,7 +263,7 @@ class App(ShopMenus, LibraryMenus):
             return
         if not key.startswith("/works/"):
             key = f"/works/{key}"
-        copies = self.ask_number("How many copies? ", 1, 1000)
+        copies = self.ask_number("How many copies? ", 1, most("add_book", "copies"))
         self.say(
             views.sentence_added(self.connection.call("add_book", key=key, copies=copies)["book"])
         )

@@ -7,12 +7,12 @@ from client_basket import Basket, GuideBook, copies_ordered, guide_books_in
 from client_checks import areas_matching, closest_area, longest, parse_miles
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import GoBack, Prompts
-from protocol import UNAUTHORIZED
+from protocol import LIMIT_EXCEEDED, UNAUTHORIZED
 from rules import MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
-BOOK_NUMBER = "book number"
 AREA_LONGEST = longest("search_walks", "area")
+BOOK_NUMBER = "book number"
 
 
 class ShopMenus(Prompts):
@@ -53,8 +53,12 @@ class ShopMenus(Prompts):
 
     def ask_area(self, areas: list[str]) -> str | None:
         """An area by its number or part of its name, a typo offered its likely area; None for all."""
+        help_text = (
+            "Type an area's number from the table, or part of its name (such as peak); "
+            "Enter for every area, q goes back."
+        )
         while True:
-            text = self.ask("Area number or name (Enter for all areas): ")
+            text = self.ask("Area number or name (Enter for all areas): ", help_text)
             if not text:
                 return None
             if text.isdigit():
@@ -72,8 +76,9 @@ class ShopMenus(Prompts):
 
     def ask_difficulty(self) -> str | None:
         """easy, medium or hard, in any case or by its first letters; None for any."""
+        help_text = "Type easy, medium or hard (e, m or h will do); Enter for any, q goes back."
         while True:
-            text = self.ask("Difficulty: easy, medium or hard (Enter for any): ")
+            text = self.ask("Difficulty: easy, medium or hard (Enter for any): ", help_text)
             if not (text := text.lower()):
                 return None
             matches = [level for level in views.DIFFICULTIES if level.startswith(text)]
@@ -83,8 +88,9 @@ class ShopMenus(Prompts):
 
     def ask_miles(self, what: str, name: str, at_least: float | None = None) -> float | None:
         """A distance in miles for the search's argument name, at least at_least; None for any."""
+        help_text = "Type a number of miles, such as 4 or 6.5; Enter for no limit, q goes back."
         while True:
-            text = self.ask(f"{what} (Enter for any): ")
+            text = self.ask(f"{what} (Enter for any): ", help_text)
             if not text:
                 return None
             try:
@@ -100,22 +106,26 @@ class ShopMenus(Prompts):
     # The basket
 
     def buy_guide_books(self) -> None:
-        """The basket: add and remove lines, then place the order."""
+        """The basket: add, change and remove lines, then place the order."""
+        help_text = (
+            "Type 1 to add a guide book, 2 to change how many copies of one (or take it out), "
+            "3 to order what is in the basket; 0 or q goes back and keeps the basket."
+        )
         while True:
             if self.basket:
                 self.show(views.basket_table(self.basket))
             else:
                 self.say("Your basket is empty.")
-            self.say("  1  Add a guide book\n  2  Remove a line\n  3  Place the order")
+            self.say("  1  Add a guide book\n  2  Change or remove a line\n  3  Place the order")
             self.say("  0  Back (the basket is kept)")
-            choice = self.ask_number("Choose: ", 0, 3)
+            choice = self.ask_number("Choose: ", 0, 3, help_text)
             try:
                 if choice == 0:
                     return
                 if choice == 1:
                     self.choose_guide_book()
                 elif choice == 2:
-                    self.remove_basket_line()
+                    self.change_basket_line()
                 elif self.place_order():
                     return
             except GoBack:
@@ -159,20 +169,35 @@ class ShopMenus(Prompts):
                 return
         quantity = self.ask_number(f"How many copies of {title} (1-{room})? ", 1, room)
         line = self.basket.add(book, quantity)
+        self.say_line(line.book, line.quantity)
+
+    def change_basket_line(self) -> None:
+        """Change how many copies of a book the basket holds; 0 takes it out."""
+        if not self.basket:
+            self.warn("Your basket is empty; add a guide book first.")
+            return
+        line = self.pick_numbered(
+            self.basket.lines, lambda line: line.book.number, "a line to change", BOOK_NUMBER
+        )
+        if line is None:
+            return
+        title = views.clean_text(line.book.title)
+        most = line.quantity + self.basket.room_for(line.book, self.already_ordered(line.book))
+        quantity = self.ask_number(
+            f"How many copies of {title} (0 takes it out, at most {most})? ", 0, most
+        )
+        if self.basket.set_quantity(line.book.number, quantity) is None:
+            self.say(f"Removed {title}.")
+        else:
+            self.say_line(line.book, quantity)
+
+    def say_line(self, book: GuideBook, quantity: int) -> None:
+        """What the basket holds of book now, and the basket's subtotal."""
         self.say(
-            f"Your basket now has {views.plural(line.quantity, 'copy', 'copies')} of {book.title} "
-            f"({views.format_money(line.total_pence)}); "
+            f"Your basket now has {views.plural(quantity, 'copy', 'copies')} of {book.title} "
+            f"({views.format_money(quantity * book.price_pence)}); "
             f"subtotal {views.format_money(self.basket.subtotal_pence)}."
         )
-
-    def remove_basket_line(self) -> None:
-        """Take a book's line out of the basket."""
-        line = self.pick_numbered(
-            self.basket.lines, lambda line: line.book.number, "a line to remove", BOOK_NUMBER
-        )
-        if line is not None:
-            self.basket.remove(line.book.number)
-            self.say(f"Removed {line.book.title}.")
 
     def place_order(self) -> bool:
         """Buy what is in the basket; True once ordered. A refused order keeps the basket."""
@@ -188,16 +213,23 @@ class ShopMenus(Prompts):
         except ServerError as error:
             if error.code == UNAUTHORIZED:
                 raise
-            self.warn(error.message)
+            self.warn(self.sentence_refused(error))
             return False
         self.basket.clear()
         self.show_all([views.order_table(order), *views.sentences_back_ordered(order)])
         return True
 
+    def sentence_refused(self, error: ServerError) -> str:
+        """Why the server refused the order, naming the book by its title."""
+        number = error.details.get("book")
+        line = self.basket.line_for(number) if isinstance(number, int) else None
+        if error.code == LIMIT_EXCEEDED and line is not None:
+            return views.sentence_copy_limit(error.details, views.clean_text(line.book.title))
+        return views.plain_argument_message(error.message)
+
     def show_orders(self) -> None:
-        """This member's orders, newest first."""
+        """This member's orders, newest first, a page at a time."""
         orders = self.connection.call("orders")["orders"]
         if not orders:
             self.say("You have no orders yet.")
-        for order in orders:
-            self.show(views.order_table(order))
+        self.show_pages(orders, lambda page: [views.order_table(order) for order in page], "orders")

@@ -359,6 +359,19 @@ def sentences_short_stock(basket: Basket) -> list[str]:
     return sentences
 
 
+def sentence_copy_limit(details: Mapping[str, Any], title: str) -> str:
+    """A limit_exceeded answer about a guide book, naming it by its title."""
+    allowed = details.get("allowed", 0)
+    more = f"only {plural(allowed, 'more copy', 'more copies')}" if allowed else "no more copies"
+    limit = details.get("limit", "8")
+    if details.get("scope") == "order":
+        return f"One order may hold at most {limit} copies of {title}; you may order {more}."
+    return (
+        f"Each member may have at most {limit} copies of {title}, back orders included; "
+        f"you may order {more}."
+    )
+
+
 def sentence_not_a_difficulty(text: str) -> str:
     """What to say of a difficulty that is none of DIFFICULTIES."""
     return f"{text!r} is not a difficulty; choose easy, medium or hard."

@@ -136,7 +136,7 @@ def test_basket_merges_lines_and_adds_up() -> None:
     assert basket.copies == 6
     assert basket.subtotal_pence == 5 * 1299 + 1399
     assert basket.room_for(PEAK) == 3
-    assert basket.remove(101).book == PEAK
+    assert basket.set_quantity(101, 0) is None
     assert basket.items() == [{"book": 105, "quantity": 1}]
     basket.clear()
     assert not basket
@@ -740,16 +740,25 @@ def test_buying_a_basket_shows_the_discount_and_back_orders() -> None:
 
 def test_a_refused_order_keeps_the_basket() -> None:
     refused = ServerError(
-        "limit_exceeded", "You may order only 2 more copies of book 101.", {"allowed": 2}
+        "limit_exceeded",
+        "You have already ordered 6 copies of book 101 and each customer may have at most 8, "
+        "so you may order 2 more copies.",
+        {"book": 101, "limit": 8, "scope": "customer", "allowed": 2},
     )
     connection = FakeConnection({"search_walks": {"walks": WALKS, "total": 3}, "buy": refused})
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "101", "4", "3", "", "0", "0"],
+        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "101", "4", "3", "", "0", "0", "y"],
         ["pw"],
     )
-    assert "You may order only 2 more copies of book 101." in transcript
+    # the book by its title, not "book 101"
+    assert (
+        "Each member may have at most 8 copies of More Peak District, back orders included; "
+        "you may order only 2 more copies." in transcript
+    )
+    assert "book 101" not in transcript
     assert "Buy guide books (basket: 4 copies)" in transcript
+    assert "Your basket holds 4 copies, not yet ordered. Quit anyway? [Y/n]" in transcript
 
 
 def test_an_unknown_outcome_is_explained_and_the_basket_kept() -> None:

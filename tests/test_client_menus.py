@@ -1,6 +1,5 @@
-"""The menus as a newcomer meets them: prices after the discount, back orders said before the
-member commits, one numbering for loans and for guide books, and answers checked where they
-are typed."""
+"""The menus as a newcomer meets them: prices after the discount, one numbering for loans and
+guide books, answers checked where they are typed, q and help, the basket, and long lists."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ import pytest
 import rules
 from client_basket import Basket, GuideBook, copies_ordered
 from client_link import ServerError
+from client_views import plain_argument_message
 from tests.test_client import (
     MEMBER_PASSWORD,
     MENU_IN,
@@ -30,6 +30,7 @@ WOLDS = GuideBook(102, "Lincolnshire Wolds", 1099, 3)
 SHOP = {"books": [dataclasses.asdict(PEAK), dataclasses.asdict(WOLDS)]}
 AREAS = {"areas": [{"area": "North Wales", "walks": 1}, {"area": "Peak District", "walks": 2}]}
 SEARCH = {"search_walks": {"walks": WALKS, "total": 3}, "list_areas": AREAS}
+BASKET_MENU = {"add": "1", "change": "2", "order": "3", "back": "0"}
 
 
 def order_of(number: int, quantity: int, **line: Any) -> dict[str, Any]:
@@ -63,21 +64,7 @@ def test_the_order_question_gives_the_price_after_the_discount_and_warns_of_back
     transcript = run_menu(
         connection,
         logged_in(
-            MENU_IN["buy"],
-            "1",
-            "102",
-            "8",
-            "3",
-            "n",
-            "2",
-            "102",
-            "1",
-            "102",
-            "1",
-            "3",
-            "n",
-            "0",
-            "0",
+            MENU_IN["buy"], "1", "102", "8", "3", "n", "2", "102", "1", "3", "n", "0", "0", "y"
         ),
         ["pw"],
     )
@@ -154,7 +141,7 @@ def test_guide_books_are_chosen_by_their_number_up_to_what_the_member_may_still_
     connection = FakeConnection({"orders": {"orders": [order_of(101, 5)]}})
     transcript = run_menu(
         connection,
-        logged_in(MENU_IN["buy"], "1", "1", "101", "2", "1", "101", "2", "1", "0", "0"),
+        logged_in(MENU_IN["buy"], "1", "1", "101", "2", "1", "101", "2", "1", "0", "0", "y"),
         ["pw"],
     )
     assert "'1' is not a book number shown; choose 101 or 105." in transcript
@@ -227,3 +214,93 @@ def test_impossible_distances_are_answered_at_the_prompt(typed: str, said: str) 
         assert f"{said}\n" in transcript
         assert connection.sent("search_walks") == [{"limit": 200, "min_distance": 3.0}]
         assert "argument" not in transcript
+
+
+# 11: q and help, the basket, logging out, plain sentences, pages ---------------------------
+
+
+def test_q_goes_back_and_help_says_what_is_expected() -> None:
+    connection = FakeConnection(SEARCH)
+    transcript = run_menu(connection, ["help", MENU_OUT["find"], "help", "q", "q"])
+    assert "Type the number of a line of the menu; 0 or q quits." in transcript
+    assert "Type an area's number from the table, or part of its name (such as peak)" in transcript
+    assert connection.sent("search_walks") == []
+    assert transcript.rstrip().endswith("Goodbye.")
+
+
+def test_q_at_a_password_goes_back() -> None:
+    connection = FakeConnection({})
+    transcript = run_menu(connection, [MENU_OUT["log in"], "ann", "0"], ["q"])
+    assert connection.sent("login") == []
+    assert "Waymark (not logged in)" in transcript.rsplit("Password:", 1)[1]
+
+
+def test_the_basket_changes_a_quantity_and_takes_a_line_out() -> None:
+    connection = FakeConnection({})
+    transcript = run_menu(
+        connection,
+        logged_in(MENU_IN["buy"], "1", "101", "2", "2", "101", "5", "2", "105", "101", "0", "0",
+                  "0"),
+        ["pw"],
+    )  # fmt: skip
+    assert "How many copies of More Peak District (0 takes it out, at most 8)?" in transcript
+    assert "Your basket now has 5 copies of More Peak District (£64.95)" in transcript
+    assert "'105' is not a book number shown; choose 101." in transcript
+    assert "Removed More Peak District." in transcript
+    assert "Buy guide books (basket" not in transcript.rsplit("Removed", 1)[1]
+
+
+def test_logging_out_with_a_full_basket_asks_first() -> None:
+    connection = FakeConnection({})
+    transcript = run_menu(
+        connection,
+        logged_in(MENU_IN["buy"], "1", "101", "2", "0", MENU_IN["log out"], "n",
+                  MENU_IN["log out"], "y", "0"),
+        ["pw"],
+    )  # fmt: skip
+    question = "Your basket holds 2 copies, not yet ordered. Log out anyway? [Y/n]"
+    assert transcript.count(question) == 2
+    assert connection.sent("logout") == [{}]
+    assert "You are logged out." in transcript
+
+
+def test_the_servers_argument_wording_becomes_a_sentence() -> None:
+    too_long = ServerError(
+        "bad_request", "The argument 'query' is longer than 200 characters.", {"argument": "query"}
+    )
+    connection = FakeConnection({"search_books": too_long})
+    transcript = run_menu(connection, ["2", "x" * 201, "dune", "0"])
+    assert "That is 201 characters; please keep it to 200." in transcript
+    assert "The search is longer than 200 characters." in transcript
+    assert "argument" not in transcript
+
+
+@pytest.mark.parametrize(
+    ("message", "plain"),
+    [
+        ("The argument 'min_distance' must not be more than 'max_distance'.",
+         "The shortest distance must not be more than the longest distance."),
+        ("In item 2 of 'items': The argument 'quantity' must be at most 1000.",
+         "The number of copies must be at most 1000 (in item 2 of the order)."),
+        ("The argument 'limit' must be a whole number.", "The number of results must be a whole number."),
+        ("No guide book numbered 999.", "No guide book numbered 999."),
+    ],
+)  # fmt: skip
+def test_argument_wording_in_plain_words(message: str, plain: str) -> None:
+    assert plain_argument_message(message) == plain
+
+
+def test_long_lists_of_loans_and_orders_come_ten_at_a_time() -> None:
+    loans = {"loans": [loan_of(number, f"Book {number}") for number in range(100, 77, -1)]}
+    orders = {"orders": [order_of(101, 1) | {"id": number} for number in range(12, 0, -1)]}
+    connection = FakeConnection({"history": loans, "orders": orders})
+    transcript = run_menu(
+        connection,
+        logged_in(MENU_IN["loans"], "n", "", MENU_IN["orders"], "n", "0"),
+        ["pw"],
+    )
+    assert "13 more loans: n for the next 10, Enter to stop: n" in transcript
+    assert "3 more loans: n for the next 3, Enter to stop: \n" in transcript
+    assert "Book 81" in transcript and "Book 80" not in transcript
+    assert "2 more orders: n for the next 2, Enter to stop: n" in transcript
+    assert "Order 1, placed" in transcript
