@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import getpass
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -16,7 +15,9 @@ from typing import IO, Any
 
 from rich.console import Console
 
+import client_checks as checks
 import client_views as views
+from client_basket import GuideBook
 from client_link import (
     DEFAULT_CAFILE,
     DEFAULT_HOST,
@@ -138,11 +139,8 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _miles(text: str) -> float:
-    miles = float(text)
-    if not math.isfinite(miles) or miles < 0:
-        raise ValueError(f"{text!r} is not a distance of zero or more miles.")
-    return miles
+def _miles(name: str) -> Callable[[str], float]:
+    return _argument_type(lambda text: checks.parse_miles(text, name))
 
 
 def _difficulty(text: str) -> str:
@@ -182,6 +180,17 @@ def _given(*names: str) -> Callable[[argparse.Namespace], JsonDict]:
         chosen = {name: getattr(options, name) for name in names}
         return {name: value for name, value in chosen.items() if value is not None}
 
+    return args
+
+
+def _walk_filters(options: argparse.Namespace) -> JsonDict:
+    # The server refuses a shortest walk longer than the longest; so does the command line.
+    args = _given("area", "difficulty", "min_distance", "max_distance", "limit", "offset")(options)
+    low, high = args.get("min_distance"), args.get("max_distance")
+    if low is not None and high is not None and low > high:
+        raise UsageError(
+            f"--min-distance ({low:g}) must not be more than --max-distance ({high:g})."
+        )
     return args
 
 
@@ -250,12 +259,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         ),
         Subcommand(
             "loans", "List the books I have on loan.", "history",
-            lambda r: [views.loans_table(r["loans"], numbered=False, title="On loan")],
+            lambda r: [views.loans_table(r["loans"], title="On loan")],
             keep=lambda r: {"loans": views.active_loans(r["loans"])},
         ),
         Subcommand(
             "history", "List all my loans, current and returned.", "history",
-            lambda r: [views.loans_table(r["loans"], numbered=False, title="Loan history")],
+            lambda r: [views.loans_table(r["loans"], title="Loan history")],
         ),
         Subcommand(
             "holds", "List my holds.", "holds",
@@ -274,19 +283,26 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             arguments=(
                 _arg("--area", help="part of an area's name"),
                 _arg("--difficulty", type=_argument_type(_difficulty), help="easy, medium or hard"),
-                _arg("--min-distance", type=_argument_type(_miles), metavar="MILES"),
-                _arg("--max-distance", type=_argument_type(_miles), metavar="MILES"),
+                _arg("--min-distance", type=_miles("min_distance"), metavar="MILES"),
+                _arg("--max-distance", type=_miles("max_distance"), metavar="MILES"),
                 _LIMIT,
                 _arg("--offset", type=_argument_type(_offset)),
             ),
-            args=_given("area", "difficulty", "min_distance", "max_distance", "limit", "offset"),
+            args=_walk_filters,
         ),
         Subcommand(
-            "buy", "Buy guide books, for example: buy 101:2 105:1", "buy",
+            "guide-books", "List the guide books for sale: number, title, price and stock.",
+            "guide_books",
+            lambda r: [views.guide_books_table([GuideBook.from_json(b) for b in r["books"]])],
+        ),
+        Subcommand(
+            "buy", "Buy guide books, for example: buy 101:2 105 'Peak District:3'", "buy",
             lambda r: [views.order_table(r["order"]), *views.sentences_back_ordered(r["order"])],
             arguments=(
                 _arg("items", nargs="+", type=_argument_type(parse_order_item),
-                     metavar="BOOK:COPIES"),
+                     metavar="BOOK:COPIES",
+                     help="a guide book's number or title (guide-books lists them), and "
+                          ":COPIES for how many; copies default to 1"),
             ),
             args=_given("items"),
         ),
@@ -355,14 +371,56 @@ def build_parser() -> argparse.ArgumentParser:
             subcommand.name, help=subcommand.help, description=subcommand.help, parents=[common]
         )
         for flags, options in subcommand.arguments:
-            sub.add_argument(*flags, **options)
+            sub.add_argument(*flags, **_checked_by_table(subcommand.cmd, flags, options))
     return parser
 
 
+def _dest(flags: tuple[str, ...], options: Mapping[str, Any]) -> str:
+    return str(options.get("dest") or flags[0].lstrip("-").replace("-", "_"))
+
+
+def _label(flags: tuple[str, ...], options: Mapping[str, Any]) -> str:
+    # How a usage error names an argument: by its option (--limit), else its metavar (QUERY).
+    return flags[0] if flags[0].startswith("-") else str(options.get("metavar", flags[0].upper()))
+
+
+def _checked_by_table(cmd: str, flags: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+    # An argument that protocol.COMMANDS bounds is checked against the table as it is parsed,
+    # so that what the server would refuse is a usage error with a sentence, not a round trip.
+    dest = _dest(flags, options)
+    if not checks.has_argument(cmd, dest):
+        return options
+    convert = options.get("type", str)
+
+    def converted(text: str) -> Any:
+        value = convert(text)
+
+        def name_of(name: str) -> str:
+            if name == dest:
+                return views.quoted(text)
+            return f"{views.ARGUMENT_NAMES.get(name, name)} in {views.quoted(text)}"
+
+        try:
+            return checks.check_argument(cmd, dest, value, name_of)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return {**options, "type": converted}
+
+
 def request_for(options: argparse.Namespace) -> tuple[str, JsonDict]:
-    """The protocol command and arguments a subcommand sends (credentials are added later)."""
+    """The protocol command and arguments a subcommand sends (credentials are added later);
+    UsageError when the table refuses them together (too many items, too long a query)."""
     subcommand = SUBCOMMANDS[options.command]
-    return subcommand.cmd, subcommand.args(options)
+    args = subcommand.args(options)
+    names = {
+        _dest(flags, argument): _label(flags, argument) for flags, argument in subcommand.arguments
+    }
+    try:
+        checks.check_request(subcommand.cmd, args, lambda name: names.get(name, name))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return subcommand.cmd, args
 
 
 # Running a subcommand, or the menus ----------------------------------------------------------
@@ -452,7 +510,7 @@ def run_subcommand(
 def report_failure(error: ClientError, as_json: bool, streams: Streams) -> None:
     """A server's or the connection's failure: a sentence on stderr, or JSON on stdout."""
     if not as_json:
-        print(str(error), file=streams.stderr)
+        print(views.plain_argument_message(str(error)), file=streams.stderr)
         return
     if isinstance(error, ServerError):
         body = {"code": error.code, "message": error.message, "details": error.details}
@@ -481,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
     try:
+        if options.command is None and (options.json or options.user):
+            flag = "--json" if options.json else "--user"
+            raise UsageError(
+                f"{flag} goes with a subcommand, such as orders; without a subcommand the menus "
+                "start, and they ask for what they need."
+            )
         settings = resolve_settings(options, environ)
         if options.command is None:
             return run_menu(settings)

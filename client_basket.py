@@ -1,4 +1,4 @@
-"""The basket: guide books a person has chosen but not yet bought, within one order's limits."""
+"""The basket: guide books a person has chosen but not yet bought, within the shop's limits."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import rules
 from client_link import ClientError, JsonDict
-
-MAX_COPIES_PER_ORDER = 8  # PROTOCOL.md: at most 8 copies of one book in one order
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,18 @@ def guide_books_in(walks: Iterable[Mapping[str, Any]]) -> list[GuideBook]:
         book = GuideBook.from_json(walk["book"])
         books[book.number] = book
     return sorted(books.values(), key=lambda book: book.number)
+
+
+def copies_ordered(orders: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+    """Copies of each book a member has ordered, back orders included, cancelled ones not:
+    what the per-customer limit counts (PROTOCOL.md 1.1 adds backorder_cancelled to lines)."""
+    ordered: dict[int, int] = {}
+    for order in orders:
+        for line in order["lines"]:
+            number = line["book"]["number"]
+            copies = line["quantity"] - line.get("backorder_cancelled", 0)
+            ordered[number] = ordered.get(number, 0) + copies
+    return ordered
 
 
 @dataclass
@@ -61,11 +72,18 @@ class Basket:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def room_for(self, book: GuideBook) -> int:
-        """How many more copies of book one order may still take."""
-        return MAX_COPIES_PER_ORDER - sum(
-            line.quantity for line in self.lines if line.book.number == book.number
-        )
+    def line_for(self, number: int) -> BasketLine | None:
+        """The line for the book with that number, if the basket has one."""
+        return next((line for line in self.lines if line.book.number == number), None)
+
+    def room_for(self, book: GuideBook, already_ordered: int = 0) -> int:
+        """How many more copies of book may go in: one order's limit, and the member's limit
+        less the copies they have already ordered."""
+        line = self.line_for(book.number)
+        in_basket = line.quantity if line else 0
+        per_order = rules.MAX_COPIES_PER_ORDER - in_basket
+        per_member = rules.MAX_COPIES_PER_CUSTOMER - already_ordered - in_basket
+        return max(0, min(per_order, per_member))
 
     def add(self, book: GuideBook, quantity: int) -> BasketLine:
         """Add copies, merging with a line for the same book; BasketError past the limit."""
@@ -74,19 +92,38 @@ class Basket:
         room = self.room_for(book)
         if quantity > room:
             raise BasketError(
-                f"One order may hold at most {MAX_COPIES_PER_ORDER} copies of {book.title}; "
-                f"there is room for {room} more."
+                f"One order may hold at most {rules.MAX_COPIES_PER_ORDER} copies of "
+                f"{book.title}; there is room for {room} more."
             )
-        for line in self.lines:
-            if line.book.number == book.number:
-                line.quantity += quantity
-                return line
+        if (line := self.line_for(book.number)) is not None:
+            line.quantity += quantity
+            return line
         self.lines.append(BasketLine(book, quantity))
         return self.lines[-1]
 
-    def remove(self, index: int) -> BasketLine:
-        """Take out the line at index (0-based)."""
-        return self.lines.pop(index)
+    def set_quantity(self, number: int, quantity: int) -> BasketLine | None:
+        """Change the copies of a book already in the basket; 0 takes its line out.
+
+        Returns the line, or None once removed; BasketError past one order's limit.
+        """
+        line = self.line_for(number)
+        if line is None:
+            raise BasketError(f"Your basket has no book numbered {number}.")
+        if not 0 <= quantity <= rules.MAX_COPIES_PER_ORDER:
+            raise BasketError(
+                f"One order may hold from 1 to {rules.MAX_COPIES_PER_ORDER} copies of a book."
+            )
+        if quantity == 0:
+            self.lines.remove(line)
+            return None
+        line.quantity = quantity
+        return line
+
+    def refresh(self, books: Iterable[GuideBook]) -> None:
+        """Take the latest price and stock of the books in the basket."""
+        latest = {book.number: book for book in books}
+        for line in self.lines:
+            line.book = latest.get(line.book.number, line.book)
 
     def clear(self) -> None:
         """Empty the basket."""
@@ -99,8 +136,22 @@ class Basket:
 
     @property
     def subtotal_pence(self) -> int:
-        """What the basket costs before any discount (the server decides the discount)."""
-        return sum(line.total_pence for line in self.lines)
+        """What the basket costs before any discount."""
+        return self.pricing.subtotal_pence
+
+    @property
+    def pricing(self) -> rules.Pricing:
+        """Subtotal, discount and total, by the server's own rule (rules.py is pure)."""
+        return rules.price_order((line.quantity, line.book.price_pence) for line in self.lines)
+
+    def shortfalls(self) -> list[tuple[BasketLine, int]]:
+        """(line, copies that would be back-ordered) where the stock last fetched is short."""
+        short = []
+        for line in self.lines:
+            _, backordered = rules.split_fulfilment(line.quantity, line.book.in_stock)
+            if backordered:
+                short.append((line, backordered))
+        return short
 
     def items(self) -> list[JsonDict]:
         """The basket as buy's items argument."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.segment import Segment, Segments
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -66,6 +67,23 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
+def quoted(text: str, longest: int = 40) -> str:
+    """What a person typed, quoted safely for a sentence and cut short when long."""
+    text = clean_text(text)
+    return repr(text if len(text) <= longest else text[: longest - 1] + "…")
+
+
+def choices(numbers: Sequence[int]) -> str:
+    """Numbers to choose from as people write them: '101 to 107', '4, 9 or 12', '4, 9, … or 30'."""
+    ordered = sorted(numbers)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]} to {ordered[-1]}"
+    shown = [str(number) for number in ordered]
+    if len(shown) > 6:
+        shown = [*shown[:4], "…", shown[-1]]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
 def loan_status(loan: Mapping[str, Any], now: datetime) -> str:
     """'on loan', 'OVERDUE by 3 days' or 'returned <local time>'."""
     if loan.get("returned_at"):
@@ -89,8 +107,15 @@ def active_loans(loans: Iterable[JsonDict]) -> list[JsonDict]:
 # Tables and sentences, shared by the menus and the subcommands -------------------------------
 
 
+# SIMPLE_HEAD with a rule above a section (the totals), for a table printed by show_table.
+_BOX = box.Box("    \n    \n ── \n    \n ── \n    \n    \n    \n")
+
+
 def _table(*columns: str | Column, title: str | None = None) -> Table:
-    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    # No edge and no edge padding: no blank first and last line, nothing before the first column.
+    return Table(
+        *columns, title=title, title_justify="left", box=_BOX, show_edge=False, pad_edge=False
+    )
 
 
 def _right(header: str) -> Column:
@@ -156,28 +181,30 @@ def walks_table(walks: list[JsonDict], numbered: bool) -> Table:
 
 
 def guide_books_table(books: list[GuideBook]) -> Table:
-    """Guide books for sale, numbered for choosing."""
-    table = _table(_right("#"), _right("Book"), "Title", _right("Price"), _right("In stock"))
-    for index, book in enumerate(books):
-        _add_row(
-            table, index + 1, book.number, book.title, format_money(book.price_pence), book.in_stock
-        )
+    """Guide books for sale by their number, the one a person types to choose one."""
+    table = _table(_right("Book"), "Title", _right("Price"), _right("In stock"))
+    for book in books:
+        _add_row(table, book.number, book.title, format_money(book.price_pence), book.in_stock)
     return table
 
 
 def basket_table(basket: Basket) -> Table:
-    """The basket, numbered, with what it costs and how many copies are in stock now."""
+    """The basket by book number, with what it costs after any discount and the stock last seen."""
     table = _table(
-        _right("#"), "Guide book", _right("Copies"), _right("Price"), _right("Line total"),
-        _right("In stock now"), title="Your basket",
+        _right("Book"), "Title", _right("Copies"), _right("Price"), _right("Line total"),
+        _right("In stock"), title="Your basket",
     )  # fmt: skip
-    for index, line in enumerate(basket.lines):
+    for line in basket.lines:
         _add_row(
-            table, index + 1, f"{line.book.number} {line.book.title}", line.quantity,
+            table, line.book.number, line.book.title, line.quantity,
             format_money(line.book.price_pence), format_money(line.total_pence), line.book.in_stock,
         )  # fmt: skip
     table.add_section()
-    _add_row(table, "", "Subtotal", basket.copies, "", format_money(basket.subtotal_pence), "")
+    pricing = basket.pricing
+    _add_row(table, "", "Subtotal", basket.copies, "", format_money(pricing.subtotal_pence), "")
+    if pricing.discount_pence:
+        _add_row(table, "", "Discount", "", "", format_money(-pricing.discount_pence), "")
+        _add_row(table, "", "Total", "", "", format_money(pricing.total_pence), "")
     return table
 
 
@@ -236,17 +263,14 @@ def catalogue_table(books: list[JsonDict], numbered: bool) -> Table:
     return table
 
 
-def loans_table(loans: list[JsonDict], numbered: bool, title: str) -> Table:
-    """Loans with local due dates, marking the overdue ones."""
+def loans_table(loans: list[JsonDict], title: str) -> Table:
+    """Loans by their number (the one return and renew take), with local due dates."""
     now = datetime.now(UTC)
-    table = _table(
-        _right("#" if numbered else "Loan"), "Title", "Borrowed", "Due back", "Status", title=title
-    )
-    for index, loan in enumerate(loans):
+    table = _table(_right("Loan"), "Title", "Borrowed", "Due back", "Status", title=title)
+    for loan in loans:
         _add_row(
-            table, _lead(numbered, index, loan["id"]), loan["book"]["title"],
-            format_local_time(loan["borrowed_at"]), format_local_time(loan["due_at"]),
-            loan_status(loan, now),
+            table, loan["id"], loan["book"]["title"], format_local_time(loan["borrowed_at"]),
+            format_local_time(loan["due_at"]), loan_status(loan, now),
         )  # fmt: skip
     return table
 
@@ -275,6 +299,77 @@ def backorders_table(backorders: list[JsonDict]) -> Table:
             entry.get("username", ""), f"{book['number']} {book['title']}", entry["outstanding"],
         )  # fmt: skip
     return table
+
+
+# The arguments of the protocol, as people call them (for the server's bad_request sentences).
+ARGUMENT_NAMES = {
+    "area": "the area", "book": "the guide book", "book_id": "the book",
+    "copies": "the number of copies", "difficulty": "the difficulty", "hold_id": "the hold",
+    "items": "the order", "key": "the Open Library key", "limit": "the number of results",
+    "loan_id": "the loan", "max_distance": "the longest distance",
+    "min_distance": "the shortest distance", "offset": "the first result",
+    "password": "the password", "quantity": "the number of copies", "query": "the search",
+    "token": "the saved login", "username": "the username",
+}  # fmt: skip
+_ARGUMENT_WORDING = re.compile(r"(?:In item (\d+) of '(\w+)': )?The argument '(\w+)' (.*)", re.S)
+
+
+def plain_argument_message(message: str, name_of: Callable[[str], str] | None = None) -> str:
+    """A bad_request sentence in the words of the person: "The argument 'query' is longer than
+    200 characters." becomes "The search is longer than 200 characters."; others stay as they are.
+
+    name_of names an argument (ARGUMENT_NAMES by default; the command line names its options).
+    """
+    match = _ARGUMENT_WORDING.fullmatch(message)
+    if match is None:
+        return message
+    name_of = name_of or (lambda name: ARGUMENT_NAMES.get(name, "that answer"))
+    position, listed, name, rest = match.groups()
+    rest = re.sub(r"'(\w+)'", lambda quoted_name: name_of(quoted_name.group(1)), rest)
+    sentence = f"{name_of(name)} {rest}"
+    if position:
+        sentence = f"{sentence.rstrip('.')} (in item {position} of {name_of(listed)})."
+    return sentence[:1].upper() + sentence[1:]
+
+
+def question_order(basket: Basket) -> str:
+    """The question before buying: the copies and what they cost after the discount."""
+    pricing = basket.pricing
+    cost = format_money(pricing.total_pence)
+    if pricing.discount_pence:
+        cost += (
+            f" ({format_money(pricing.subtotal_pence)} less the "
+            f"{format_money(pricing.discount_pence)} discount)"
+        )
+    return f"Order {plural(basket.copies, 'copy', 'copies')} for {cost}?"
+
+
+def sentences_short_stock(basket: Basket) -> list[str]:
+    """What would be back-ordered at the stock last fetched, said before the person commits."""
+    sentences = []
+    for line, backordered in basket.shortfalls():
+        stock = line.book.in_stock
+        has = f"only {plural(stock, 'copy', 'copies')} of" if stock else "no copies of"
+        sentences.append(
+            f"There {'is' if stock == 1 else 'are'} {has} {line.book.title} in stock; "
+            f"{backordered} will be back-ordered and sent when more arrive."
+        )
+    if sentences:
+        sentences.append("(Stock is as last shown here; others may be buying too.)")
+    return sentences
+
+
+def sentence_copy_limit(details: Mapping[str, Any], title: str) -> str:
+    """A limit_exceeded answer about a guide book, naming it by its title."""
+    allowed = details.get("allowed", 0)
+    more = f"only {plural(allowed, 'more copy', 'more copies')}" if allowed else "no more copies"
+    limit = details.get("limit", "8")
+    if details.get("scope") == "order":
+        return f"One order may hold at most {limit} copies of {title}; you may order {more}."
+    return (
+        f"Each member may have at most {limit} copies of {title}, back orders included; "
+        f"you may order {more}."
+    )
 
 
 def sentence_not_a_difficulty(text: str) -> str:
@@ -347,10 +442,30 @@ def say(console: Console, text: str, style: str | None = None) -> None:
     console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
-def show(console: Console, shown: Shown) -> None:
-    """Print tables, and sentences as they are."""
+def show(console: Console, shown: Shown, spaced: bool = False) -> None:
+    """Print tables, and sentences as they are; spaced puts a blank line before each table."""
     for item in shown:
         if isinstance(item, Table):
-            console.print(item)
+            if spaced:
+                say(console, "")
+            show_table(console, item)
         else:
             say(console, item)
+
+
+def show_table(console: Console, table: Table) -> None:
+    """Print a table with no trailing spaces: rich pads every cell and title to its width."""
+    segments: list[Segment] = []
+    for line in console.render_lines(table, pad=False):
+        segments += [*_rstrip(line), Segment.line()]
+    console.print(Segments(segments), soft_wrap=True)
+
+
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    line = list(line)
+    while line and not line[-1].control and not line[-1].text.rstrip(" "):
+        line.pop()
+    if line and not line[-1].control:
+        text, style, control = line[-1]
+        line[-1] = Segment(text.rstrip(" "), style, control)
+    return line

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import logging
 import secrets
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ import reports
 import results
 import rules
 from db import LoginStart, Store
+from engine import ConnectionLostError
 from errors import (
     ConflictError,
     DomainError,
@@ -27,6 +29,7 @@ from errors import (
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
+    OutcomeUnknownError,
     TryAgainError,
     UnavailableError,
     UsernameTakenError,
@@ -53,6 +56,8 @@ from protocol import (
     Request,
     validate_args,
 )
+from snapshot import CatalogueSnapshot
+from stats import DatabaseProbe, ServerStats
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +90,46 @@ WIRE_CODES: dict[type[DomainError], str] = {
     UsernameTakenError: USERNAME_TAKEN,
     # The client may act on it: nothing changed, and details.retry_after_s says when to retry.
     TryAgainError: UNAVAILABLE,
+    OutcomeUnknownError: UNAVAILABLE,  # no retry_after_s: check first, then decide
 }
 
 
 def wire_error(error: DomainError) -> ProtocolError:
     """The wire's error for a domain error, with the same sentence and details."""
     return ProtocolError(WIRE_CODES[type(error)], error.message, error.details)
+
+
+# A database that cannot be reached is no fault of the request: the client may try again.
+# MySQL: cannot connect (2002, 2003, 2005), gone away (2006), lost mid-query (2013, 2055).
+# SQLite: the file cannot be opened, or the disk failed under it.
+MYSQL_UNREACHABLE = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+SQLITE_UNREACHABLE = ("unable to open", "disk i/o")
+DATABASE_UNAVAILABLE = (
+    "The database is unavailable just now and nothing was changed; please try again shortly."
+)
+
+
+def database_unavailable(error: BaseException) -> ProtocolError | None:
+    """`unavailable` (cause database) when error, or one it came from, means the database
+    cannot be reached; None for any other fault, which is `internal`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        errno = getattr(cause, "errno", None)
+        if (
+            isinstance(cause, ConnectionLostError)
+            or (type(cause).__module__.startswith("mysql.") and errno in MYSQL_UNREACHABLE)
+            or (
+                isinstance(cause, sqlite3.OperationalError)
+                and any(text in str(cause).lower() for text in SQLITE_UNREACHABLE)
+            )
+        ):
+            return ProtocolError(
+                UNAVAILABLE, DATABASE_UNAVAILABLE, {"retry_after_s": 1, "cause": "database"}
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 class Commands:
@@ -103,14 +142,21 @@ class Commands:
         hasher: PasswordHasher,
         auth: rules.LoginThrottle = rules.HOUSE_THROTTLE,
         clock: Callable[[], float] = time.time,
+        snapshot: CatalogueSnapshot | None = None,
+        stats: ServerStats | None = None,
     ):
         self.store = store
+        self.snapshot = snapshot or CatalogueSnapshot(store)
+        self.stats = stats or ServerStats()
+        self.database_probe = DatabaseProbe(store.ping if store else lambda: None)
         self.openlibrary = openlibrary
         self.hasher = hasher
         self.auth = auth
         self.clock = clock
         self.handlers: dict[str, Callable[[Session, dict[str, Any]], dict[str, Any]]] = {
             "hello": self.hello,
+            "health": self.health,
+            "stats": self.server_stats,
             "register": self.register,
             "login": self.login,
             "resume": self.resume,
@@ -152,6 +198,9 @@ class Commands:
             return self.handlers[request.cmd](session, args)
         except DomainError as error:
             raise wire_error(error) from None
+        finally:
+            if command.changes_catalogue:
+                self.snapshot.drop()
 
     def _now(self) -> int:
         return int(self.clock())
@@ -180,6 +229,18 @@ class Commands:
 
     def hello(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         return {"server": SERVER_NAME, "version": SERVER_VERSION, "protocol": PROTOCOL_VERSION}
+
+    def health(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        database = self.database_probe.healthy()
+        return {
+            "status": "ok" if database else "degraded",
+            "database": database,
+            "uptime_s": self.stats.uptime_s(),
+            "version": SERVER_VERSION,
+        }
+
+    def server_stats(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return self.stats.snapshot()
 
     def register(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         username = rules.validate_username(args["username"])
@@ -273,33 +334,35 @@ class Commands:
     # -- shop -----------------------------------------------------------------------------------
 
     def list_areas(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"areas": self.store.list_areas()}
+        return {"areas": list(self.snapshot.current().areas)}
 
     def search_walks(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        found, total = self.store.search_walks(
+        walks, total = self.snapshot.current().search_walks(
             **_walk_filters(args), limit=args.get("limit", 50), offset=args.get("offset", 0)
         )
-        return {"walks": [results.walk(r) for r in found], "total": total}
+        return {"walks": walks, "total": total}
 
     def recommend_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         # The very search of search_walks, so that both match the same walks.
-        walks, _ = self.store.search_walks(**_walk_filters(args), limit=EVERY_WALK, offset=0)
+        walks, _ = self.snapshot.current().search_walks(
+            **_walk_filters(args), limit=EVERY_WALK, offset=0
+        )
         by_book: dict[int, list[dict[str, Any]]] = {}
         for walk in walks:
-            by_book.setdefault(walk["number"], []).append(walk)
+            by_book.setdefault(walk["book"]["number"], []).append(walk)
         ranked = rules.rank_guide_books(
             {number: len(found) for number, found in by_book.items()},
-            {number: found[0]["price_pence"] for number, found in by_book.items()},
+            {number: found[0]["book"]["price_pence"] for number, found in by_book.items()},
         )
         top = ranked[: args.get("limit", 10)]
         return {"books": [results.recommendation(by_book[number]) for number in top]}
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"books": self.store.shop_books()}
+        return {"books": list(self.snapshot.current().guide_books)}
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
-        books = self.store.shop_books()
+        books = self.snapshot.current().guide_books
         requested = rules.merge_quantities(
             (_resolve_guide(item["book"], books), item["quantity"]) for item in args["items"]
         )
@@ -325,7 +388,7 @@ class Commands:
         return results.sales(*reports.sales(self.store.database, since, until))
 
     def restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        number = _resolve_guide(args["book"], self.store.shop_books())
+        number = _resolve_guide(args["book"], self.snapshot.current().guide_books)
         return self.store.restock(number, args["quantity"])
 
     def backorders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
@@ -385,11 +448,8 @@ class Commands:
 
     def catalogue(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         query = args.get("query")
-        books, total = self.store.catalogue(
-            rules.match_key(query) if query else None,
-            args.get("limit", 50),
-            args.get("offset", 0),
-            self._now(),
+        books, total = self.snapshot.current().catalogue(
+            rules.match_key(query) if query else None, args.get("limit", 50), args.get("offset", 0)
         )
         return {"books": books, "total": total}
 
@@ -482,8 +542,8 @@ def _walk_filters(args: dict[str, Any]) -> dict[str, Any]:
     difficulty = args.get("difficulty")
     return {
         "area_key": rules.match_key(args["area"]) if args.get("area") else None,
-        "min_distance": low,
-        "max_distance": high,
+        "low": low,
+        "high": high,
         "difficulty": rules.normalise_difficulty(difficulty) if difficulty is not None else None,
     }
 
@@ -508,7 +568,7 @@ def _utc_seconds(args: dict[str, Any], name: str) -> int | None:
         ) from None
 
 
-def _resolve_guide(reference: int | str, books: list[dict[str, Any]]) -> int:
+def _resolve_guide(reference: int | str, books: Sequence[dict[str, Any]]) -> int:
     """A guide book's number from its number or its title (ignoring case and spaces)."""
     if isinstance(reference, int):
         if any(book["number"] == reference for book in books):

@@ -83,6 +83,10 @@ class Store:
         """Which database and driver this store uses (no secrets)."""
         return self.database.describe()
 
+    def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot answer it."""
+        self.database.read(lambda tx: tx.value("SELECT 1"))
+
     # -- schema -------------------------------------------------------------------------------
 
     def load_if_empty(
@@ -312,7 +316,7 @@ class Store:
         def work(tx: Tx) -> tuple[list[Row], int]:
             total = tx.value(f"SELECT COUNT(*) FROM walks w WHERE {where}", params)
             found = tx.rows(
-                "SELECT w.id, w.name, w.area, w.distance_miles, w.difficulty, w.page,"
+                "SELECT w.id, w.name, w.area, w.area_key, w.distance_miles, w.difficulty, w.page,"
                 " w.ascent_m, w.time_hours, w.route_type, w.start_grid_ref,"
                 " b.number, b.title, b.price_pence, b.in_stock"
                 f" FROM walks w JOIN shop_books b ON b.number = w.book_number WHERE {where}"
@@ -659,7 +663,7 @@ class Store:
         self, tx: Tx, key: str | None, title: str, authors: list[str],
         first_publish_year: int | None, copies: int,
     ) -> int:  # fmt: skip
-        search_key = rules.match_key(" | ".join([title, *authors]))
+        search_key = rules.book_search_key(title, authors)
         _, book_id = tx.run(
             "INSERT INTO lending_books (ol_key, title, title_key, authors, search_key,"
             " first_publish_year, copies) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.pool import QueuePool
 
-from errors import TryAgainError
+from errors import OutcomeUnknownError, TryAgainError
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +321,8 @@ class PoolConfig:
     pool_timeout_s: float = 30.0
     pool_recycle_s: int = 3600
     # Sized for a cluster: under load a Galera node sees many certification conflicts, each
-    # retried after an exponential, jittered pause (at most about 2 s in all).
-    deadlock_retries: int = 12
+    # retried after an exponential, jittered pause (about 2 s in all on average, 5 s at most).
+    deadlock_retries: int = 20
 
 
 class Database:
@@ -390,7 +390,7 @@ class Database:
                     started = True
                     try:
                         result = work(tx)
-                        connection.commit()
+                        self._commit(connection)
                         return result
                     except BaseException:
                         _rollback_quietly(connection)
@@ -412,6 +412,20 @@ class Database:
                 self._translate(error)
                 raise
         raise AssertionError("unreachable")
+
+    def _commit(self, connection: Any) -> None:
+        try:
+            connection.commit()
+        except Exception as error:
+            # Lost during COMMIT: the server (or, on Galera, the other nodes) may have applied
+            # it. Saying "nothing was changed" here could make a client order twice.
+            if self.backend.classify(error) is ConnectionLostError:
+                raise OutcomeUnknownError(
+                    "The database connection broke while saving, so it is not known whether"
+                    " that was done; check your orders or loans before trying again.",
+                    {"cause": "database", "outcome": "unknown"},
+                ) from error
+            raise
 
     def read(self, work: Callable[[Tx], T]) -> T:
         """Run work on a pooled connection in autocommit mode; once more if the link was dead."""
@@ -435,7 +449,7 @@ class Database:
 def _backoff_s(attempt: int) -> float:
     # Full jitter: a random pause up to a ceiling that doubles each time, so transactions that
     # collided do not collide again in step.
-    return random.uniform(0, min(0.25, 0.004 * 2**attempt))
+    return random.uniform(0, min(0.3, 0.004 * 2**attempt))
 
 
 def _cursor_of(fairy: Any) -> Any:

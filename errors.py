@@ -52,3 +52,7 @@ class UsernameTakenError(DomainError):
 
 class TryAgainError(DomainError):
     """The work could not be finished just now (contention, a lost database); nothing changed."""
+
+
+class OutcomeUnknownError(DomainError):
+    """The database connection broke during the commit: the change may or may not be saved."""

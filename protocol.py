@@ -2,13 +2,14 @@
 
 Feed bytes to a LineDecoder and get lines back; decode each line into a Request; encode
 responses with encode(). Every layer raises ProtocolError, which the server turns into an
-error line. See ../shared/PROTOCOL.md for the contract this implements.
+error line. See docs/PROTOCOL.md for the contract this implements.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,9 @@ class Command:
     needs_login: bool = True
     admin_only: bool = False
     safe_to_repeat: bool = False
+    # Changes what the catalogue shows (stock, copies available): the server's in-memory
+    # snapshot of the catalogue is dropped after it.
+    changes_catalogue: bool = False
 
 
 _ID = 2**53  # ids beyond JSON's safe integers cannot name a row
@@ -93,19 +97,26 @@ _CREDENTIALS = (
     Arg("password", STR, True, max_length=4096),
 )
 MAX_ORDER_ITEMS = 50
-_ORDER_ITEM = (Arg("book", BOOK_REF, True), Arg("quantity", INT, True, minimum=1, maximum=1000))
+# A book number is looked up, so any id-sized one is a fair question (0 and -5 are not_found).
+_BOOK = Arg("book", BOOK_REF, True, minimum=-_ID, maximum=_ID)
+_ORDER_ITEM = (_BOOK, Arg("quantity", INT, True, minimum=1, maximum=1000))
 
 
 def _read(*args: Arg, needs_login: bool = False, admin_only: bool = False) -> Command:
     return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=True)
 
 
-def _write(*args: Arg, needs_login: bool = True, admin_only: bool = False) -> Command:
-    return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=False)
+def _write(
+    *args: Arg, needs_login: bool = True, admin_only: bool = False, catalogue: bool = False
+) -> Command:
+    return Command(args, needs_login or admin_only, admin_only, False, changes_catalogue=catalogue)
 
 
 COMMANDS: dict[str, Command] = {
     "hello": _read(),
+    # For load balancers: answers without waiting on the database (see stats.DatabaseProbe).
+    "health": _read(),
+    "stats": _read(admin_only=True),
     "register": _write(*_CREDENTIALS, needs_login=False),
     # Logging in again, resuming or logging out again leaves the same state: safe to repeat.
     "login": _read(*_CREDENTIALS),
@@ -133,7 +144,10 @@ COMMANDS: dict[str, Command] = {
         Arg("limit", INT, minimum=1, maximum=50),
     ),
     "guide_books": _read(),
-    "buy": _write(Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM)),
+    "buy": _write(
+        Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM),
+        catalogue=True,
+    ),
     "orders": _read(needs_login=True),
     "cancel_backorder": _write(
         Arg("order_id", INT, True, minimum=1, maximum=_ID),
@@ -143,9 +157,10 @@ COMMANDS: dict[str, Command] = {
         Arg("since", STR, max_length=64), Arg("until", STR, max_length=64), admin_only=True
     ),
     "restock": _write(
-        Arg("book", BOOK_REF, True),
+        _BOOK,
         Arg("quantity", INT, True, minimum=1, maximum=100_000),
         admin_only=True,
+        catalogue=True,
     ),
     "backorders": _read(admin_only=True),
     "search_books": _read(
@@ -156,15 +171,17 @@ COMMANDS: dict[str, Command] = {
         Arg("key", STR, True, max_length=64),
         Arg("copies", INT, True, minimum=1, maximum=1000),
         admin_only=True,
+        catalogue=True,
     ),
-    "borrow": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
-    "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
-    "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID)),
+    "borrow": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
     "history": _read(needs_login=True),
     "overdue": _read(admin_only=True),
-    "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID)),
-    "holds": _read(needs_login=True),
-    "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID)),
+    "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    # Listing holds settles lapsed reservations, which frees copies.
+    "holds": Command(needs_login=True, safe_to_repeat=True, changes_catalogue=True),
+    "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
 }
 
 
@@ -188,6 +205,11 @@ class LineDecoder:
         self.max_line_bytes = max_line_bytes
         self._buffer = bytearray()
         self.failed = False
+
+    @property
+    def has_partial_line(self) -> bool:
+        """True while the decoder holds the start of a line whose newline has not come yet."""
+        return bool(self._buffer) and not self.failed
 
     def feed(self, data: bytes) -> list[bytes | ProtocolError]:
         """Add received bytes; return the lines they complete."""
@@ -271,9 +293,13 @@ def decode_reply(line: bytes) -> Reply:
 
 
 def request_id_of(line: bytes) -> Any:
-    """The id of a request line if one can be read from it, else None (for error replies)."""
+    """The id of a request line if one can be read from it, else None (for error replies).
+
+    A line refused for something elsewhere in it (an unpaired surrogate in an argument) still
+    gets its id back.
+    """
     try:
-        obj = _parse_object(line)
+        obj = _parse_json_object(line)
     except ProtocolError:
         return None
     request_id = obj.get("id")
@@ -334,8 +360,9 @@ def _check(arg: Arg, value: Any) -> Any:
     elif arg.kind == INT:
         kind_ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
     elif arg.kind == NUMBER:
-        kind_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        kind_ok = kind_ok and math.isfinite(value)
+        # An int is always finite; math.isfinite() would overflow on one past a double (10**309),
+        # and the bounds below compare ints and floats exactly.
+        kind_ok = _is_number(value) and (isinstance(value, int) or math.isfinite(value))
         wanted = "a number"
     else:
         kind_ok, wanted = isinstance(value, list), "a list"
@@ -409,6 +436,15 @@ def _check_list(arg: Arg, values: list[Any]) -> list[Any]:
 
 
 def _parse_object(line: bytes) -> dict[str, Any]:
+    obj = _parse_json_object(line)
+    if not _is_text(obj):
+        raise ProtocolError(
+            BAD_REQUEST, "The request contains an unpaired surrogate, which is not valid text."
+        )
+    return obj
+
+
+def _parse_json_object(line: bytes) -> dict[str, Any]:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -419,15 +455,17 @@ def _parse_object(line: bytes) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, "The request line is not valid JSON.") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, "The request must be a JSON object.")
-    try:
-        # JSON may spell an unpaired surrogate (\ud800) that no UTF-8 text can hold: refuse it
-        # here, once, rather than fail later when echoing it, hashing it or storing it.
-        json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ProtocolError(
-            BAD_REQUEST, "The request contains an unpaired surrogate, which is not valid text."
-        ) from None
     return obj
+
+
+def _is_text(value: Any) -> bool:
+    # JSON may spell an unpaired surrogate (\ud800) that no UTF-8 text can hold: refuse it
+    # once, on arrival, rather than fail later when echoing it, hashing it or storing it.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> None:
@@ -436,10 +474,20 @@ def _reject_constant(name: str) -> None:
 
 
 def _is_valid_id(value: Any) -> bool:
-    if value is None or isinstance(value, str):
+    if value is None:
         return True
-    # 1e400 parses as infinity, which could not be echoed as JSON.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, str):
+        return _is_text(value)
+    if isinstance(value, float):
+        return math.isfinite(value)  # 1e400 parses as infinity, which JSON cannot echo
+    # An integer id must be one a double can hold, as every JSON reader can; 10**309 is not
+    # (and math.isfinite() would raise OverflowError on it). The comparison is exact.
+    return _is_number(value) and -sys.float_info.max <= value <= sys.float_info.max
+
+
+def _is_number(value: Any) -> bool:
+    # bool is a subclass of int in Python; true is not a number on the wire.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number(value: float) -> str:

@@ -43,12 +43,11 @@ def walk(r: Row) -> Row:
 
 
 def recommendation(walks: list[Row]) -> Row:
-    """A guide book with the matching walks it covers, from search_walks rows of that book."""
-    shaped = [walk(r) for r in walks]
+    """A guide book with the matching walks it covers, from the Walks of that book."""
     return {
-        "book": shaped[0]["book"],
-        "matching_walks": len(shaped),
-        "walks": [{k: v for k, v in w.items() if k != "book"} for w in shaped],
+        "book": walks[0]["book"],
+        "matching_walks": len(walks),
+        "walks": [{k: v for k, v in w.items() if k != "book"} for w in walks],
     }
 
 

@@ -59,6 +59,11 @@ def normalise_spaces(text: str) -> str:
     return " ".join(text.split())
 
 
+def book_search_key(title: str, authors: Sequence[str]) -> str:
+    """What a lending-catalogue query is matched against: title and authors, as match keys."""
+    return match_key(" | ".join([title, *authors]))
+
+
 def match_key(text: str) -> str:
     """The form two names are compared in: spaces normalised and case folded."""
     return normalise_spaces(text).casefold()

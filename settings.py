@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
@@ -13,18 +15,25 @@ import passwords
 import protocol
 import rules
 import seed
+import tls
 from db import Store, StoreConfig
-from engine import PoolConfig
+from engine import PoolConfig, SQLiteBackend, backend_from_url
 
 # The line "data in ..." belongs to the server program, whichever of its modules writes it.
 log = logging.getLogger("waymark.server")
 
 PROJECT_DIR = Path(__file__).resolve().parent
+DEFAULT_DATA_DIR = PROJECT_DIR / "data"  # the one folder the server may create for a database
 
 _STORE = StoreConfig()
 _THROTTLE_MINUTES = rules.HOUSE_THROTTLE.failure_window_s // 60
 
 T = TypeVar("T")
+
+
+class StartupError(Exception):
+    """A file or setting that keeps the server from starting; its text is one sentence that
+    names it, for the operator to read as it is."""
 
 
 def _setting(default: T, metavar: str, help: str) -> T:
@@ -39,7 +48,7 @@ class ServerConfig:
     host: str = _setting("127.0.0.1", "HOST", "address to listen on")
     port: int = _setting(7443, "N", "TCP port (0 picks a free one)")
     db: str = _setting(
-        f"sqlite:///{PROJECT_DIR / 'data' / 'waymark.db'}",
+        f"sqlite:///{DEFAULT_DATA_DIR / 'waymark.db'}",
         "URL",
         "sqlite:///path.db or mysql://user:password@host:port/database",
     )
@@ -63,10 +72,19 @@ class ServerConfig:
         protocol.DEFAULT_MAX_LINE_BYTES, "N", "longest request line accepted"
     )
     max_connections: int = _setting(1024, "N", "connections served at once; more get server_busy")
+    max_connections_per_address: int = _setting(
+        256, "N", "connections one client address may hold at once (0: no limit)"
+    )
+    max_handshakes: int = _setting(
+        128, "N", "TLS handshakes under way at once; past it the oldest is dropped"
+    )
     handshake_timeout_s: float = _setting(
         10.0, "SECONDS", "seconds a client has to finish the TLS handshake"
     )
     idle_timeout_s: float = _setting(300.0, "SECONDS", "seconds a silent connection is kept open")
+    line_timeout_s: float = _setting(
+        10.0, "SECONDS", "seconds a request line may take to arrive, from its first byte"
+    )
     write_timeout_s: float = _setting(
         30.0, "SECONDS", "seconds a client may take to read an answer"
     )
@@ -112,7 +130,17 @@ class ServerConfig:
         "N",
         f"failed logins per address in {_THROTTLE_MINUTES} minutes before throttling",
     )
+    cert_hosts: str = _setting(
+        "",
+        "NAMES",
+        "comma-separated host names and IP addresses added to a certificate the server makes"
+        " (localhost, 127.0.0.1 and ::1 are always in it)",
+    )
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting(
+        "text", "FORMAT", "text, or json for one JSON object a line (for log shippers)"
+    )
+    log_file: str = _setting("", "FILE", "append the log to this file instead of standard error")
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +172,14 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
                 kind, "text"
             )
             raise ValueError(f"{_flag(setting.name)} must be {wanted}, not {raw!r}.") from None
-    return ServerConfig(**values)
+    config = ServerConfig(**values)
+    if config.log_format not in LOG_FORMATS:
+        raise ValueError(f"--log-format must be text or json, not {config.log_format!r}.")
+    tls.parse_hosts(config.cert_hosts)  # a ValueError names the entry that is not a host
+    return config
+
+
+LOG_FORMATS = ("text", "json")
 
 
 def _flag(name: str) -> str:
@@ -184,7 +219,76 @@ def store_config(config: ServerConfig) -> StoreConfig:
 
 
 def open_store(config: ServerConfig) -> Store:
-    """The store named by --db, with the schema ready; the caller closes it."""
-    store = seed.open_store(config.db, store_config(config))
+    """The store named by --db, with the schema ready; the caller closes it.
+
+    Raises StartupError when the database cannot be used.
+    """
+    check_database(config.db)
+    try:
+        store = seed.open_store(config.db, store_config(config))
+    except Exception as error:  # noqa: BLE001 - the operator gets one sentence, not a traceback
+        log.debug("could not open the database", exc_info=True)
+        where = backend_from_url(config.db).describe()
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StartupError(f"Could not open the {where} (--db): {reason.rstrip('.')}.") from error
     log.info("data in %s", store.describe())
     return store
+
+
+def check_database(url: str) -> None:
+    """Refuse a --db that cannot work, before anything opens or creates it.
+
+    A read-only SQLite file used to start fine and then answer internal to every write. For
+    SQLite the folder must exist (only the default data/ is created), the path must not be a
+    folder, and both the file and its folder must be writable: SQLite's WAL mode makes its
+    -wal and -shm files beside the database.
+    """
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("sqlite", "mysql", "mariadb"):
+        # Not the URL itself: it may hold a password.
+        raise StartupError(
+            "--db must be a URL like sqlite:///path/to/waymark.db or"
+            " mysql://user:password@host:3306/database."
+        )
+    try:
+        backend = backend_from_url(url)
+    except ValueError as error:
+        raise StartupError(f"--db is not usable: {str(error).rstrip('.')}.") from None
+    if not isinstance(backend, SQLiteBackend):
+        return
+    path = backend.path.absolute()
+    folder = path.parent
+    if path.is_dir():
+        raise StartupError(f"The database {path} is a folder, not a file (--db).")
+    if not folder.exists() and folder == DEFAULT_DATA_DIR:
+        folder.mkdir(parents=True)
+    if not folder.is_dir():
+        raise StartupError(
+            f"The folder {folder} for the database does not exist; create it or choose another --db."
+        )
+    if path.exists() and not _can_write_file(path):
+        raise StartupError(
+            f"The database {path} is read-only; the server must be able to write it (--db)."
+        )
+    if not _can_create_in(folder):
+        raise StartupError(
+            f"The folder {folder} is read-only; SQLite must create files beside the database {path.name} (--db)."
+        )
+
+
+def _can_write_file(path: Path) -> bool:
+    # A real open for writing, not os.access: that ignores read-only mounts, and says yes to
+    # root whatever the capabilities really allow.
+    try:
+        with path.open("r+b"):
+            return True
+    except OSError:
+        return False
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

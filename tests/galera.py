@@ -39,7 +39,6 @@ PROVIDER_PATHS = (
     "/usr/lib64/galera-4/libgalera_smm.so",
     "/usr/lib64/galera/libgalera_smm.so",
 )
-PACKAGES = ("galera-4", "rsync", "mariadb-server")
 STATE_FILE = "cluster.json"
 DEFAULT_CLI_DIR = "/tmp/waymark-cluster"
 START_TIMEOUT_S = 120.0
@@ -125,9 +124,10 @@ def ensure_software() -> Software:
             subprocess.run(command, env=environment, capture_output=True, timeout=900, check=False)
         software, missing = find_software()
     if software is None:
+        named = " and ".join([", ".join(missing[:-1]), missing[-1]] if missing[1:] else missing)
         raise ClusterError(
-            f"The Galera cluster needs {', '.join(missing)}, which this machine lacks: install"
-            f" {'them' if len(missing) > 1 else 'it'} (Debian/Ubuntu: apt-get install"
+            f"The Galera cluster needs {named}, which this machine lacks: install"
+            f" {'them' if missing[1:] else 'it'} (Debian/Ubuntu: apt-get install"
             f" {' '.join(missing)})."
         )
     return software
@@ -177,8 +177,6 @@ class GaleraCluster:
         self.nodes = nodes
         self.software = software
         self.account = account
-        self.started_in_s: float | None = None
-        self._processes: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- making and finding one ---------------------------------------------------------------
 
@@ -234,10 +232,9 @@ class GaleraCluster:
 
     # -- starting and stopping ----------------------------------------------------------------
 
-    def start(self, timeout_s: float = START_TIMEOUT_S, detach: bool = False) -> float:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> float:
         """Initialise node 1, bootstrap it, join the others one by one; returns the seconds taken.
 
-        detach=True puts the nodes in a session of their own, to outlive the calling command.
         Raises ClusterError, with the failing node's log, when a node dies or is not in time.
         """
         started = time.monotonic()
@@ -245,15 +242,14 @@ class GaleraCluster:
         first = self.nodes[0]
         if not first.datadir.exists():
             self._install_db(first)
-        self._launch(first, bootstrap=True, detach=detach)
+        self._launch(first, bootstrap=True)
         self.wait_synced([first], deadline)
         for count, node in enumerate(self.nodes[1:], start=2):
             # One joiner at a time: two joining at once make the group re-form for seconds, and
             # a donor serves one rsync SST at a time anyway.
-            self._launch(node, bootstrap=False, detach=detach)
+            self._launch(node, bootstrap=False)
             self.wait_synced(self.nodes[:count], deadline)
-        self.started_in_s = time.monotonic() - started
-        return self.started_in_s
+        return time.monotonic() - started
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Shut every node down (SIGTERM, then SIGKILL after timeout_s)."""
@@ -280,9 +276,7 @@ class GaleraCluster:
         node.pid = None
         self.save()
 
-    def restart(
-        self, number: int, timeout_s: float = START_TIMEOUT_S, detach: bool = False
-    ) -> float:
+    def restart(self, number: int, timeout_s: float = START_TIMEOUT_S) -> float:
         """Start a stopped or killed node again; it rejoins (IST, else SST). Returns seconds."""
         started = time.monotonic()
         node = self.node(number)
@@ -292,7 +286,7 @@ class GaleraCluster:
         # about 6 s) makes the group re-form again and again: rejoining then takes 25 s, not 5.
         others = [n for n in self.nodes if self.running(n)]
         self.wait_synced(others, started + timeout_s)
-        self._launch(node, bootstrap=False, detach=detach)
+        self._launch(node, bootstrap=False)
         self.wait_synced([*others, node], started + timeout_s)
         return time.monotonic() - started
 
@@ -302,9 +296,11 @@ class GaleraCluster:
         """True while the node's mariadbd process lives (a zombie counts as dead)."""
         if node.pid is None:
             return False
-        process = self._processes.get(node.number)
-        if process is not None and process.pid == node.pid:
-            return process.poll() is None
+        try:
+            # Our own child: alive until reaped here, and its pid cannot be reused before.
+            return os.waitpid(node.pid, os.WNOHANG)[0] == 0
+        except ChildProcessError:
+            pass  # started by another process (scripts/cluster start): look it up instead
         try:
             stat = Path(f"/proc/{node.pid}/stat").read_text()
             cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes()
@@ -317,7 +313,7 @@ class GaleraCluster:
         """The node's wsrep status variables, or None when it does not answer."""
         try:
             connection = mysql.connector.connect(
-                host=HOST, port=node.port, user="root", connection_timeout=2
+                host=HOST, port=node.port, user="root", connection_timeout=2, read_timeout=5
             )
         except mysql.connector.Error:
             return None
@@ -417,19 +413,25 @@ class GaleraCluster:
             command.append("--wsrep-new-cluster")
         return command
 
-    def _launch(self, node: Node, bootstrap: bool, detach: bool) -> None:
+    def _launch(self, node: Node, bootstrap: bool) -> None:
         node.datadir.mkdir(exist_ok=True)
         _give_to(node.datadir, self.account)
-        with (node.directory / "mariadbd.out").open("ab") as output:
-            process = subprocess.Popen(
-                self.command(node, bootstrap),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=detach,
-            )
-        self._processes[node.number] = process
-        node.pid = process.pid
+        command = self.command(node, bootstrap)
+        output = str(node.directory / "mariadbd.out")
+        appending = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        # posix_spawn in a session of its own, not Popen: a node may outlive this process
+        # (scripts/cluster start), and a Popen still running when collected counts as a leak.
+        node.pid = os.posix_spawn(
+            command[0],
+            command,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, output, appending, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
         self.save()
 
     def _signal(self, node: Node, sig: int) -> None:
@@ -442,9 +444,6 @@ class GaleraCluster:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
-        process = self._processes.pop(node.number, None)
-        if process is not None:
-            process.wait()
         return True
 
 
@@ -473,7 +472,7 @@ def galera_cluster() -> Iterator[GaleraCluster]:
                 raise
             print(f"\nGalera: 3 nodes Synced in {seconds:.1f} s ({cluster.directory})")
     except ClusterError as error:
-        pytest.fail(f"The cluster tests need a Galera cluster: {error}", pytrace=False)
+        pytest.fail(str(error), pytrace=False)
     try:
         yield cluster
     finally:
@@ -521,7 +520,7 @@ def _run(action: str, directory: Path, number: int) -> int:
             cluster.remove()
         cluster = GaleraCluster.create(directory)
         try:
-            seconds = cluster.start(detach=True)
+            seconds = cluster.start()
         except ClusterError:
             cluster.stop()
             raise
@@ -541,7 +540,7 @@ def _run(action: str, directory: Path, number: int) -> int:
         print(f"node {number} killed")
         return 0
     if action == "restart":
-        seconds = cluster.restart(number, detach=True)
+        seconds = cluster.restart(number)
         print(f"node {number} Synced again in {seconds:.1f} s")
         return 0
     return _print_status(cluster)

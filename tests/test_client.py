@@ -136,7 +136,7 @@ def test_basket_merges_lines_and_adds_up() -> None:
     assert basket.copies == 6
     assert basket.subtotal_pence == 5 * 1299 + 1399
     assert basket.room_for(PEAK) == 3
-    assert basket.remove(0).book == PEAK
+    assert basket.set_quantity(101, 0) is None
     assert basket.items() == [{"book": 105, "quantity": 1}]
     basket.clear()
     assert not basket
@@ -560,6 +560,7 @@ class FakeConnection(Connection):
             "hello": {"server": "waymark", "version": "1", "protocol": 1},
             "login": {"token": "tok", "user": USER},
             "logout": {},
+            "orders": {"orders": []},
             "guide_books": {"books": [dataclasses.asdict(book) for book in guide_books_in(WALKS)]},
             **answers,
         }
@@ -621,20 +622,28 @@ MENU_IN = {"find": "1", "buy": "2", "orders": "3", "borrow": "5", "loans": "6", 
 
 def test_register_asks_for_the_password_twice_and_logs_in() -> None:
     taken = ServerError("username_taken", "That username is taken.")
-    weak = ServerError("weak_password", "The password must be at least 8 characters long.")
+    weak = ServerError("weak_password", "The password is on a list of common passwords.")
     connection = FakeConnection({"register": [taken, weak, {"user": {"id": 1, "username": "ann"}}]})
     transcript = run_menu(
         connection,
         [MENU_OUT["register"], "bob", "ann", "0"],
-        ["secret-one", "secret-two", "short", "short", "long enough", "long enough"],
-    )
+        ["secret-one", "secret-two", "short", "short", "long enough", "long enough",
+         "longer still", "longer still"],
+    )  # fmt: skip
     assert "The two passwords differ; please type them again." in transcript
     assert "That username is taken." in transcript
+    # checked as typed (rules.validate_password), so the server never saw "short"
     assert "The password must be at least 8 characters long." in transcript
+    assert "The password is on a list of common passwords." in transcript
     assert "Registered ann." in transcript
     assert "Welcome, ann!" in transcript
-    assert connection.sent("register")[-1] == {"username": "ann", "password": "long enough"}
-    assert connection.sent("login") == [{"username": "ann", "password": "long enough"}]
+    # a taken name asks for another name, not for the password again
+    assert connection.sent("register") == [
+        {"username": "bob", "password": "long enough"},
+        {"username": "ann", "password": "long enough"},
+        {"username": "ann", "password": "longer still"},
+    ]
+    assert connection.sent("login") == [{"username": "ann", "password": "longer still"}]
     assert ("logout", {}) in connection.calls  # quitting ends the session on the server
     assert "Goodbye." in transcript
 
@@ -660,7 +669,7 @@ def test_finding_walks_forgives_bad_input() -> None:
     assert "There is no area 7; enter a number from 1 to 2." in transcript
     assert "'steep' is not a difficulty; choose easy, medium or hard." in transcript
     assert "The distance must be zero or more miles." in transcript
-    assert "'three' is not a number of miles." in transcript
+    assert "'three' is not a number of miles; type one such as 4 or 6.5." in transcript
     assert "The longest walk cannot be shorter than the shortest (4)." in transcript
     assert connection.sent("search_walks") == [
         {"limit": 200, "area": "Peak District", "difficulty": "medium", "min_distance": 4.0,
@@ -704,9 +713,9 @@ def test_buying_a_basket_shows_the_discount_and_back_orders() -> None:
         [
             MENU_OUT["log in"], "ann",
             MENU_IN["buy"],
-            "1", "1", "9", "2",  # More Peak District: 9 is too many, then 2
-            "1", "2", "1",  # Snowdonia
-            "1", "1", "3",  # 3 more of More Peak District: the lines merge
+            "1", "101", "9", "2",  # More Peak District: 9 is too many, then 2
+            "1", "105", "1",  # Snowdonia
+            "1", "101", "3",  # 3 more of More Peak District: the lines merge
             "3", "y",
             "0",
         ],
@@ -717,7 +726,12 @@ def test_buying_a_basket_shows_the_discount_and_back_orders() -> None:
     assert connection.sent("buy") == [
         {"items": [{"book": 101, "quantity": 5}, {"book": 105, "quantity": 1}]}
     ]
-    assert "Order 6 copies for £78.94 before any discount? [Y/n]" in transcript
+    assert "Order 6 copies for £71.05 (£78.94 less the £7.89 discount)? [Y/n]" in transcript
+    assert (
+        "There are only 3 copies of More Peak District in stock; 2 will be back-ordered"
+        in transcript
+    )
+    assert "There are no copies of Snowdonia in stock; 1 will be back-ordered" in transcript
     assert "Discount" in transcript and "-£7.89" in transcript and "£71.05" in transcript
     assert "You saved £7.89 with the discount." in transcript
     assert "2 copies of More Peak District are back-ordered" in transcript
@@ -726,16 +740,25 @@ def test_buying_a_basket_shows_the_discount_and_back_orders() -> None:
 
 def test_a_refused_order_keeps_the_basket() -> None:
     refused = ServerError(
-        "limit_exceeded", "You may order only 2 more copies of book 101.", {"allowed": 2}
+        "limit_exceeded",
+        "You have already ordered 6 copies of book 101 and each customer may have at most 8, "
+        "so you may order 2 more copies.",
+        {"book": 101, "limit": 8, "scope": "customer", "allowed": 2},
     )
     connection = FakeConnection({"search_walks": {"walks": WALKS, "total": 3}, "buy": refused})
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "1", "4", "3", "", "0", "0"],
+        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "101", "4", "3", "", "0", "0", "y"],
         ["pw"],
     )
-    assert "You may order only 2 more copies of book 101." in transcript
+    # the book by its title, not "book 101"
+    assert (
+        "Each member may have at most 8 copies of More Peak District, back orders included; "
+        "you may order only 2 more copies." in transcript
+    )
+    assert "book 101" not in transcript
     assert "Buy guide books (basket: 4 copies)" in transcript
+    assert "Your basket holds 4 copies, not yet ordered. Quit anyway? [Y/n]" in transcript
 
 
 def test_an_unknown_outcome_is_explained_and_the_basket_kept() -> None:
@@ -743,7 +766,7 @@ def test_an_unknown_outcome_is_explained_and_the_basket_kept() -> None:
     connection = FakeConnection({"search_walks": {"walks": WALKS, "total": 3}, "buy": lost})
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "1", "1", "3", "y", "0"],
+        [MENU_OUT["log in"], "ann", MENU_IN["buy"], "1", "101", "1", "3", "y", "0"],
         ["pw"],
     )
     assert "it is not known whether that was done; check your orders" in transcript
@@ -797,13 +820,16 @@ def test_my_loans_show_due_dates_and_overdue_marks_then_return() -> None:
     )  # fmt: skip
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", MENU_IN["loans"], MENU_IN["return"], "x", "1",
+        [MENU_OUT["log in"], "ann", MENU_IN["loans"], MENU_IN["return"], "x", "1", "4", "y",
          MENU_IN["history"], "0"],
         ["pw"],
     )  # fmt: skip
     assert format_local_time(LOAN["due_at"]) in transcript
     assert "OVERDUE by 2 days" in transcript
-    assert "'x' is not a whole number; enter 1 to 1." in transcript
+    # the loan's own number, as "My loans" shows it, not its place in the list
+    assert "'x' is not a loan number shown; choose 4." in transcript
+    assert "'1' is not a loan number shown; choose 4." in transcript
+    assert "Return The Hobbit? [Y/n]" in transcript
     assert "Returned The Hobbit. Thank you!" in transcript
     assert connection.sent("return") == [{"loan_id": 4}]
     assert "returned " + format_local_time(returned["returned_at"]) in transcript
@@ -818,7 +844,7 @@ def test_renewing_a_loan_and_cancelling_a_hold() -> None:
          "cancel_hold": {}}
     )  # fmt: skip
     transcript = run_menu(
-        connection, [MENU_OUT["log in"], "ann", "8", "1", "9", "1", "y", "0"], ["pw"]
+        connection, [MENU_OUT["log in"], "ann", "8", "4", "9", "1", "y", "0"], ["pw"]
     )
     due = format_local_time(renewed["due_at"])
     assert f"Renewed The Hobbit; it is now due back {due}." in transcript
@@ -922,7 +948,7 @@ def test_an_admin_sees_restock_and_add_book() -> None:
     )  # fmt: skip
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "root", "11", "2", "5", "12", "thoreau walking", "1", "2", "0"],
+        [MENU_OUT["log in"], "root", "11", "105", "5", "12", "thoreau walking", "1", "2", "0"],
         ["pw"],
     )
     assert "Restock guide books (admin)" in transcript
@@ -1026,10 +1052,10 @@ def test_a_whole_menu_session_against_the_real_server(server: ServerProcess) -> 
                 MENU_OUT["log in"], "walker",
                 MENU_IN["find"], "peak", "EASY", "", "",  # then its first walk's book, 1 copy
                 "1", "1",
-                MENU_IN["buy"], "1", "1", "5", "3", "y",  # 5 of book 101 too: 6 x £12.99
+                MENU_IN["buy"], "1", "101", "5", "3", "y",  # 5 of book 101 too: 6 x £12.99
                 MENU_IN["borrow"], "hobbit", "1", "y",
                 MENU_IN["loans"],
-                MENU_IN["return"], "1",
+                MENU_IN["return"], "1", "y",  # loan 1, the first of this fresh database
                 MENU_IN["history"],
                 "0",
             ],
@@ -1058,7 +1084,7 @@ def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> 
             connection,
             [
                 MENU_OUT["register"], "walker",
-                MENU_IN["buy"], "1", "1", "2", "0",  # two copies in the basket, then back
+                MENU_IN["buy"], "1", "101", "2", "0",  # two copies in the basket, then back
                 server.restart,
                 MENU_IN["buy"], "3", "y",  # the basket survived; the order goes through once
                 MENU_IN["orders"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tls
+from tests.test_protocol import NUMERIC_ARGS, args_with, extreme_numbers
 from tests.wire import ServerProcess, WireClient, register_and_login
 
 json_values = st.recursive(
@@ -41,6 +43,16 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
 def member(shared_server: ServerProcess) -> WireClient:
     client = shared_server.client()
     register_and_login(client, "fuzzer")
+    yield client  # type: ignore[misc]
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def keeper(shared_server: ServerProcess) -> WireClient:
+    """An admin's connection, so that admin-only commands get as far as their arguments."""
+    shared_server.create_admin("keeper", "correct horse battery")
+    client = shared_server.client()
+    client.call("login", username="keeper", password="correct horse battery")
     yield client  # type: ignore[misc]
     client.close()
 
@@ -103,6 +115,26 @@ def test_any_arguments_get_a_proper_answer_and_the_connection_survives(
         assert isinstance(error["message"], str) and error["message"]
         assert isinstance(error["details"], dict)
     assert member.call("hello")["protocol"] == 1
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.sampled_from(NUMERIC_ARGS), extreme_numbers)
+def test_any_number_in_any_numeric_argument_never_reaches_the_database_unchecked(
+    keeper: WireClient, where: tuple, value: float
+) -> None:
+    cmd, path, _ = where
+    # Sent as JSON text, so 10**309 arrives as digits and 1e308 as a float, as from any client.
+    keeper.send_raw(
+        (json.dumps({"id": 1, "cmd": cmd, "args": args_with(cmd, path, value)}) + "\n").encode()
+    )
+    response = keeper.read()
+    assert response["id"] == 1
+    if not response["ok"]:
+        assert response["error"]["code"] != "internal", (cmd, path, value, response)
+        if response["error"]["code"] == "bad_request":
+            assert f"'{path[-1]}'" in response["error"]["message"], response
 
 
 @settings(
@@ -170,15 +202,22 @@ def test_a_password_far_over_the_limit_is_refused_without_crashing(
 
 
 def test_a_dropped_connection_mid_request_harms_nobody(shared_server: ServerProcess) -> None:
-    for cut in (5, 20):
+    with shared_server.client() as watcher:
+        register_and_login(watcher, "dropper")
+        before_stock = stock(watcher)
+    request = b'{"id": 1, "cmd": "buy", "args": {"items": [{"book": 101, "quantity": 2}]}}'
+    for cut in (5, 20, len(request) - 1, len(request)):  # the last one lacks only its newline
         client = shared_server.client()
-        client.send_raw(b'{"id": 1, "cmd": "buy", "args": {"items": [{"book": 101, "qu'[:cut])
+        client.call("login", username="dropper", password="correct horse")
+        client.send_raw(request[:cut])
         client.sock.close()
     raw = socket.create_connection((shared_server.host, shared_server.port), timeout=5)
     raw.sendall(b"\x16\x03\x01\x00")  # the start of a ClientHello, then gone
     raw.close()
     with shared_server.client() as client:
-        assert client.call("hello")
+        client.call("login", username="dropper", password="correct horse")
+        assert client.call("orders") == {"orders": []}  # no half-read buy was carried out
+        assert stock(client) == before_stock
 
 
 def test_a_client_that_vanishes_without_reading_answers_is_dropped(
@@ -225,13 +264,28 @@ def test_many_clients_at_once_are_all_answered(shared_server: ServerProcess) -> 
     assert results == [True] * 40
 
 
-def test_tls_renegotiation_and_garbage_after_handshake_do_not_kill_the_server(
-    shared_server: ServerProcess,
-) -> None:
+def test_garbage_after_the_handshake_is_a_bad_request(shared_server: ServerProcess) -> None:
     context = tls.client_context(shared_server.cafile)
     with socket.create_connection((shared_server.host, shared_server.port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as sock:
             sock.sendall(b"\x00" * 1000 + b"\n")
             assert json.loads(sock.recv(65536).split(b"\n")[0])["error"]["code"] == "bad_request"
+    with shared_server.client() as client:
+        assert client.call("hello")
+
+
+def test_a_client_initiated_tls_renegotiation_is_refused(shared_server: ServerProcess) -> None:
+    # TLS 1.3 has no renegotiation, so this asks for 1.2. s_client renegotiates when it reads a
+    # line "R"; the server must refuse (a renegotiation per request is a cheap CPU attack).
+    attempt = subprocess.run(
+        ["sh", "-c", f"(sleep 1; echo R; sleep 1) | openssl s_client -tls1_2 -connect "
+         f"{shared_server.host}:{shared_server.port} -servername localhost "
+         f"-CAfile {shared_server.cafile} -verify_return_error"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "Verify return code: 0 (ok)" in attempt.stdout  # the first handshake was fine
+    assert "RENEGOTIATING" in attempt.stderr  # it did try
+    assert "no renegotiation" in attempt.stderr, attempt.stderr  # and was told no
+    assert attempt.returncode != 0
     with shared_server.client() as client:
         assert client.call("hello")

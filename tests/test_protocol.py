@@ -176,3 +176,121 @@ def test_deep_nesting_is_a_bad_request_even_for_the_id_lookup() -> None:
 def test_every_command_in_the_table_has_a_handler_and_no_handler_is_unlisted() -> None:
     handlers = Commands(None, None, None).handlers  # type: ignore[arg-type]
     assert handlers.keys() == protocol.COMMANDS.keys()
+
+
+HUGE = 10**309  # past the largest double: math.isfinite() overflows on it
+
+
+@pytest.mark.parametrize("request_id", [HUGE, -HUGE, 2**1024])
+def test_an_integer_id_past_any_double_is_a_bad_request_not_a_crash(request_id: int) -> None:
+    line = json.dumps({"id": request_id, "cmd": "hello"}).encode()
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert protocol.request_id_of(line) is None
+
+
+def test_large_integer_ids_a_double_can_hold_are_echoed() -> None:
+    assert decode_request(json.dumps({"id": 2**64, "cmd": "hello"}).encode()).id == 2**64
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id": 7, "cmd": "login", "args": {"username": "ann", "password": "\\ud83d"}}',
+        b'{"cmd": "\\udfff", "id": 7}',
+        b'{"id": 7, "cmd": "hello", "\\ud800": 1}',
+    ],
+)
+def test_an_unpaired_surrogate_elsewhere_keeps_the_id(line: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(line)
+    assert caught.value.code == protocol.BAD_REQUEST
+    assert protocol.request_id_of(line) == 7
+
+
+def numeric_args() -> list[tuple[str, tuple[str, ...], protocol.Arg]]:
+    """Every argument that may be a number, as (command, path to it, Arg), nested ones too."""
+    found = []
+    for name, command in protocol.COMMANDS.items():
+        for arg in command.args:
+            if arg.kind in (protocol.INT, protocol.NUMBER, protocol.BOOK_REF):
+                found.append((name, (arg.name,), arg))
+            for item in arg.items:
+                if item.kind in (protocol.INT, protocol.NUMBER, protocol.BOOK_REF):
+                    found.append((name, (arg.name, item.name), item))
+    return found
+
+
+NUMERIC_ARGS = numeric_args()
+
+
+VALID_TEXT = {"key": "/works/OL45804W"}  # text arguments that the handlers check further
+
+
+def valid_args(spec: tuple[protocol.Arg, ...]) -> dict:
+    """A valid value for every required argument of spec."""
+    args: dict = {}
+    for arg in spec:
+        if arg.required:
+            if arg.kind == protocol.LIST:
+                args[arg.name] = [valid_args(arg.items)]
+            elif arg.kind == protocol.STR:
+                args[arg.name] = VALID_TEXT.get(arg.name, "x")
+            else:
+                args[arg.name] = max(arg.minimum or 1, 1)
+    return args
+
+
+def args_with(cmd: str, path: tuple[str, ...], value: object) -> dict:
+    """Valid arguments for cmd, but with value at path (nested ones in a one-item list)."""
+    args = valid_args(protocol.COMMANDS[cmd].args)
+    if len(path) == 1:
+        args[path[0]] = value
+    else:
+        args[path[0]][0][path[1]] = value
+    return args
+
+
+def test_every_numeric_argument_is_bounded_on_both_sides() -> None:
+    # An unbounded number reaches SQLite or MySQL, whose integers stop at 2**63.
+    assert NUMERIC_ARGS
+    for cmd, path, arg in NUMERIC_ARGS:
+        assert arg.minimum is not None and arg.maximum is not None, (cmd, path)
+        assert -(2**63) < arg.minimum <= arg.maximum < 2**63, (cmd, path)
+
+
+extreme_numbers = st.one_of(
+    st.integers(),
+    st.sampled_from([HUGE, -HUGE, 2**1024, 2**64, 2**63, 2**63 - 1, 2**53 + 1, -(2**63), 0, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e308, -1e308, 5e-324, -0.0, 0.5]),
+)
+
+
+@given(st.sampled_from(NUMERIC_ARGS), extreme_numbers)
+def test_any_number_in_any_numeric_argument_is_accepted_or_a_bad_request_naming_it(
+    where: tuple[str, tuple[str, ...], protocol.Arg], value: float
+) -> None:
+    cmd, path, arg = where
+    # The number arrives as a client would send it: JSON text, parsed by decode_request.
+    line = json.dumps({"id": 1, "cmd": cmd, "args": args_with(cmd, path, value)}).encode()
+    request = decode_request(line)
+    try:
+        clean = validate_args(cmd, request.args)
+    except ProtocolError as error:
+        assert error.code == protocol.BAD_REQUEST
+        assert f"'{path[-1]}'" in error.message
+        return
+    accepted = clean[path[0]] if len(path) == 1 else clean[path[0]][0][path[1]]
+    assert arg.minimum is not None and arg.maximum is not None
+    assert arg.minimum <= accepted <= arg.maximum
+
+
+def test_the_decoder_says_when_it_holds_part_of_a_line() -> None:
+    decoder = LineDecoder(10)
+    assert not decoder.has_partial_line
+    assert decoder.feed(b'{"a"') == [] and decoder.has_partial_line
+    assert decoder.feed(b":1}\n") == [b'{"a":1}'] and not decoder.has_partial_line
+    decoder.feed(b"x" * 11)
+    assert not decoder.has_partial_line  # failed: the connection is closing anyway

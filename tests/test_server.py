@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
 import socket
@@ -9,6 +11,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -173,8 +176,22 @@ def test_the_client_checks_the_hostname(server: ServerProcess) -> None:
     ("version", "accepted"), [("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)]
 )
 def test_tls_1_2_is_the_minimum(server: ServerProcess, version: str, accepted: bool) -> None:
-    # SECLEVEL=0 lets this client offer TLS 1.1 at all, so the refusal is the server's.
+    # SECLEVEL=0 lets this client offer TLS 1.1 at all. The system's OpenSSL policy may refuse
+    # it too, so this alone cannot tell; the test below checks our own contexts.
     assert openssl_connects(server, version, "-cipher", "DEFAULT@SECLEVEL=0") is accepted
+
+
+def test_both_contexts_set_tls_1_2_as_their_own_minimum(server: ServerProcess) -> None:
+    contexts = [
+        tls.server_context(server.cafile, server.keyfile),
+        tls.client_context(server.cafile),
+    ]
+    assert [c.minimum_version for c in contexts] == [ssl.TLSVersion.TLSv1_2] * 2
+    # Not "whatever OpenSSL allows": no context may reach below TLS 1.2 once the policy changes.
+    assert all(
+        c.maximum_version in (ssl.TLSVersion.MAXIMUM_SUPPORTED, ssl.TLSVersion.TLSv1_3)
+        for c in contexts
+    )
 
 
 def test_tls_1_2_uses_only_ecdhe_aead_suites(server: ServerProcess) -> None:
@@ -353,6 +370,14 @@ def test_help_reads_well() -> None:
     ):
         assert option in result.stdout
     assert "WAYMARK_PORT" in result.stdout
+    help_text = " ".join(result.stdout.split())  # argparse wraps lines anywhere
+    for option, variable, default in (
+        ("--line-timeout-s", "WAYMARK_LINE_TIMEOUT_S", "10.0"),
+        ("--max-handshakes", "WAYMARK_MAX_HANDSHAKES", "128"),
+        ("--max-connections-per-address", "WAYMARK_MAX_CONNECTIONS_PER_ADDRESS", "256"),
+        ("--write-timeout-s", "WAYMARK_WRITE_TIMEOUT_S", "30.0"),
+    ):
+        assert option in help_text and f"[{variable}; default {default}]" in help_text
 
 
 @pytest.mark.parametrize(
@@ -369,3 +394,155 @@ def test_a_bad_option_value_is_a_usage_error(args: tuple[str, ...], message: str
     )  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_an_id_past_any_double_is_answered_and_so_is_everything_after_it(
+    server: ServerProcess,
+) -> None:
+    with server.client() as client:
+        client.send_raw(
+            b'{"id": 1' + b"0" * 309 + b', "cmd": "hello"}\n{"id": 2, "cmd": "hello"}\n'
+        )
+        refused, after = client.read(), client.read()
+    assert (refused["id"], refused["error"]["code"]) == (None, "bad_request")
+    assert (after["id"], after["ok"]) == (2, True)
+
+
+@pytest.mark.parametrize("argument", ["min_distance", "max_distance"])
+def test_a_distance_past_any_double_is_a_bad_request_naming_it(
+    server: ServerProcess, argument: str
+) -> None:
+    with server.client() as client:
+        client.send_raw(
+            b'{"id": 3, "cmd": "search_walks", "args": {"%s": 1%s}}\n'
+            % (argument.encode(), b"0" * 309)
+        )
+        error = client.read()["error"]
+        assert error["code"] == "bad_request" and f"'{argument}'" in error["message"]
+        assert client.call("hello")
+
+
+def test_an_unpaired_surrogate_in_an_argument_keeps_the_id(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.send_raw(b'{"id": 7, "cmd": "search_walks", "args": {"area": "\\ud800"}}\n')
+        response = client.read()
+    assert (response["id"], response["error"]["code"]) == (7, "bad_request")
+
+
+def silent_sockets(server: ServerProcess, count: int) -> list[socket.socket]:
+    """count TCP connections that never start TLS."""
+    return [socket.create_connection((server.host, server.port), timeout=5) for _ in range(count)]
+
+
+def test_silent_sockets_past_the_handshake_budget_do_not_starve_real_clients(
+    tmp_path: Path,
+) -> None:
+    # They used to take connection slots while they waited: with 1,100 of them every real
+    # client was dropped at once. Now they share the handshake budget and the oldest go.
+    process = start(tmp_path, "--max-connections", "64", env={"WAYMARK_MAX_HANDSHAKES": "32"})
+    silent = silent_sockets(process, 400)
+    try:
+        for _ in range(5):
+            started = time.monotonic()
+            with process.client() as client:
+                assert client.call("hello")["protocol"] == 1
+            assert time.monotonic() - started < 1.0
+    finally:
+        for sock in silent:
+            sock.close()
+        process.stop()
+
+
+def test_every_client_past_the_connection_cap_hears_server_busy(tmp_path: Path) -> None:
+    process = start(tmp_path, "--max-connections", "1")
+    answers: list[str] = []
+
+    def knock() -> None:
+        try:
+            with process.client() as client:
+                answers.append(client.read()["error"]["code"])
+        except (OSError, ssl.SSLError) as error:
+            answers.append(type(error).__name__)
+
+    try:
+        with process.client() as holder:
+            holder.call("hello")
+            knockers = [threading.Thread(target=knock) for _ in range(48)]
+            for thread in knockers:
+                thread.start()
+            for thread in knockers:
+                thread.join(timeout=30)
+        assert answers == ["server_busy"] * 48
+    finally:
+        process.stop()
+
+
+def test_one_address_may_hold_only_so_many_connections(tmp_path: Path) -> None:
+    process = start(tmp_path, "--max-connections-per-address", "2")
+    try:
+        with process.client() as first, process.client() as second:
+            first.call("hello")
+            second.call("hello")
+            with process.client() as third:
+                error = third.read()["error"]
+                assert (error["code"], error["details"]) == (
+                    "server_busy",
+                    {"scope": "address", "limit": 2},
+                )
+        time.sleep(0.5)  # the slots are counted back as the handlers finish
+        with process.client() as again:
+            assert again.call("hello")
+    finally:
+        process.stop()
+
+
+def test_a_client_hello_trickled_byte_by_byte_gets_one_handshake_timeout_in_all(
+    tmp_path: Path,
+) -> None:
+    process = start(tmp_path, "--handshake-timeout-s", "1")
+    outgoing = ssl.MemoryBIO()
+    tls_object = tls.client_context(process.cafile).wrap_bio(
+        ssl.MemoryBIO(), outgoing, server_hostname="localhost"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_object.do_handshake()
+    client_hello = outgoing.read()
+    try:
+        with socket.create_connection((process.host, process.port), timeout=0.2) as raw:
+            started = time.monotonic()
+            with pytest.raises(OSError):  # reset, or a clean close seen as EOF below
+                for byte in client_hello:
+                    raw.sendall(bytes([byte]))
+                    with contextlib.suppress(TimeoutError):
+                        if raw.recv(1) == b"":
+                            raise ConnectionResetError("closed by the server")
+            assert time.monotonic() - started < 3
+    finally:
+        process.stop()
+
+
+def test_the_generated_certificate_lasts_at_most_365_days(server: ServerProcess) -> None:
+    cert = x509.load_pem_x509_certificate(server.cafile.read_bytes())
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(days=365, minutes=5)  # 5 minutes back-dated for skew
+    assert "expire" not in server.log()
+
+
+def test_a_certificate_near_its_end_is_warned_about_at_start(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    tls.ensure_certificate(certs / "server.crt", certs / "server.key", datetime.timedelta(days=20))
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    with ServerProcess(tmp_path, db_url=db, cert_dir=certs) as process:
+        with process.client() as client:
+            assert client.call("hello")
+    assert "WARNING" in process.log() and "expires in 19 days" in process.log()
+
+
+def test_a_client_may_pin_the_old_and_the_new_certificate_while_they_change_over(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # README's renewal: clients get a file holding both, so the switch needs no flag day.
+    bundle = tmp_path / "pins.crt"
+    bundle.write_bytes(make_cert(tmp_path / "next").read_bytes() + server.cafile.read_bytes())
+    with WireClient(server.host, server.port, bundle) as client:
+        assert client.call("hello")
