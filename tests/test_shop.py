@@ -593,6 +593,7 @@ def test_bad_recommend_arguments_are_bad_requests(shop: Shop) -> None:
         ({"min_distance": -1}, "min_distance"),
         ({"max_distance": "5"}, "max_distance"),
         ({"max_distance": 10_001}, "max_distance"),
+        ({"min_distance": 10**309}, "min_distance"),
         ({"difficulty": "extreme"}, "difficulty"),
         ({"difficulty": 3}, "difficulty"),
         ({"area": ["peak"]}, "area"),
