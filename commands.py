@@ -299,7 +299,8 @@ class Commands:
     # -- shop -----------------------------------------------------------------------------------
 
     def list_areas(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"areas": list(self.snapshot.current().areas)}
+        catalogue = self.snapshot.current()
+        return catalogue.answer("list_areas", lambda: {"areas": list(catalogue.areas)})
 
     def search_walks(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         low, high = args.get("min_distance"), args.get("max_distance")
@@ -310,18 +311,25 @@ class Commands:
                 {"argument": "min_distance"},
             )
         difficulty = args.get("difficulty")
-        walks, total = self.snapshot.current().search_walks(
-            area_key=rules.match_key(args["area"]) if args.get("area") else None,
-            low=low,
-            high=high,
-            difficulty=rules.normalise_difficulty(difficulty) if difficulty is not None else None,
-            limit=args.get("limit", 50),
-            offset=args.get("offset", 0),
+        query = (
+            rules.match_key(args["area"]) if args.get("area") else None,
+            low,
+            high,
+            rules.normalise_difficulty(difficulty) if difficulty is not None else None,
+            args.get("limit", 50),
+            args.get("offset", 0),
         )
-        return {"walks": walks, "total": total}
+        catalogue = self.snapshot.current()
+
+        def page() -> dict[str, Any]:
+            walks, total = catalogue.search_walks(*query)
+            return {"walks": walks, "total": total}
+
+        return catalogue.answer(("search_walks", *query), page)
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"books": list(self.snapshot.current().guide_books)}
+        catalogue = self.snapshot.current()
+        return catalogue.answer("guide_books", lambda: {"books": list(catalogue.guide_books)})
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
@@ -395,10 +403,18 @@ class Commands:
 
     def catalogue(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         query = args.get("query")
-        books, total = self.snapshot.current().catalogue(
-            rules.match_key(query) if query else None, args.get("limit", 50), args.get("offset", 0)
+        wanted = (
+            rules.match_key(query) if query else None,
+            args.get("limit", 50),
+            args.get("offset", 0),
         )
-        return {"books": books, "total": total}
+        catalogue = self.snapshot.current()
+
+        def page() -> dict[str, Any]:
+            books, total = catalogue.catalogue(*wanted)
+            return {"books": books, "total": total}
+
+        return catalogue.answer(("catalogue", *wanted), page)
 
     def add_book(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         key, copies = args["key"].strip(), args["copies"]
