@@ -334,19 +334,22 @@ class Commands:
     # -- shop -----------------------------------------------------------------------------------
 
     def list_areas(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"areas": list(self.snapshot.current().areas)}
+        catalogue = self.snapshot.current()
+        return catalogue.answer("list_areas", lambda: {"areas": list(catalogue.areas)})
 
     def search_walks(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        walks, total = self.snapshot.current().search_walks(
-            **_walk_filters(args), limit=args.get("limit", 50), offset=args.get("offset", 0)
-        )
-        return {"walks": walks, "total": total}
+        query = (*_walk_filters(args), args.get("limit", 50), args.get("offset", 0))
+        catalogue = self.snapshot.current()
+
+        def page() -> dict[str, Any]:
+            walks, total = catalogue.search_walks(*query)
+            return {"walks": walks, "total": total}
+
+        return catalogue.answer(("search_walks", *query), page)
 
     def recommend_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         # The very search of search_walks, so that both match the same walks.
-        walks, _ = self.snapshot.current().search_walks(
-            **_walk_filters(args), limit=EVERY_WALK, offset=0
-        )
+        walks, _ = self.snapshot.current().search_walks(*_walk_filters(args), EVERY_WALK, 0)
         by_book: dict[int, list[dict[str, Any]]] = {}
         for walk in walks:
             by_book.setdefault(walk["book"]["number"], []).append(walk)
@@ -358,7 +361,8 @@ class Commands:
         return {"books": [results.recommendation(by_book[number]) for number in top]}
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        return {"books": list(self.snapshot.current().guide_books)}
+        catalogue = self.snapshot.current()
+        return catalogue.answer("guide_books", lambda: {"books": list(catalogue.guide_books)})
 
     def buy(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         user = self._member(session)
@@ -448,10 +452,18 @@ class Commands:
 
     def catalogue(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         query = args.get("query")
-        books, total = self.snapshot.current().catalogue(
-            rules.match_key(query) if query else None, args.get("limit", 50), args.get("offset", 0)
+        wanted = (
+            rules.match_key(query) if query else None,
+            args.get("limit", 50),
+            args.get("offset", 0),
         )
-        return {"books": books, "total": total}
+        catalogue = self.snapshot.current()
+
+        def page() -> dict[str, Any]:
+            books, total = catalogue.catalogue(*wanted)
+            return {"books": books, "total": total}
+
+        return catalogue.answer(("catalogue", *wanted), page)
 
     def add_book(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         key, copies = args["key"].strip(), args["copies"]
@@ -530,8 +542,11 @@ class Commands:
         return {}
 
 
-def _walk_filters(args: dict[str, Any]) -> dict[str, Any]:
-    """search_walks' filters from the arguments of search_walks or recommend_books."""
+def _walk_filters(
+    args: dict[str, Any],
+) -> tuple[str | None, float | None, float | None, str | None]:
+    """(area key, lowest and highest distance, difficulty) for the walk search, from the
+    arguments of search_walks or recommend_books."""
     low, high = args.get("min_distance"), args.get("max_distance")
     if low is not None and high is not None and low > high:
         raise ProtocolError(
@@ -540,12 +555,12 @@ def _walk_filters(args: dict[str, Any]) -> dict[str, Any]:
             {"argument": "min_distance"},
         )
     difficulty = args.get("difficulty")
-    return {
-        "area_key": rules.match_key(args["area"]) if args.get("area") else None,
-        "low": low,
-        "high": high,
-        "difficulty": rules.normalise_difficulty(difficulty) if difficulty is not None else None,
-    }
+    return (
+        rules.match_key(args["area"]) if args.get("area") else None,
+        low,
+        high,
+        rules.normalise_difficulty(difficulty) if difficulty is not None else None,
+    )
 
 
 def _utc_seconds(args: dict[str, Any], name: str) -> int | None:

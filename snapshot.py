@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import results
 import rules
 from db import Store
+from protocol import PreEncoded
 
 Row = dict[str, Any]
 _EVERYTHING = 2**31 - 1  # a page size no catalogue reaches
+MAX_ANSWERS = 1024  # distinct answers kept per snapshot (it lasts a second)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,17 @@ class Catalogue:
     guide_books: tuple[Row, ...]
     lending: tuple[tuple[str, Row], ...]  # (match key of title and authors, CatalogueBook)
     loaded_at: float
+    # Answers already made from this snapshot, encoded once; bounded, since a query is free text.
+    answers: dict[Hashable, PreEncoded] = field(default_factory=dict, compare=False)
+
+    def answer(self, key: Hashable, make: Callable[[], Row]) -> PreEncoded:
+        """The answer for key, made (and encoded) at most once while this snapshot lasts."""
+        found = self.answers.get(key)
+        if found is None:
+            found = PreEncoded(make())
+            if len(self.answers) < MAX_ANSWERS:
+                self.answers[key] = found
+        return found
 
     def search_walks(
         self,

@@ -294,3 +294,17 @@ def test_the_decoder_says_when_it_holds_part_of_a_line() -> None:
     assert decoder.feed(b":1}\n") == [b'{"a":1}'] and not decoder.has_partial_line
     decoder.feed(b"x" * 11)
     assert not decoder.has_partial_line  # failed: the connection is closing anyway
+
+
+def test_a_pre_encoded_result_is_sent_as_the_same_bytes() -> None:
+    result = {"walks": [{"name": "Lord’s Seat", "distance_miles": 5.5}], "total": 1}
+    for request_id in (7, "abc", None, 2.5):
+        plain = protocol.encode(protocol.ok_response(request_id, result))
+        fast = protocol.encode(protocol.ok_response(request_id, protocol.PreEncoded(result)))
+        assert fast == plain
+
+
+def test_a_surrogate_spelled_with_an_upper_case_escape_is_still_refused() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_request(b'{"id":1,"cmd":"hello","args":{"x":"\\uD800"}}')
+    assert caught.value.code == protocol.BAD_REQUEST
