@@ -37,7 +37,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 def create_or_upgrade(database: Database) -> None:
     """Create the tables that are missing, then upgrade an older schema to SCHEMA_VERSION."""
     statements = database.backend.ddl(SCHEMA_PATH.read_text(encoding="utf-8"))
-    with database.connection() as (_, tx):
+
+    def work(tx: Tx) -> None:
         for statement in statements:
             tx.run(statement)
         found = tx.value("SELECT version FROM schema_version WHERE id = 1")
@@ -52,6 +53,11 @@ def create_or_upgrade(database: Database) -> None:
                 (version, int(time.time()), version),
             )
             log.info("upgraded the schema to version %d", version)
+
+    # As a write: SQLite then takes its write lock first, and processes starting together on a
+    # new file retry on "database is locked" like any transaction instead of failing. (MySQL
+    # commits each DDL statement by itself; the statements are all safe to run twice.)
+    database.write(work)
 
 
 def _apply(database: Database, tx: Tx, statement: str) -> None:

@@ -1,8 +1,5 @@
 """The administrator's read-only reports (back orders, overdue loans, sales): SQL beside db.py's."""
 
-# As in db.py, only constant clauses are spliced into SQL; every value is bound.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 from db import LOAN_SELECT, decode_loan
