@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 import client
+import client_subcommands
 import tls
 from client_basket import Basket, BasketError, GuideBook, guide_books_in
 from client_link import (
@@ -111,7 +112,7 @@ def test_loan_status_marks_overdue_loans(loan: dict[str, Any], status: str) -> N
     ],
 )
 def test_order_items_are_parsed(text: str, item: dict[str, Any]) -> None:
-    assert client.parse_order_item(text) == item
+    assert client_subcommands.parse_order_item(text) == item
 
 
 @pytest.mark.parametrize(
@@ -120,7 +121,7 @@ def test_order_items_are_parsed(text: str, item: dict[str, Any]) -> None:
 )
 def test_bad_order_items_say_why(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
-        client.parse_order_item(text)
+        client_subcommands.parse_order_item(text)
 
 
 PEAK = GuideBook(101, "More Peak District", 1299, 3)
