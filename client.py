@@ -184,7 +184,9 @@ class Streams:
     getpass_fn: Callable[[str], str] = getpass.getpass
 
 
-def read_password(environ: Mapping[str, str], streams: Streams, twice: bool) -> str:
+def read_password(
+    environ: Mapping[str, str], streams: Streams, twice: bool, prompt: str = "Password: "
+) -> str:
     """WAYMARK_PASSWORD, else one line of a non-terminal stdin, else a getpass prompt."""
     if "WAYMARK_PASSWORD" in environ:
         return environ["WAYMARK_PASSWORD"]
@@ -193,7 +195,38 @@ def read_password(environ: Mapping[str, str], streams: Streams, twice: bool) -> 
         if not password:
             raise UsageError("No password: set WAYMARK_PASSWORD or give it on standard input.")
         return password
-    return ask_password(streams.getpass_fn, "Password: ", twice)
+    return ask_password(streams.getpass_fn, prompt, twice)
+
+
+def read_new_password(streams: Streams) -> str:
+    """The next line of a non-terminal stdin, else typed twice at a prompt; checked by the
+    server's rules (UsageError). WAYMARK_PASSWORD is the old password, never the new one."""
+    if not streams.stdin.isatty():
+        password = streams.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("No new password: give it on standard input after the old one.")
+    else:
+        password = ask_password(streams.getpass_fn, "New password: ", twice=True)
+    try:
+        return checks.check_new_password(password)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def change_password_args(
+    connection: Connection,
+    options: argparse.Namespace,
+    environ: Mapping[str, str],
+    streams: Streams,
+) -> JsonDict:
+    """Log in (with --user, by the old password) or resume, and read the old and new passwords."""
+    if not options.user:
+        authenticate(connection, options, environ, streams)
+    old = read_password(environ, streams, twice=False, prompt="Old password: ")
+    new = read_new_password(streams)
+    if options.user:
+        connection.call("login", username=options.user, password=old)
+    return {"old_password": old, "new_password": new}
 
 
 def authenticate(
@@ -235,6 +268,8 @@ def run_subcommand(
                     raise UsageError(f"'{cmd}' needs --user NAME.")
                 args = {"username": options.user}
                 args["password"] = read_password(environ, streams, twice=cmd == "register")
+            elif cmd == "change_password":
+                args = change_password_args(connection, options, environ, streams)
             elif COMMANDS[cmd].needs_login:
                 authenticate(connection, options, environ, streams)
             result = connection.call(cmd, **args)

@@ -102,7 +102,7 @@ class Connection:
 
     call() raises ServerError for an error answer, ConnectionFailedError when the server cannot
     be reached, and OutcomeUnknownError when a write's answer was lost. The token of a
-    successful login or resume is kept in memory to resume after a reconnect; with remember
+    successful login, resume or change_password is kept in memory to resume after a reconnect; with remember
     (and a token_file), a login's token is also saved there for the next run.
     """
 
@@ -124,6 +124,7 @@ class Connection:
         self.token_file = token_file
         self.remember = remember
         self.token: str | None = None
+        self._token_saved = False  # whether token_file holds this session's token
         self._context: ssl.SSLContext | None = None
         self._sock: ssl.SSLSocket | None = None
         self._decoder = LineDecoder(MAX_REPLY_BYTES)
@@ -160,15 +161,18 @@ class Connection:
         if self.token_file is None or (token := self.token_file.load()) is None:
             return None
         try:
-            return self.call("resume", token=token)
+            result = self.call("resume", token=token)
         except ServerError as error:
             if error.code == UNAUTHORIZED:
                 self.token_file.forget()
             raise
+        self._token_saved = True
+        return result
 
     def forget_session(self) -> None:
         """Forget the session token, in memory and in the token file."""
         self.token = None
+        self._token_saved = False
         if self.token_file is not None:
             self.token_file.forget()
 
@@ -349,9 +353,13 @@ class Connection:
                 self.close()  # the server closes the connection after these
             raise ServerError(reply.code, reply.message, reply.details)
         token = reply.result.get("token")
-        if cmd in ("login", "resume") and isinstance(token, str):
+        if cmd in ("login", "resume", "change_password") and isinstance(token, str):
+            # change_password ends every other session, the old token's too: the new one
+            # replaces it here, and in the token file when the session is remembered there.
             self.token = token
-            if cmd == "login" and self.remember and self.token_file is not None:
+            if cmd == "login":
+                self._token_saved = self.remember and self.token_file is not None
+            if self._token_saved and cmd != "resume" and self.token_file is not None:
                 self.token_file.save(token)
         elif cmd == "logout":
             self.token = None

@@ -8,6 +8,7 @@ import getpass
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from rich.console import Console
 
@@ -86,7 +87,10 @@ class App(ShopMenus, LibraryMenus):
 
     def menu_items(self) -> list[MenuItem]:
         """What this person may do now: more once logged in, more still for an admin."""
-        items = [MenuItem("Find walks", self.find_walks)]
+        items = [
+            MenuItem("Find walks", self.find_walks),
+            MenuItem("Which guide book covers my walks?", self.recommend_books),
+        ]
         if self.user is None:
             return [
                 *items,
@@ -103,6 +107,7 @@ class App(ShopMenus, LibraryMenus):
         items += [
             MenuItem(f"Buy guide books{basket}", self.buy_guide_books),
             MenuItem("My orders", self.show_orders),
+            MenuItem("Cancel a back order", self.cancel_backorder),
             MenuItem("Search books", self.search_books),
             MenuItem("Borrow or hold a library book", self.browse_catalogue),
             MenuItem("My loans", self.show_loans),
@@ -110,12 +115,15 @@ class App(ShopMenus, LibraryMenus):
             MenuItem("Renew a loan", self.renew_loan),
             MenuItem("My holds (cancel one)", self.show_holds),
             MenuItem("Loan history", self.show_history),
+            MenuItem("Change my password", self.change_password),
         ]
         if self.user.get("role") == "admin":
             items += [
                 MenuItem("Restock guide books (admin)", self.restock),
                 MenuItem("Add a lending book (admin)", self.add_book),
                 MenuItem("Back orders (admin)", self.show_backorders),
+                MenuItem("Overdue loans (admin)", self.show_overdue),
+                MenuItem("Sales (admin)", self.show_sales),
             ]
         return [*items, MenuItem("Log out", self.log_out)]
 
@@ -228,6 +236,14 @@ class App(ShopMenus, LibraryMenus):
         self.end_session()
         self.say("You are logged out.")
 
+    def change_password(self) -> None:
+        """The old password, then a new one typed twice and checked by the rules; the
+        connection carries on under the new token (and remembers it, when it remembers)."""
+        old = self.ask_secret("Old password: ", "Type the password you log in with; q goes back.")
+        new = self.ask_new_password("New password (at least 8 characters): ")
+        self.connection.call("change_password", old_password=old, new_password=new)
+        self.say("Your password is changed; any other session of yours has ended.")
+
     def end_session(self) -> None:
         """Forget the user, their basket and any saved token."""
         self.user = None
@@ -285,3 +301,34 @@ class App(ShopMenus, LibraryMenus):
             self.show(views.backorders_table(backorders))
         else:
             self.say("There are no outstanding back orders.")
+
+    def show_overdue(self) -> None:
+        """Loans past their due date, most days overdue first."""
+        loans = self.connection.call("overdue")["loans"]
+        if loans:
+            self.show(views.overdue_table(loans))
+        else:
+            self.say("No loan is overdue.")
+
+    def show_sales(self) -> None:
+        """Guide-book sales in a window of dates, Enter leaving either end open."""
+        since = self.ask_date("From which date (such as 2026-11-01; Enter for the first sale)? ")
+        until = self.ask_date("Before which date (Enter for up to now)? ")
+        window = {name: day for name, day in (("since", since), ("until", until)) if day}
+        result = self.connection.call("sales", **window)
+        self.show(views.sales_table(result, views.sales_title(since, until)))
+
+    def ask_date(self, prompt: str) -> str:
+        """A date or time as ISO 8601 writes it (UTC unless it says otherwise), or ''."""
+        help_text = (
+            "Type a date such as 2026-11-01, or a time such as 2026-11-01T09:30; "
+            "Enter leaves it open, q goes back."
+        )
+        while text := self.ask(prompt, help_text):
+            try:
+                datetime.fromisoformat(text)
+            except ValueError:
+                self.warn(f"{views.quoted(text)} is not a date; type one such as 2026-11-01.")
+                continue
+            return text
+        return ""

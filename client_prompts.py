@@ -98,14 +98,14 @@ class Prompts:
             else:
                 return text
 
-    def ask_new_password(self) -> str:
+    def ask_new_password(self, prompt: str = "Password (at least 8 characters): ") -> str:
         """A new password that the server's rules accept, typed twice until both agree."""
         help_text = "Choose a password of at least 8 characters; it is not shown as you type."
         while True:
             try:
                 password = ask_password(
                     lambda prompt: self.ask_secret(prompt, help_text),
-                    "Password (at least 8 characters): ",
+                    prompt,
                     twice=True,
                 )
                 return check_new_password(password)
@@ -145,7 +145,8 @@ class Prompts:
         while text := self.ask(f"Choose {what} by its {noun} (Enter to go back): ", help_text):
             if text.isdigit() and int(text) in by_number:
                 return by_number[int(text)]
-            self.warn(f"{views.quoted(text)} is not a {noun} shown; choose {listed}.")
+            article = "an" if noun[:1] in "aeiou" else "a"
+            self.warn(f"{views.quoted(text)} is not {article} {noun} shown; choose {listed}.")
         return None
 
     def read_number(self, prompt: str, low: int, high: int, help_text: str) -> int | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import client_views as views
 from client_basket import Basket, GuideBook, copies_ordered, guide_books_in
-from client_checks import areas_matching, closest_area, longest, parse_miles
+from client_checks import areas_matching, closest_area, longest, most, parse_miles
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import GoBack, Prompts
 from protocol import LIMIT_EXCEEDED, UNAUTHORIZED
-from rules import MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER
+from rules import MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER, reprice_cancelled
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
 AREA_LONGEST = longest("search_walks", "area")
@@ -26,18 +26,7 @@ class ShopMenus(Prompts):
 
     def find_walks(self) -> None:
         """List the areas, filter the walks, and offer a walk's guide book for the basket."""
-        areas = self.connection.call("list_areas")["areas"]
-        self.show(views.areas_table(areas, numbered=True))
-        area = self.ask_area([str(area["area"]) for area in areas])
-        difficulty = self.ask_difficulty()
-        shortest = self.ask_miles("Shortest walk in miles", "min_distance")
-        longest_walk = self.ask_miles("Longest walk in miles", "max_distance", at_least=shortest)
-        filters = {
-            "area": area, "difficulty": difficulty, "min_distance": shortest,
-            "max_distance": longest_walk,
-        }  # fmt: skip
-        chosen = {name: value for name, value in filters.items() if value is not None}
-        result = self.connection.call("search_walks", limit=PAGE_SIZE, **chosen)
+        result = self.connection.call("search_walks", limit=PAGE_SIZE, **self.ask_walk_filters())
         walks = result["walks"]
         if not walks:
             self.say("No walks match; try fewer filters.")
@@ -50,6 +39,40 @@ class ShopMenus(Prompts):
             return
         if (walk := self.pick_row(walks, "a walk to buy its guide book")) is not None:
             self.add_to_basket(guide_books_in([walk])[0])
+
+    def ask_walk_filters(self) -> JsonDict:
+        """The area, difficulty and distances of the walks wanted; those left out are absent."""
+        areas = self.connection.call("list_areas")["areas"]
+        self.show(views.areas_table(areas, numbered=True))
+        area = self.ask_area([str(area["area"]) for area in areas])
+        difficulty = self.ask_difficulty()
+        shortest = self.ask_miles("Shortest walk in miles", "min_distance")
+        longest_walk = self.ask_miles("Longest walk in miles", "max_distance", at_least=shortest)
+        filters = {
+            "area": area, "difficulty": difficulty, "min_distance": shortest,
+            "max_distance": longest_walk,
+        }  # fmt: skip
+        return {name: value for name, value in filters.items() if value is not None}
+
+    def recommend_books(self) -> None:
+        """The guide books covering the most walks like the ones wanted, with those walks;
+        offers one for the basket."""
+        filters = self.ask_walk_filters()
+        entries = self.connection.call(
+            "recommend_books", limit=most("recommend_books", "limit"), **filters
+        )["books"]
+        self.show_all(views.recommended_books_shown(entries))
+        if not entries:
+            return
+        if self.user is None:
+            self.say("Log in to buy the guide books.")
+            return
+        books = [GuideBook.from_json(entry["book"]) for entry in entries]
+        book = self.pick_numbered(
+            books, lambda book: book.number, "a guide book for your basket", BOOK_NUMBER
+        )
+        if book is not None:
+            self.add_to_basket(book)
 
     def ask_area(self, areas: list[str]) -> str | None:
         """An area by its number or part of its name, a typo offered its likely area; None for all."""
@@ -233,3 +256,54 @@ class ShopMenus(Prompts):
         if not orders:
             self.say("You have no orders yet.")
         self.show_pages(orders, lambda page: [views.order_table(order) for order in page], "orders")
+
+    def cancel_backorder(self) -> None:
+        """Choose an order's line with copies still awaited, see the refund, and cancel them."""
+        orders = self.connection.call("orders")["orders"]
+        awaited = [
+            (order, line)
+            for order in orders
+            for line in order["lines"]
+            if line.get("backorder_outstanding", 0) > 0
+        ]
+        if not awaited:
+            self.say("None of your orders has copies still awaited.")
+            return
+        self.show(views.awaited_table(awaited))
+        order_id = self.pick_numbered(
+            sorted({order["id"] for order, _ in awaited}), int, "an order", "order number"
+        )
+        if order_id is None:
+            return
+        lines = [(order, line) for order, line in awaited if order["id"] == order_id]
+        picked = self.pick_numbered(
+            lines, lambda pair: int(pair[1]["book"]["number"]), "the guide book", BOOK_NUMBER
+        )
+        if picked is None:
+            return
+        order, line = picked
+        title = views.clean_text(line["book"]["title"])
+        copies = views.plural(line["backorder_outstanding"], "awaited copy", "awaited copies")
+        _, refund = reprice_cancelled(
+            order["total_pence"],
+            [
+                (
+                    other["quantity"],
+                    other.get("backorder_cancelled", 0)
+                    + (other["backorder_outstanding"] if other is line else 0),
+                    other["unit_price_pence"],
+                )
+                for other in order["lines"]
+            ],
+        )
+        if not self.confirm(
+            f"Cancel the {copies} of {title} on order {order['id']}? "
+            f"{views.sentence_refund(refund)}"
+        ):
+            return
+        result = self.connection.call(
+            "cancel_backorder", order_id=order["id"], book=line["book"]["number"]
+        )
+        self.say(f"The awaited copies of {title} on order {order['id']} are cancelled.")
+        self.show_all([views.order_table(result["order"])])
+        self.show_all(views.sentences_backorder_cancelled(result))

@@ -95,14 +95,18 @@ def _given(*names: str) -> Callable[[argparse.Namespace], JsonDict]:
     return args
 
 
-def _walk_filters(options: argparse.Namespace) -> JsonDict:
+def _walk_filters(*paging: str) -> Callable[[argparse.Namespace], JsonDict]:
     # The server refuses a shortest walk longer than the longest; so does the command line.
-    args = _given("area", "difficulty", "min_distance", "max_distance", "limit", "offset")(options)
-    low, high = args.get("min_distance"), args.get("max_distance")
-    if low is not None and high is not None and low > high:
-        raise UsageError(
-            f"--min-distance ({low:g}) must not be more than --max-distance ({high:g})."
-        )
+    def args(options: argparse.Namespace) -> JsonDict:
+        names = ("area", "difficulty", "min_distance", "max_distance", *paging)
+        chosen = _given(*names)(options)
+        low, high = chosen.get("min_distance"), chosen.get("max_distance")
+        if low is not None and high is not None and low > high:
+            raise UsageError(
+                f"--min-distance ({low:g}) must not be more than --max-distance ({high:g})."
+            )
+        return chosen
+
     return args
 
 
@@ -143,6 +147,12 @@ def _by_id(
 
 _NUMBER = argument_type(_whole_number)
 _LIMIT = _arg("--limit", type=_NUMBER)
+_WALK_FILTERS = (
+    _arg("--area", help="part of an area's name"),
+    _arg("--difficulty", type=argument_type(_difficulty), help="easy, medium or hard"),
+    _arg("--min-distance", type=_miles("min_distance"), metavar="MILES"),
+    _arg("--max-distance", type=_miles("max_distance"), metavar="MILES"),
+)
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     subcommand.name: subcommand
@@ -159,6 +169,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             "login", "Log in as --user (with --json, prints the token).", "login", _logged_in
         ),
         Subcommand("logout", "End the remembered session.", "logout", lambda r: ["Logged out."]),
+        Subcommand(
+            "change-password",
+            "Change my password (old, then new, from stdin or prompts); other sessions end.",
+            "change_password",
+            lambda r: ["Your password is changed; every other session of yours has ended."],
+        ),
         Subcommand("whoami", "Show who is logged in.", "whoami", _logged_in),
         Subcommand(
             "areas", "List the walking areas.", "list_areas",
@@ -192,15 +208,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 views.walks_table(r["walks"], numbered=False),
                 f"{len(r['walks'])} of {views.plural(r['total'], 'walk')}.",
             ],
-            arguments=(
-                _arg("--area", help="part of an area's name"),
-                _arg("--difficulty", type=argument_type(_difficulty), help="easy, medium or hard"),
-                _arg("--min-distance", type=_miles("min_distance"), metavar="MILES"),
-                _arg("--max-distance", type=_miles("max_distance"), metavar="MILES"),
-                _LIMIT,
-                _arg("--offset", type=argument_type(_offset)),
-            ),
-            args=_walk_filters,
+            arguments=(*_WALK_FILTERS, _LIMIT, _arg("--offset", type=argument_type(_offset))),
+            args=_walk_filters("limit", "offset"),
+        ),
+        Subcommand(
+            "recommend", "Which guide books cover the walks I want, most walks first.",
+            "recommend_books",
+            lambda r: views.recommended_books_shown(r["books"]),
+            arguments=(*_WALK_FILTERS, _LIMIT),
+            args=_walk_filters("limit"),
         ),
         Subcommand(
             "guide-books", "List the guide books for sale: number, title, price and stock.",
@@ -217,6 +233,16 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                           ":COPIES for how many; copies default to 1"),
             ),
             args=_given("items"),
+        ),
+        Subcommand(
+            "cancel-backorder", "Cancel the copies of a guide book still awaited on an order.",
+            "cancel_backorder",
+            lambda r: [views.order_table(r["order"]), *views.sentences_backorder_cancelled(r)],
+            arguments=(
+                _arg("order_id", type=_NUMBER, metavar="ORDER", help="the order's number"),
+                _arg("book", type=_NUMBER, metavar="BOOK", help="the guide book's number"),
+            ),
+            args=_given("order_id", "book"),
         ),
         Subcommand(
             "search-books", "Search Open Library and see which books are held here.",
@@ -252,6 +278,19 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 _arg("quantity", type=_NUMBER),
             ),
             args=_given("book", "quantity"),
+        ),
+        Subcommand(
+            "overdue", "List the loans past their due date (admin).", "overdue",
+            lambda r: [views.overdue_table(r["loans"])] if r["loans"] else ["No loan is overdue."],
+        ),
+        Subcommand(
+            "sales", "Sales of guide books in a window of dates (admin).", "sales",
+            lambda r: [views.sales_table(r)],
+            arguments=(
+                _arg("--since", help="from this date or time (ISO 8601, UTC), such as 2026-11-01"),
+                _arg("--until", help="before this date or time (ISO 8601, UTC)"),
+            ),
+            args=_given("since", "until"),
         ),
         Subcommand(
             "add-book", "Add copies of an Open Library work to the library (admin).", "add_book",

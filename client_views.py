@@ -155,17 +155,21 @@ def areas_table(areas: list[JsonDict], numbered: bool) -> Table:
     return table
 
 
-def walks_table(walks: list[JsonDict], numbered: bool) -> Table:
-    """Walks with their guide book; optional fields get a column when any walk has them."""
+def walks_table(walks: list[JsonDict], numbered: bool, title: str | None = None) -> Table:
+    """Walks with their guide book (when they carry one: recommend_books' walks do not);
+    optional fields get a column when any walk has them."""
     extras = [extra for extra in WALK_EXTRAS if any(w.get(extra[0]) is not None for w in walks)]
+    with_book = all("book" in walk for walk in walks)
     table = _table(
         *([_right("#")] if numbered else []),
         "Walk", "Area", _right("Miles"), "Difficulty",
         *(header for _, header, _ in extras),
-        "Guide book", _right("Page"), _right("Price"),
+        *(["Guide book"] if with_book else []), _right("Page"),
+        *([_right("Price")] if with_book else []),
+        title=title,
     )  # fmt: skip
     for index, walk in enumerate(walks):
-        book = walk["book"]
+        book = walk.get("book") or {}
         extra_cells = [
             "" if walk.get(key) is None else _with_unit(walk[key], unit).strip()
             for key, _, unit in extras
@@ -175,9 +179,40 @@ def walks_table(walks: list[JsonDict], numbered: bool) -> Table:
             *([index + 1] if numbered else []),
             walk["name"], walk["area"], format_miles(walk["distance_miles"]),
             walk["difficulty"], *extra_cells,
-            f"{book['number']} {book['title']}", walk["page"], format_money(book["price_pence"]),
+            *([f"{book['number']} {book['title']}"] if with_book else []), walk["page"],
+            *([format_money(book["price_pence"])] if with_book else []),
         )  # fmt: skip
     return table
+
+
+def recommended_books_table(entries: list[JsonDict]) -> Table:
+    """recommend_books' answer: the guide books covering the most matching walks first."""
+    table = _table(
+        _right("Book"), "Title", _right("Price"), _right("In stock"), _right("Matching walks")
+    )
+    for entry in entries:
+        book = entry["book"]
+        _add_row(
+            table, book["number"], book["title"], format_money(book["price_pence"]),
+            book["in_stock"], entry["matching_walks"],
+        )  # fmt: skip
+    return table
+
+
+def recommended_books_shown(entries: list[JsonDict]) -> list[Table | str]:
+    """The recommended books, then the matching walks of each."""
+    if not entries:
+        return ["No guide book covers walks like that; try fewer filters."]
+    return [
+        recommended_books_table(entries),
+        *(
+            walks_table(
+                entry["walks"], numbered=False,
+                title=f"Walks in {entry['book']['number']} {entry['book']['title']}",
+            )
+            for entry in entries
+        ),
+    ]  # fmt: skip
 
 
 def guide_books_table(books: list[GuideBook]) -> Table:
@@ -209,20 +244,24 @@ def basket_table(basket: Basket) -> Table:
 
 
 def order_table(order: JsonDict) -> Table:
-    """One order: its lines, what was sent and back-ordered, the discount and the total."""
+    """One order: its lines, what was sent and back-ordered (and cancelled), the discount and
+    the total."""
     outstanding = any("backorder_outstanding" in line for line in order["lines"])
+    cancelled = any(line.get("backorder_cancelled") for line in order["lines"])
     table = _table(
         "Guide book", _right("Copies"), _right("Sent"), _right("Back-ordered"),
         *([_right("Awaited")] if outstanding else []),
+        *([_right("Cancelled")] if cancelled else []),
         _right("Price"), _right("Line total"),
         title=f"Order {order['id']}, placed {format_local_time(order.get('created_at'))}",
     )  # fmt: skip
-    blanks = [""] * (4 if outstanding else 3)
+    blanks = [""] * (3 + outstanding + cancelled)
     for line in order["lines"]:
         book = line["book"]
         _add_row(
             table, f"{book['number']} {book['title']}", line["quantity"], line["fulfilled"],
             line["backordered"], *([line.get("backorder_outstanding", 0)] if outstanding else []),
+            *([line.get("backorder_cancelled", 0)] if cancelled else []),
             format_money(line["unit_price_pence"]), format_money(line["line_total_pence"]),
         )  # fmt: skip
     table.add_section()
@@ -230,6 +269,17 @@ def order_table(order: JsonDict) -> Table:
     if order["discount_pence"]:
         _add_row(table, "Discount", *blanks, "", format_money(-order["discount_pence"]))
     _add_row(table, "Total", *blanks, "", format_money(order["total_pence"]))
+    return table
+
+
+def awaited_table(awaited: list[tuple[JsonDict, JsonDict]]) -> Table:
+    """Order lines with back-ordered copies still awaited: (order, line) pairs."""
+    table = _table(_right("Order"), "Placed", _right("Book"), "Title", _right("Awaited"))
+    for order, line in awaited:
+        _add_row(
+            table, order["id"], format_local_time(order.get("created_at")), line["book"]["number"],
+            line["book"]["title"], line["backorder_outstanding"],
+        )  # fmt: skip
     return table
 
 
@@ -301,13 +351,61 @@ def backorders_table(backorders: list[JsonDict]) -> Table:
     return table
 
 
+def overdue_table(loans: list[JsonDict]) -> Table:
+    """The loans past their due date, most days overdue first, with who has them."""
+    table = _table(
+        _right("Loan"), "Member", "Title", "Due back", _right("Days overdue"), title="Overdue loans"
+    )
+    for loan in loans:
+        _add_row(
+            table, loan["id"], loan["member"]["username"], loan["book"]["title"],
+            format_local_time(loan["due_at"]), loan.get("days_overdue", ""),
+        )  # fmt: skip
+    return table
+
+
+def sales_table(sales: JsonDict, title: str = "Sales") -> Table:
+    """The copies ordered of each guide book in a window, and the orders' totals."""
+    books = sales["books"]
+    table = _table(
+        _right("Book"), "Title", _right("Copies ordered"), _right("Sent"), _right("Outstanding"),
+        _right("Line total"), title=title,
+    )  # fmt: skip
+    for book in books:
+        _add_row(
+            table, book["number"], book["title"], book["copies_ordered"], book["copies_sent"],
+            book["backorder_outstanding"], format_money(book["line_total_pence"]),
+        )  # fmt: skip
+    table.add_section()
+    copies = [sum(book[key] for book in books) for key in _SOLD]
+    orders = plural(sales["orders"], "order")
+    _add_row(table, "", f"Subtotal ({orders})", *copies, format_money(sales["subtotal_pence"]))
+    _add_row(table, "", "Discount", "", "", "", format_money(-sales["discount_pence"]))
+    _add_row(table, "", "Total", "", "", "", format_money(sales["total_pence"]))
+    return table
+
+
+_SOLD = ("copies_ordered", "copies_sent", "backorder_outstanding")
+
+
+def sales_title(since: str | None, until: str | None) -> str:
+    """What window a sales table covers, as the admin gave it."""
+    if since and until:
+        return f"Sales from {clean_text(since)} until {clean_text(until)}"
+    if since:
+        return f"Sales since {clean_text(since)}"
+    return f"Sales until {clean_text(until)}" if until else "All sales"
+
+
 # The arguments of the protocol, as people call them (for the server's bad_request sentences).
 ARGUMENT_NAMES = {
     "area": "the area", "book": "the guide book", "book_id": "the book",
     "copies": "the number of copies", "difficulty": "the difficulty", "hold_id": "the hold",
     "items": "the order", "key": "the Open Library key", "limit": "the number of results",
     "loan_id": "the loan", "max_distance": "the longest distance",
-    "min_distance": "the shortest distance", "offset": "the first result",
+    "min_distance": "the shortest distance", "new_password": "the new password",
+    "offset": "the first result", "old_password": "the old password", "order_id": "the order",
+    "since": "the first date", "until": "the last date",
     "password": "the password", "quantity": "the number of copies", "query": "the search",
     "token": "the saved login", "username": "the username",
 }  # fmt: skip
@@ -409,6 +507,27 @@ def sentences_back_ordered(order: JsonDict) -> list[str]:
     if order["discount_pence"]:
         sentences.append(f"You saved {format_money(order['discount_pence'])} with the discount.")
     return sentences
+
+
+def sentence_refund(refund_pence: int) -> str:
+    """What cancelling back-ordered copies does to what the customer paid."""
+    if refund_pence > 0:
+        return f"You will be refunded {format_money(refund_pence)}."
+    if refund_pence == 0:
+        return "The order's total stays the same, so nothing is refunded."
+    return (
+        f"This is not a refund: the order's total goes up by {format_money(-refund_pence)}, "
+        "because the order no longer gets the discount."
+    )
+
+
+def sentences_backorder_cancelled(result: JsonDict) -> list[str]:
+    """What cancel_backorder did to the order: its new total, and the refund."""
+    return [
+        f"Order {result['order']['id']}'s total is now "
+        f"{format_money(result['order']['total_pence'])}.",
+        sentence_refund(result["refund_pence"]),
+    ]
 
 
 def sentences_restocked(result: JsonDict) -> list[str]:

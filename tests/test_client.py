@@ -616,9 +616,12 @@ def run_menu(connection: Connection, answers: Sequence[Any], passwords: Sequence
     return out.getvalue()
 
 
-MENU_OUT = {"find": "1", "register": "4", "log in": "5"}
-MENU_IN = {"find": "1", "buy": "2", "orders": "3", "borrow": "5", "loans": "6", "return": "7",
-           "history": "10", "log out": "11"}  # fmt: skip
+MENU_OUT = {"find": "1", "recommend": "2", "search books": "3", "register": "5", "log in": "6"}
+MENU_IN = {"find": "1", "recommend": "2", "buy": "3", "orders": "4", "cancel back order": "5",
+           "search books": "6", "borrow": "7", "loans": "8", "return": "9", "renew": "10", "holds": "11",
+           "history": "12", "change password": "13", "log out": "14"}  # fmt: skip
+MENU_ADMIN = {"restock": "14", "add book": "15", "back orders": "16", "overdue": "17",
+              "sales": "18", "log out": "19"}  # fmt: skip
 
 
 def test_register_asks_for_the_password_twice_and_logs_in() -> None:
@@ -845,7 +848,9 @@ def test_renewing_a_loan_and_cancelling_a_hold() -> None:
          "cancel_hold": {}}
     )  # fmt: skip
     transcript = run_menu(
-        connection, [MENU_OUT["log in"], "ann", "8", "4", "9", "1", "y", "0"], ["pw"]
+        connection,
+        [MENU_OUT["log in"], "ann", MENU_IN["renew"], "4", MENU_IN["holds"], "1", "y", "0"],
+        ["pw"],
     )
     due = format_local_time(renewed["due_at"])
     assert f"Renewed The Hobbit; it is now due back {due}." in transcript
@@ -869,7 +874,18 @@ def test_searching_books_shows_which_are_held_and_free() -> None:
     connection = FakeConnection({"search_books": hits, "borrow": {"loan": LOAN}})
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "ann", "4", "dune", "2", "4", "dune", "1", "y", "0"],
+        [
+            MENU_OUT["log in"],
+            "ann",
+            MENU_IN["search books"],
+            "dune",
+            "2",
+            MENU_IN["search books"],
+            "dune",
+            "1",
+            "y",
+            "0",
+        ],
         ["pw"],
     )
     assert "these results come from an earlier search" in transcript
@@ -949,7 +965,18 @@ def test_an_admin_sees_restock_and_add_book() -> None:
     )  # fmt: skip
     transcript = run_menu(
         connection,
-        [MENU_OUT["log in"], "root", "11", "105", "5", "12", "thoreau walking", "1", "2", "0"],
+        [
+            MENU_OUT["log in"],
+            "root",
+            MENU_ADMIN["restock"],
+            "105",
+            "5",
+            MENU_ADMIN["add book"],
+            "thoreau walking",
+            "1",
+            "2",
+            "0",
+        ],
         ["pw"],
     )
     assert "Restock guide books (admin)" in transcript

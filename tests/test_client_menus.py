@@ -118,7 +118,7 @@ def test_loans_carry_one_number_on_every_screen_and_a_return_is_confirmed() -> N
     transcript = run_menu(
         connection,
         logged_in(MENU_IN["loans"], MENU_IN["return"], "1", "30", "n",
-                  MENU_IN["return"], "30", "y", "8", "12", MENU_IN["history"], "0"),
+                  MENU_IN["return"], "30", "y", MENU_IN["renew"], "12", MENU_IN["history"], "0"),
         ["pw"],
     )  # fmt: skip
     screens = transcript.split("Choose: ")
@@ -269,7 +269,7 @@ def test_the_servers_argument_wording_becomes_a_sentence() -> None:
         "bad_request", "The argument 'query' is longer than 200 characters.", {"argument": "query"}
     )
     connection = FakeConnection({"search_books": too_long})
-    transcript = run_menu(connection, ["2", "x" * 201, "dune", "0"])
+    transcript = run_menu(connection, [MENU_OUT["search books"], "x" * 201, "dune", "0"])
     assert "That is 201 characters; please keep it to 200." in transcript
     assert "The search is longer than 200 characters." in transcript
     assert "argument" not in transcript
