@@ -72,8 +72,10 @@ class ServerConfig:
         protocol.DEFAULT_MAX_LINE_BYTES, "N", "longest request line accepted"
     )
     max_connections: int = _setting(1024, "N", "connections served at once; more get server_busy")
+    # Off by default: tests, benches and every client behind one NAT come from one address,
+    # and --max-connections already bounds the threads.
     max_connections_per_address: int = _setting(
-        256, "N", "connections one client address may hold at once (0: no limit)"
+        0, "N", "connections one client address may hold at once (0: no limit but the total)"
     )
     max_handshakes: int = _setting(
         128, "N", "TLS handshakes under way at once; past it the oldest is dropped"

@@ -374,7 +374,7 @@ def test_help_reads_well() -> None:
     for option, variable, default in (
         ("--line-timeout-s", "WAYMARK_LINE_TIMEOUT_S", "10.0"),
         ("--max-handshakes", "WAYMARK_MAX_HANDSHAKES", "128"),
-        ("--max-connections-per-address", "WAYMARK_MAX_CONNECTIONS_PER_ADDRESS", "256"),
+        ("--max-connections-per-address", "WAYMARK_MAX_CONNECTIONS_PER_ADDRESS", "0"),
         ("--write-timeout-s", "WAYMARK_WRITE_TIMEOUT_S", "30.0"),
     ):
         assert option in help_text and f"[{variable}; default {default}]" in help_text
