@@ -56,7 +56,7 @@ from protocol import (
     Request,
     validate_args,
 )
-from snapshot import CatalogueSnapshot
+from snapshot import EVERYTHING, CatalogueSnapshot
 from stats import DatabaseProbe, ServerStats
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ SERVER_VERSION = "1.0.0"
 TOKEN_BYTES = 32  # 256 bits from secrets
 MAX_TITLE_LENGTH = 300  # lending_books.title in schema.sql
 MAX_AUTHOR_LENGTH = 200
-EVERY_WALK = 2**31 - 1  # search_walks' limit when every matching walk is wanted
 
 
 @dataclass
@@ -348,17 +347,22 @@ class Commands:
         return catalogue.answer(("search_walks", *query), page)
 
     def recommend_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-        # The very search of search_walks, so that both match the same walks.
-        walks, _ = self.snapshot.current().search_walks(*_walk_filters(args), EVERY_WALK, 0)
-        by_book: dict[int, list[dict[str, Any]]] = {}
-        for walk in walks:
-            by_book.setdefault(walk["book"]["number"], []).append(walk)
-        ranked = rules.rank_guide_books(
-            {number: len(found) for number, found in by_book.items()},
-            {number: found[0]["book"]["price_pence"] for number, found in by_book.items()},
-        )
-        top = ranked[: args.get("limit", 10)]
-        return {"books": [results.recommendation(by_book[number]) for number in top]}
+        filters, limit = _walk_filters(args), args.get("limit", 10)
+        catalogue = self.snapshot.current()
+
+        def ranking() -> dict[str, Any]:
+            # The very search of search_walks, so that both match the same walks.
+            walks, _ = catalogue.search_walks(*filters, EVERYTHING, 0)
+            by_book: dict[int, list[dict[str, Any]]] = {}
+            for walk in walks:
+                by_book.setdefault(walk["book"]["number"], []).append(walk)
+            ranked = rules.rank_guide_books(
+                {number: len(found) for number, found in by_book.items()},
+                {number: found[0]["book"]["price_pence"] for number, found in by_book.items()},
+            )
+            return {"books": [results.recommendation(by_book[n]) for n in ranked[:limit]]}
+
+        return catalogue.answer(("recommend_books", *filters, limit), ranking)
 
     def guide_books(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         catalogue = self.snapshot.current()

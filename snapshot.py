@@ -21,7 +21,7 @@ from db import Store
 from protocol import PreEncoded
 
 Row = dict[str, Any]
-_EVERYTHING = 2**31 - 1  # a page size no catalogue reaches
+EVERYTHING = 2**31 - 1  # a page size no catalogue reaches: every match
 MAX_ANSWERS = 1024  # distinct answers kept per snapshot (it lasts a second)
 
 
@@ -123,8 +123,8 @@ class CatalogueSnapshot:
 
     def _load(self) -> Catalogue:
         loaded_at = self._clock()
-        walks, _ = self.store.search_walks(None, None, None, None, _EVERYTHING, 0)
-        lending, _ = self.store.catalogue(None, _EVERYTHING, 0, int(self._wall_clock()))
+        walks, _ = self.store.search_walks(None, None, None, None, EVERYTHING, 0)
+        lending, _ = self.store.catalogue(None, EVERYTHING, 0, int(self._wall_clock()))
         return Catalogue(
             walks=tuple(
                 _Walk(r["area_key"], r["distance_miles"], r["difficulty"], results.walk(r))
