@@ -68,7 +68,7 @@ class ConnectionHandler:
         line_started: float | None = None  # when the current unfinished line began
         while not self.server.stopping.is_set():
             # Sleep until the idle deadline, not in short polls: a thousand idle connections
-            # then cost no wake-ups. stop() wakes a waiting connection by shutting its reads.
+            # then cost no wake-ups. A stop wakes a waiting connection by shutting its reads.
             wait = max(last_heard + config.idle_timeout_s - time.monotonic(), 0.001)
             if line_started is not None:
                 # A deadline per line, not per byte: one byte every few seconds must not keep a
@@ -263,7 +263,8 @@ class WaymarkServer:
         self.config = config
         self.commands = commands
         self.context = context
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # set by the accept loop alone, read by connections
+        self.stop_requested = ""  # set by request_stop(): the reason, e.g. a signal's name
         self._lock = threading.Lock()
         self._handshakes: dict[int, _Handshake] = {}  # oldest first
         self._handshakes_by_address: Counter[str] = Counter()
@@ -283,11 +284,11 @@ class WaymarkServer:
         self.address = self.listener.getsockname()[:2]
 
     def serve_forever(self) -> None:
-        """Accept until stop() is called, then drain the connections."""
+        """Accept until request_stop() is called, then drain the connections."""
         # The accept loop wakes this often to expire handshakes, flush the fault log and notice
-        # stop(): one wake-up for the whole server, not one per connection.
+        # a stop request: one wake-up for the whole server, not one per connection.
         self.listener.settimeout(ACCEPT_POLL_S)
-        while not self.stopping.is_set():
+        while not self.stop_requested:
             self._expire_handshakes()
             self.faults.flush()
             try:
@@ -295,27 +296,35 @@ class WaymarkServer:
             except TimeoutError:
                 continue
             except OSError:
-                if self.stopping.is_set():
-                    break
                 log.exception("accept failed")
                 time.sleep(0.1)  # e.g. out of file descriptors: do not spin
                 continue
             self._dispatch(raw, str(peer[0]))
+        log.info("received %s, finishing requests in flight", self.stop_requested)
+        self.stopping.set()
         self.listener.close()
+        self._wake_connections()
         with self._lock:
             while self._handshakes:
                 self._cut_locked(next(iter(self._handshakes)))
         self._drain()
         self.faults.flush(everything=True)
 
-    def stop(self) -> None:
-        """Stop accepting; connections finish the request they are on and close."""
-        self.stopping.set()
+    def request_stop(self, reason: str) -> None:
+        """Ask the accept loop to stop; safe in a signal handler, as it takes no lock."""
+        # A signal handler runs in the main thread between any two bytecodes, perhaps while
+        # that thread holds self._lock (in _cut_locked, say) or an Event's own lock: taking
+        # either here hung the server for ever (issue 18). One attribute store takes none, and
+        # the accept loop, which owns the locks, sees it within ACCEPT_POLL_S.
+        self.stop_requested = reason
+
+    def _wake_connections(self) -> None:
+        # Connections finish the request they are on and close: one asleep in recv wakes with
+        # an end of input; one busy answering a request still sends its answer, then sees the
+        # flag and closes. A connection admitted after this sees the flag before it reads.
         with self._lock:
             waiting = list(self._serving)
         for sock in waiting:
-            # A connection asleep in recv wakes with an end of input; one busy answering a
-            # request still sends its answer, then sees the flag and closes.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RD)
 
@@ -408,7 +417,7 @@ class WaymarkServer:
                 self.commands.stats.connection_opened()
                 try:
                     handler = ConnectionHandler(self, sock, address)
-                    if not self.stopping.is_set():  # stop() may have missed this one
+                    if not self.stopping.is_set():  # the stop's wake-up may have missed it
                         handler.handle()
                     handler.finish()
                 except (OSError, ssl.SSLError) as error:
@@ -544,12 +553,12 @@ def serve(config: ServerConfig) -> int:
             f" {(error.strerror or str(error)).lower()}."
         ) from error
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s, finishing requests in flight", signal.Signals(signum).name)
-        server.stop()
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Only a flag: no logging and no locks here (see request_stop).
+        server.request_stop(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     host, port = server.address
     print(f"Waymark listening on {host}:{port}", flush=True)
     try:

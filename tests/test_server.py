@@ -546,3 +546,45 @@ def test_a_client_may_pin_the_old_and_the_new_certificate_while_they_change_over
     bundle.write_bytes(make_cert(tmp_path / "next").read_bytes() + server.cafile.read_bytes())
     with WireClient(server.host, server.port, bundle) as client:
         assert client.call("hello")
+
+
+STOP_ROUNDS = int(os.environ.get("WAYMARK_STOP_ROUNDS", "12"))
+
+
+def test_a_stop_never_hangs_while_the_accept_loop_cuts_handshakes(tmp_path: Path) -> None:
+    """Issue 18's reproduction: SIGTERM during a flood of unfinished handshakes, many times.
+
+    The old handler took the server's lock from the signal handler; when the signal landed while
+    the main thread held that lock (cutting a handshake), the server never exited. With two
+    handshake slots every accept cuts one under the lock, so the window is wide.
+    """
+    client_hello_start = b"\x16\x03\x01"  # three bytes of a ClientHello, then nothing
+    process = start(tmp_path, "--handshake-timeout-s", "1", "--max-handshakes", "2")
+    try:
+        for round_number in range(STOP_ROUNDS):
+            flooding = threading.Event()
+            flooding.set()
+
+            def flood() -> None:
+                while flooding.is_set():
+                    with contextlib.suppress(OSError):
+                        raw = socket.create_connection((process.host, process.port), timeout=1)
+                        raw.sendall(client_hello_start)
+                        time.sleep(0.001)
+                        raw.close()
+
+            flooders = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+            for thread in flooders:
+                thread.start()
+            time.sleep(0.3 + 0.05 * (round_number % 7))  # land the signal at different moments
+            try:
+                assert process.stop(timeout_s=10) == 0, f"round {round_number}"
+            finally:
+                flooding.clear()
+                for thread in flooders:
+                    thread.join(timeout=5)
+            if round_number + 1 < STOP_ROUNDS:
+                process = start(tmp_path, "--handshake-timeout-s", "1", "--max-handshakes", "2")
+    finally:
+        with contextlib.suppress(Exception):
+            process.stop(timeout_s=1)
