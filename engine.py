@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.pool import QueuePool
 
-from errors import OutcomeUnknownError, TryAgainError
+from errors import DatabaseUnavailableError, OutcomeUnknownError, TryAgainError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ MYSQL_LOCK_WAIT_TIMEOUT = 1205
 MYSQL_DUPLICATE_KEY = 1062
 MYSQL_DUPLICATE_COLUMN = 1060
 MYSQL_CONNECTION_LOST = frozenset({2006, 2013, 2055})
+# Cannot connect at all: no server on that socket or port (2002, 2003), unknown host (2005).
+MYSQL_UNREACHABLE = frozenset({2002, 2003, 2005})
+# SQLite: the file cannot be opened, or the disk failed under it.
+SQLITE_UNREACHABLE = ("unable to open", "disk i/o")
 
 
 class DuplicateKeyError(Exception):
@@ -43,6 +47,10 @@ class DuplicateKeyError(Exception):
 
 class ConnectionLostError(Exception):
     """The database connection dropped; the pool discards it."""
+
+
+class UnreachableError(Exception):
+    """No connection to the database could be made (or, for SQLite, its file opened)."""
 
 
 class DuplicateColumnError(Exception):
@@ -75,7 +83,8 @@ class Backend:
         return [s.strip() for s in schema.split(";\n") if _strip_comments(s).strip()]
 
     def classify(self, error: BaseException) -> type[Exception] | None:
-        """DuplicateKeyError, ConnectionLostError, or None for an error to pass on."""
+        """The kind of a driver error: DuplicateKeyError, DuplicateColumnError,
+        ConnectionLostError, UnreachableError, or None for an error to pass on."""
         return None
 
     def is_retryable(self, error: BaseException) -> bool:
@@ -139,6 +148,10 @@ class SQLiteBackend(Backend):
             return DuplicateKeyError
         if isinstance(error, sqlite3.OperationalError) and "duplicate column" in str(error):
             return DuplicateColumnError
+        if isinstance(error, sqlite3.OperationalError) and any(
+            text in str(error).lower() for text in SQLITE_UNREACHABLE
+        ):
+            return UnreachableError
         return None
 
     def is_retryable(self, error: BaseException) -> bool:
@@ -213,6 +226,8 @@ class MySQLBackend(Backend):
             return DuplicateKeyError
         if errno == MYSQL_DUPLICATE_COLUMN:
             return DuplicateColumnError
+        if errno in MYSQL_UNREACHABLE:
+            return UnreachableError
         if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._connector.InterfaceError):
             return ConnectionLostError
         return None
@@ -379,8 +394,10 @@ class Database:
 
         A pooled connection found dead when the transaction starts is replaced, since nothing
         was sent yet; one lost later is reported, because the commit may have happened.
-        Raises DuplicateKeyError or ConnectionLostError for those driver errors, and
-        errors.TryAgainError when deadlocks or certification conflicts outlast the retries.
+        Raises DuplicateKeyError for a refused row; errors.DatabaseUnavailableError when the
+        database cannot be reached or the link broke before the commit; errors.TryAgainError
+        when deadlocks or certification conflicts outlast the retries; and
+        errors.OutcomeUnknownError when the link broke during the commit.
         """
         for attempt in range(self.config.deadlock_retries + 1):
             started = False
@@ -441,7 +458,11 @@ class Database:
         raise AssertionError("unreachable")
 
     def _translate(self, error: Exception) -> None:
+        # The one place a driver's error becomes ours: a database out of reach (or a link lost
+        # before any commit) is a domain error that nothing above the store has to decode.
         kind = self.backend.classify(error)
+        if kind in (ConnectionLostError, UnreachableError):
+            raise DatabaseUnavailableError() from error
         if kind is not None:
             raise kind(str(error)) from error
 

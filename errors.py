@@ -1,7 +1,8 @@
 """The domain's errors: what rules and the store raise, knowing nothing of the wire.
 
 Each carries a sentence a person can read and details a program can act on; commands.py maps
-each class to one wire code, in one table.
+each class (or the nearest class it derives from) to one wire code, in one table. engine.py turns
+the database drivers' errors into these, so nothing above the store sees a driver's error.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ class UsernameTakenError(DomainError):
 
 class TryAgainError(DomainError):
     """The work could not be finished just now (contention, a lost database); nothing changed."""
+
+
+class DatabaseUnavailableError(TryAgainError):
+    """The database cannot be reached, or the link to it broke before a commit; nothing changed."""
+
+    MESSAGE = (
+        "The database is unavailable just now and nothing was changed; please try again shortly."
+    )
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE, {"retry_after_s": 1, "cause": "database"})
 
 
 class OutcomeUnknownError(DomainError):

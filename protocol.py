@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from encoded import PreEncoded, dumps
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_LINE_BYTES = 65_536
@@ -55,7 +58,7 @@ class ProtocolError(Exception):
 
 # Argument types. bool is a subclass of int in Python, so it is excluded explicitly:
 # {"quantity": true} must be a bad_request, not one copy.
-STR, INT, NUMBER, LIST = "text", "whole number", "number", "list"
+STR, INT, NUMBER, LIST, BOOL = "text", "whole number", "number", "list", "true or false"
 BOOK_REF = "book"
 
 
@@ -73,6 +76,9 @@ class Arg:
     maximum: float | None = None
     max_length: int | None = None
     items: tuple[Arg, ...] = ()
+    min_length: int = 0
+    # A LIST of plain values (not objects): each is checked as this Arg.
+    each: Arg | None = None
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,21 @@ class Command:
     # Changes what the catalogue shows (stock, copies available): the server's in-memory
     # snapshot of the catalogue is dropped after it.
     changes_catalogue: bool = False
+    # Its result carries a session token ("token"), which a client keeps to resume with.
+    returns_token: bool = False
+    # The name of its answer's shape in results.py (a TypedDict).
+    result: str = "Empty"
+
+    @property
+    def takes_idempotency_key(self) -> bool:
+        """A write that needs a login and is not safe to repeat: a retry needs a key."""
+        return self.needs_login and not self.safe_to_repeat
 
 
 _ID = 2**53  # ids beyond JSON's safe integers cannot name a row
+# PROTOCOL.md 1.2: a client's name for one write, so that sending it again does it once. ASCII
+# only: \w would also take other scripts' letters and digits.
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{8,64}")
 # An offset past 2**63 overflows SQLite's INTEGER and MySQL's LIMIT: bound it like an id.
 _PAGING = (Arg("limit", INT, minimum=1, maximum=200), Arg("offset", INT, minimum=0, maximum=_ID))
 _CREDENTIALS = (
@@ -102,34 +120,69 @@ _BOOK = Arg("book", BOOK_REF, True, minimum=-_ID, maximum=_ID)
 _ORDER_ITEM = (_BOOK, Arg("quantity", INT, True, minimum=1, maximum=1000))
 
 
-def _read(*args: Arg, needs_login: bool = False, admin_only: bool = False) -> Command:
-    return Command(args, needs_login or admin_only, admin_only, safe_to_repeat=True)
+def _read(
+    result: str,
+    *args: Arg,
+    needs_login: bool = False,
+    admin_only: bool = False,
+    token: bool = False,
+) -> Command:
+    return Command(
+        args,
+        needs_login or admin_only,
+        admin_only,
+        safe_to_repeat=True,
+        returns_token=token,
+        result=result,
+    )
 
 
 def _write(
-    *args: Arg, needs_login: bool = True, admin_only: bool = False, catalogue: bool = False
+    result: str,
+    *args: Arg,
+    needs_login: bool = True,
+    admin_only: bool = False,
+    catalogue: bool = False,
+    token: bool = False,
 ) -> Command:
-    return Command(args, needs_login or admin_only, admin_only, False, changes_catalogue=catalogue)
+    return Command(
+        args,
+        needs_login or admin_only,
+        admin_only,
+        False,
+        changes_catalogue=catalogue,
+        returns_token=token,
+        result=result,
+    )
 
 
 COMMANDS: dict[str, Command] = {
-    "hello": _read(),
+    "hello": _read(
+        "Hello",
+    ),
     # For load balancers: answers without waiting on the database (see stats.DatabaseProbe).
-    "health": _read(),
-    "stats": _read(admin_only=True),
-    "register": _write(*_CREDENTIALS, needs_login=False),
+    "health": _read(
+        "Health",
+    ),
+    "stats": _read("Stats", admin_only=True),
+    "register": _write("UserAnswer", *_CREDENTIALS, needs_login=False),
     # Logging in again, resuming or logging out again leaves the same state: safe to repeat.
-    "login": _read(*_CREDENTIALS),
-    "resume": _read(Arg("token", STR, True, max_length=256)),
-    "logout": _read(needs_login=True),
-    "whoami": _read(needs_login=True),
+    "login": _read("LoggedIn", *_CREDENTIALS, token=True),
+    "resume": _read("LoggedIn", Arg("token", STR, True, max_length=256), token=True),
+    "logout": _read("Empty", needs_login=True),
+    "whoami": _read("UserAnswer", needs_login=True),
     # Not safe to repeat: a second try would present the old password, which is no longer right.
     "change_password": _write(
+        "NewToken",
         Arg("old_password", STR, True, max_length=4096),
         Arg("new_password", STR, True, max_length=4096),
+        token=True,
     ),
-    "list_areas": _read(),
+    "list_areas": _read(
+        "Areas",
+    ),
     "search_walks": _read(
+        "WalkPage",
         Arg("area", STR, max_length=200),
         Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
         Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
@@ -137,51 +190,68 @@ COMMANDS: dict[str, Command] = {
         *_PAGING,
     ),
     "recommend_books": _read(
+        "Recommendations",
         Arg("area", STR, max_length=200),
         Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
         Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
         Arg("difficulty", STR, max_length=50),
         Arg("limit", INT, minimum=1, maximum=50),
     ),
-    "guide_books": _read(),
+    "guide_books": _read(
+        "GuideBooks",
+    ),
     "buy": _write(
+        "OrderAnswer",
         Arg("items", LIST, True, minimum=1, maximum=MAX_ORDER_ITEMS, items=_ORDER_ITEM),
         catalogue=True,
     ),
-    "orders": _read(needs_login=True),
+    "orders": _read("Orders", needs_login=True),
     "cancel_backorder": _write(
+        "Refund",
         Arg("order_id", INT, True, minimum=1, maximum=_ID),
         Arg("book", INT, True, minimum=1, maximum=_ID),
     ),
     "sales": _read(
-        Arg("since", STR, max_length=64), Arg("until", STR, max_length=64), admin_only=True
+        "Sales", Arg("since", STR, max_length=64), Arg("until", STR, max_length=64), admin_only=True
     ),
     "restock": _write(
+        "Restocked",
         _BOOK,
         Arg("quantity", INT, True, minimum=1, maximum=100_000),
         admin_only=True,
         catalogue=True,
     ),
-    "backorders": _read(admin_only=True),
+    "backorders": _read("Backorders", admin_only=True),
     "search_books": _read(
-        Arg("query", STR, True, max_length=200), Arg("limit", INT, minimum=1, maximum=100)
+        "BookSearch",
+        Arg("query", STR, True, max_length=200),
+        Arg("limit", INT, minimum=1, maximum=100),
     ),
-    "catalogue": _read(Arg("query", STR, max_length=200), *_PAGING),
+    "catalogue": _read("CataloguePage", Arg("query", STR, max_length=200), *_PAGING),
     "add_book": _write(
+        "BookAnswer",
         Arg("key", STR, True, max_length=64),
         Arg("copies", INT, True, minimum=1, maximum=1000),
         admin_only=True,
         catalogue=True,
     ),
-    "borrow": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
-    "return": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
-    "renew": _write(Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
-    "history": _read(needs_login=True),
-    "overdue": _read(admin_only=True),
-    "hold": _write(Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    "borrow": _write(
+        "LoanAnswer", Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True
+    ),
+    "return": _write(
+        "LoanAnswer", Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True
+    ),
+    "renew": _write(
+        "LoanAnswer", Arg("loan_id", INT, True, minimum=1, maximum=_ID), catalogue=True
+    ),
+    "history": _read("Loans", needs_login=True),
+    "overdue": _read("Loans", admin_only=True),
+    "hold": _write("HoldAnswer", Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
     # Listing holds settles lapsed reservations, which frees copies.
-    "holds": Command(needs_login=True, safe_to_repeat=True, changes_catalogue=True),
-    "cancel_hold": _write(Arg("hold_id", INT, True, minimum=1, maximum=_ID), catalogue=True),
+    "holds": Command(needs_login=True, safe_to_repeat=True, changes_catalogue=True, result="Holds"),
+    "cancel_hold": _write(
+        "Empty", Arg("hold_id", INT, True, minimum=1, maximum=_ID), catalogue=True
+    ),
 }
 
 
@@ -192,6 +262,8 @@ class Request:
     id: str | int | float | None
     cmd: str
     args: dict[str, Any] = field(default_factory=dict)
+    # Only for a command that takes one (Command.takes_idempotency_key); None otherwise.
+    idempotency_key: str | None = None
 
 
 class LineDecoder:
@@ -237,26 +309,13 @@ class LineDecoder:
         return items
 
 
-class PreEncoded(dict[str, Any]):
-    """A result that also carries its compact JSON, so an answer sent many times (a catalogue
-    page) is encoded once. It must not be changed after it is made."""
-
-    def __init__(self, value: dict[str, Any]):
-        super().__init__(value)
-        self.json = _dumps(value)
-
-
 def encode(message: dict[str, Any]) -> bytes:
     """One message as a compact JSON line ending in a newline."""
     result = message.get("result")
     if isinstance(result, PreEncoded):
         # The same bytes json.dumps would write for {"id", "ok", "result"}, in that order.
-        return f'{{"id":{_dumps(message["id"])},"ok":true,"result":{result.json}}}\n'.encode()
-    return (_dumps(message) + "\n").encode()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return f'{{"id":{dumps(message["id"])},"ok":true,"result":{result.json}}}\n'.encode()
+    return (dumps(message) + "\n").encode()
 
 
 def ok_response(request_id: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -344,6 +403,15 @@ def decode_request(line: bytes) -> Request:
         args = {}
     if not isinstance(args, dict):
         raise ProtocolError(BAD_REQUEST, "The request's 'args' must be an object.")
+    key = obj.get("idempotency_key")
+    if key is not None and COMMANDS[cmd].takes_idempotency_key:
+        if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
+            raise ProtocolError(
+                BAD_REQUEST,
+                "The 'idempotency_key' must be 8 to 64 letters, digits, '-' or '_'.",
+                {"argument": "idempotency_key"},
+            )
+        return Request(request_id, cmd, args, key)
     return Request(request_id, cmd, args)
 
 
@@ -375,6 +443,8 @@ def _check(arg: Arg, value: Any) -> Any:
         kind_ok, wanted = isinstance(value, str), "text"
     elif arg.kind == INT:
         kind_ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif arg.kind == BOOL:
+        kind_ok, wanted = isinstance(value, bool), "true or false"
     elif arg.kind == NUMBER:
         # An int is always finite; math.isfinite() would overflow on one past a double (10**309),
         # and the bounds below compare ints and floats exactly.
@@ -387,6 +457,14 @@ def _check(arg: Arg, value: Any) -> Any:
             BAD_REQUEST, f"The argument '{arg.name}' must be {wanted}.", {"argument": arg.name}
         )
     if isinstance(value, str):
+        if len(value) < arg.min_length:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"The argument '{arg.name}' must not be empty."
+                if arg.min_length == 1
+                else f"The argument '{arg.name}' must be at least {arg.min_length} characters.",
+                {"argument": arg.name},
+            )
         if arg.max_length is not None and len(value) > arg.max_length:
             raise ProtocolError(
                 BAD_REQUEST,
@@ -399,7 +477,7 @@ def _check(arg: Arg, value: Any) -> Any:
                 f"The argument '{arg.name}' contains a NUL character.",
                 {"argument": arg.name},
             )
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _is_number(value):
         if arg.minimum is not None and value < arg.minimum:
             raise ProtocolError(
                 BAD_REQUEST,
@@ -432,6 +510,8 @@ def _check_list(arg: Arg, values: list[Any]) -> list[Any]:
             f"The argument '{arg.name}' may list at most {_number(arg.maximum)} entries.",
             {"argument": arg.name},
         )
+    if arg.each is not None:
+        return [_check(arg.each, value) for value in values]
     if not arg.items:
         return values
     fields = " and ".join(f"'{item.name}'" for item in arg.items)

@@ -1,12 +1,14 @@
-"""Shapes the store's rows into the wire's objects (PROTOCOL.md's Walk, Order, Loan, Hold).
+"""The wire's result shapes: each command's answer, declared, and the rows shaped into them.
 
 The store answers in plain values (UTC seconds, flat rows); this is where they become ISO-8601
-strings with a Z, nested book objects and the fields each command's answer promises.
+strings with a Z, nested book objects and the fields each command's answer promises. Each row
+of protocol.COMMANDS names its answer's shape here (`result`), and a test holds every answer
+to its shape's keys.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import rules
 
@@ -139,3 +141,125 @@ def waiting_hold(r: Row, now: int) -> Row:
     """A hold in the member's list: also whether a copy is kept for them, and until when."""
     ready = r["ready_until"] is not None and r["ready_until"] > now
     return {**hold(r), "ready": ready, "ready_until": iso(r["ready_until"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Each command's answer, as protocol.COMMANDS names it. Values are the wire objects above.
+
+
+class Empty(TypedDict):
+    """Nothing to say beyond success."""
+
+
+class Hello(TypedDict):
+    server: str
+    version: str
+    protocol: int
+
+
+class Health(TypedDict):
+    status: str
+    database: bool
+    uptime_s: int
+    version: str
+
+
+class Stats(TypedDict):
+    connections: int
+    requests: dict[str, int]
+    errors: dict[str, int]
+    uptime_s: int
+
+
+class UserAnswer(TypedDict):
+    user: Row
+
+
+class LoggedIn(TypedDict):
+    token: str
+    user: Row
+
+
+class NewToken(TypedDict):
+    token: str
+
+
+class Areas(TypedDict):
+    areas: list[Row]
+
+
+class WalkPage(TypedDict):
+    walks: list[Row]
+    total: int
+
+
+class GuideBooks(TypedDict):
+    books: list[Row]
+
+
+class Recommendations(TypedDict):
+    books: list[Row]
+
+
+class OrderAnswer(TypedDict):
+    order: Row
+
+
+class Orders(TypedDict):
+    orders: list[Row]
+
+
+class Refund(TypedDict):
+    order: Row
+    refund_pence: int
+
+
+class Sales(TypedDict):
+    orders: int
+    subtotal_pence: int
+    discount_pence: int
+    total_pence: int
+    books: list[Row]
+
+
+class Restocked(TypedDict):
+    book: Row
+    backorders_filled: list[Row]
+
+
+class Backorders(TypedDict):
+    backorders: list[Row]
+
+
+class _BookHits(TypedDict):
+    results: list[Row]
+    source: str
+
+
+class BookSearch(_BookHits, total=False):
+    warning: str  # only when the answer is not Open Library's own, fresh
+
+
+class CataloguePage(TypedDict):
+    books: list[Row]
+    total: int
+
+
+class BookAnswer(TypedDict):
+    book: Row
+
+
+class LoanAnswer(TypedDict):
+    loan: Row
+
+
+class Loans(TypedDict):
+    loans: list[Row]
+
+
+class HoldAnswer(TypedDict):
+    hold: Row
+
+
+class Holds(TypedDict):
+    holds: list[Row]

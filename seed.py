@@ -25,7 +25,7 @@ def open_store(url: str, config: StoreConfig | None = None) -> Store:
     store = Store.open(url, config)
     try:
         if store.load_if_empty(shop_books(), walks().walks, lending_books()):
-            log.info("loaded the sample catalogue into %s", store.database.backend.describe())
+            log.info("loaded the sample catalogue into %s", store.describe())
     except BaseException:
         store.close()
         raise

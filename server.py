@@ -12,16 +12,14 @@ import contextlib
 import itertools
 import logging
 import os
-import secrets
 import signal
 import socket
 import ssl
 import sys
 import threading
 import time
-import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -32,7 +30,8 @@ import passwords
 import protocol
 import server_admin
 import tls
-from commands import Commands, Session, database_unavailable
+from commands import Commands, Session
+from logs import FaultLog
 from openlibrary import OpenLibrary
 from settings import (
     ServerConfig,
@@ -42,6 +41,7 @@ from settings import (
     login_throttle,
     open_store,
 )
+from stats import ServerStats
 
 log = logging.getLogger("waymark.server")
 
@@ -126,14 +126,14 @@ class ConnectionHandler:
             wire = (
                 error
                 if isinstance(error, protocol.ProtocolError)
-                else self.server.faults.report(error, request.cmd if request else "?")
+                else _internal(self.server.faults.report(error, request.cmd if request else "?"))
             )
             # A line refused before it decoded may still have an id worth echoing.
             request_id = request.id if request else protocol.request_id_of(line)
             response = protocol.error_response(request_id, wire)
         cmd = request.cmd if request else "?"
         code = None if response["ok"] else response["error"]["code"]
-        self.server.commands.stats.answered(request.cmd if request else None, code)
+        self.server.stats.answered(request.cmd if request else None, code)
         # Arguments are never logged: they may hold passwords and tokens.
         ms = round((time.perf_counter() - started) * 1000, 1)
         log.debug(
@@ -153,96 +153,6 @@ class ConnectionHandler:
 
 
 @dataclass
-class _Fault:
-    """One kind of fault seen in this interval: since when, and how many more since the first."""
-
-    since: float
-    more: int = 0
-    last_reference: str = ""
-
-
-class FaultLog:
-    """Turns an unexpected exception into the client's error, logging each kind of fault with
-    its traceback once per interval and then how many more like it there were.
-
-    A database outage fails every request the same way; a traceback for each one buried the
-    log (25,310 lines for 380 requests). Each answer still carries its own reference.
-    """
-
-    INTERVAL_S = 60.0
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._faults: dict[tuple[Any, ...], _Fault] = {}
-
-    def report(self, error: Exception, cmd: str) -> protocol.ProtocolError:
-        """Log error (or count it) and return the wire error for it, with a fresh reference."""
-        reference = secrets.token_hex(6)
-        wire = database_unavailable(error) or protocol.ProtocolError(
-            protocol.INTERNAL,
-            f"Something went wrong on the server (reference {reference}); nothing was changed.",
-        )
-        wire.details["request_id"] = reference
-        kind = _fault_kind(error)
-        now = self.clock()
-        expired: _Fault | None = None
-        with self._lock:
-            fault = self._faults.get(kind)
-            if fault is not None and now - fault.since < self.INTERVAL_S:
-                fault.more += 1
-                fault.last_reference = reference
-                first = False
-            else:
-                expired, self._faults[kind] = fault, _Fault(since=now)
-                first = True
-        if first:
-            if expired is not None:
-                self._summarise(kind, expired)
-            log.error("%s error %s while running %s", wire.code, reference, cmd, exc_info=error)
-        else:
-            log.debug("%s error %s while running %s (as before)", wire.code, reference, cmd)
-        return wire
-
-    def flush(self, everything: bool = False) -> None:
-        """Log the count for each kind of fault whose interval is over (or for all of them)."""
-        now = self.clock()
-        with self._lock:
-            done = {
-                k: f
-                for k, f in self._faults.items()
-                if everything or now - f.since >= self.INTERVAL_S
-            }
-            for kind in done:
-                del self._faults[kind]
-        for kind, fault in done.items():
-            self._summarise(kind, fault)
-
-    def _summarise(self, kind: tuple[Any, ...], fault: _Fault) -> None:
-        if fault.more:
-            log.warning(
-                "... and %d more like it (%s) in %.0f s, the last with reference %s",
-                fault.more,
-                kind[0],
-                self.clock() - fault.since,
-                fault.last_reference,
-            )
-
-
-def _fault_kind(error: BaseException) -> tuple[Any, ...]:
-    # A kind of fault: the exception's type, its errno if any, and where it was raised, for it
-    # and each exception it came from. The same outage seen from two commands is one kind.
-    kind: list[Any] = []
-    cause: BaseException | None = error
-    while cause is not None and len(kind) < 24:
-        frames = traceback.extract_tb(cause.__traceback__)
-        where = (frames[-1].filename, frames[-1].lineno) if frames else None
-        kind += [type(cause).__qualname__, getattr(cause, "errno", None), where]
-        cause = cause.__cause__ or cause.__context__
-    return tuple(kind)
-
-
-@dataclass
 class _Handshake:
     """A connection still in its TLS handshake: who it is, and when it must have finished."""
 
@@ -259,9 +169,17 @@ class WaymarkServer:
     the oldest of them, never a client that has finished one.
     """
 
-    def __init__(self, config: ServerConfig, commands: Commands, context: ssl.SSLContext):
+    def __init__(
+        self,
+        config: ServerConfig,
+        commands: Commands,
+        context: ssl.SSLContext,
+        stats: ServerStats,
+        faults: FaultLog,
+    ):
         self.config = config
         self.commands = commands
+        self.stats = stats  # this process's counters: the server writes them, `stats` reads them
         self.context = context
         self.stopping = threading.Event()  # set by the accept loop alone, read by connections
         self.stop_requested = ""  # set by request_stop(): the reason, e.g. a signal's name
@@ -274,7 +192,7 @@ class WaymarkServer:
         self._rejecting = 0
         self._threads: set[threading.Thread] = set()
         self._serving: set[ssl.SSLSocket] = set()
-        self.faults = FaultLog()
+        self.faults = faults
         self.listener = socket.create_server(
             (config.host, config.port),
             family=socket.AF_INET6 if ":" in config.host else socket.AF_INET,
@@ -414,7 +332,7 @@ class WaymarkServer:
                 if refusal is not None:
                     self._reject(sock, refusal)
                     return
-                self.commands.stats.connection_opened()
+                self.stats.connection_opened()
                 try:
                     handler = ConnectionHandler(self, sock, address)
                     if not self.stopping.is_set():  # the stop's wake-up may have missed it
@@ -426,7 +344,7 @@ class WaymarkServer:
             log.exception("connection handler failed")
         finally:
             if admitted:
-                self.commands.stats.connection_closed()
+                self.stats.connection_closed()
             with self._lock:
                 self._serving.discard(sock)
                 if admitted:
@@ -486,6 +404,15 @@ class WaymarkServer:
             threads[0].join(timeout=max(deadline - time.monotonic(), 0))
 
 
+def _internal(reference: str) -> protocol.ProtocolError:
+    """The client's answer to a fault of ours: a reference to find it in the log, nothing more."""
+    return protocol.ProtocolError(
+        protocol.INTERNAL,
+        f"Something went wrong on the server (reference {reference}); nothing was changed.",
+        {"request_id": reference},
+    )
+
+
 def _send_within(sock: ssl.SSLSocket, data: bytes, seconds: float) -> None:
     """sendall() with one deadline for the whole of data; raises TimeoutError past it."""
     # The deadline is ours rather than left to how ssl's sendall() spends its timeout over
@@ -538,14 +465,17 @@ def serve(config: ServerConfig) -> int:
             f"expires in {left.days} days" if left.days >= 0 else "has expired",
         )
     store = open_store(config)
+    stats, faults = ServerStats(), FaultLog()
     commands = Commands(
         store,
         OpenLibrary(config.openlibrary_url, contact=config.openlibrary_contact),
         passwords.PasswordHasher(config.bcrypt_cost, config.hash_concurrency),
         login_throttle(config),
+        stats=stats,
+        faults=faults,
     )
     try:
-        server = WaymarkServer(config, commands, context)
+        server = WaymarkServer(config, commands, context, stats, faults)
     except OSError as error:
         store.close()
         raise StartupError(

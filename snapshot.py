@@ -18,7 +18,7 @@ from typing import Any
 import results
 import rules
 from db import Store
-from protocol import PreEncoded
+from encoded import PreEncoded
 
 Row = dict[str, Any]
 EVERYTHING = 2**31 - 1  # a page size no catalogue reaches: every match
@@ -63,7 +63,8 @@ class Catalogue:
         limit: int,
         offset: int,
     ) -> tuple[list[Row], int]:
-        """The walks search_walks' SQL finds, in its order: one page and the count."""
+        """The one walk search: the walks passing every filter given, in the store's order;
+        one page and the count. area_key is part of an area's key; low and high are inclusive."""
         found = [
             walk.shaped
             for walk in self.walks
@@ -123,13 +124,10 @@ class CatalogueSnapshot:
 
     def _load(self) -> Catalogue:
         loaded_at = self._clock()
-        walks, _ = self.store.search_walks(None, None, None, None, EVERYTHING, 0)
+        walks = self.store.walks()
         lending, _ = self.store.catalogue(None, EVERYTHING, 0, int(self._wall_clock()))
         return Catalogue(
-            walks=tuple(
-                _Walk(r["area_key"], r["distance_miles"], r["difficulty"], results.walk(r))
-                for r in walks
-            ),
+            walks=searchable_walks(walks),
             areas=tuple(self.store.list_areas()),
             guide_books=tuple(self.store.shop_books()),
             lending=tuple(
@@ -137,3 +135,10 @@ class CatalogueSnapshot:
             ),
             loaded_at=loaded_at,
         )
+
+
+def searchable_walks(rows: list[Row]) -> tuple[_Walk, ...]:
+    """The Store's walk rows as Catalogue.search_walks searches them."""
+    return tuple(
+        _Walk(r["area_key"], r["distance_miles"], r["difficulty"], results.walk(r)) for r in rows
+    )

@@ -2,9 +2,9 @@
 
     python bench/peer.py --db URL --cert CERT --key KEY [--pool-size 16]
 
-GET /walks?area=peak runs the same Store.search_walks call as server.py's search_walks and sends
-the same JSON. It listens on 127.0.0.1 on a free port with the server's TLS context
-(tls.server_context), prints "peer listening on HOST:PORT" once it serves, and stops on SIGTERM.
+GET /walks?area=peak loads the walks from the database on every call (Store.walks) and runs
+server.py's search over them (snapshot.Catalogue.search_walks), sending the same JSON. It
+listens on 127.0.0.1 on a free port with the server's TLS context (tls.server_context), prints "peer listening on HOST:PORT" once it serves, and stops on SIGTERM.
 One process, one event loop: uvicorn's own choice of loop and HTTP parser (uvloop and httptools
 when installed), the sync endpoint in FastAPI's thread pool, as a FastAPI app with a
 synchronous database layer is usually run.
@@ -28,12 +28,12 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
-import results  # noqa: E402
 import rules  # noqa: E402
 import seed  # noqa: E402
 import tls  # noqa: E402
 from db import Store, StoreConfig  # noqa: E402
 from engine import PoolConfig  # noqa: E402
+from snapshot import Catalogue, searchable_walks  # noqa: E402
 
 HOST = "127.0.0.1"
 KEEP_ALIVE_S = 600  # longer than any bench stage, so only the client ever closes a connection
@@ -46,17 +46,20 @@ def make_app(store: Store) -> FastAPI:
 
     @app.get("/walks")
     def walks(area: str | None = None, limit: int = 50, offset: int = 0) -> JSONResponse:
-        found, total = store.search_walks(
+        # A catalogue of this call's rows alone: a database round trip per request, as a
+        # service without Waymark's one-second snapshot would make.
+        catalogue = Catalogue(searchable_walks(store.walks()), (), (), (), loaded_at=0.0)
+        found, total = catalogue.search_walks(
             area_key=rules.match_key(area) if area else None,
-            min_distance=None,
-            max_distance=None,
+            low=None,
+            high=None,
             difficulty=None,
             limit=limit,
             offset=offset,
         )
         # JSONResponse renders with json.dumps, as server.py does; a response model would add
         # pydantic validation that Waymark does not do.
-        return JSONResponse({"walks": [results.walk(r) for r in found], "total": total})
+        return JSONResponse({"walks": found, "total": total})
 
     return app
 

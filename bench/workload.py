@@ -245,15 +245,8 @@ class StoreWorker(Worker):
         return functools.partial(self.handlers[cmd], args)
 
     def search_walks(self, args: dict[str, Any]) -> object:
-        area = args.get("area")
-        return self.store.search_walks(
-            area_key=rules.match_key(area) if area else None,
-            min_distance=None,
-            max_distance=None,
-            difficulty=None,
-            limit=50,
-            offset=0,
-        )
+        # The Store's whole part in a walk search: loading the walks, which snapshot.py filters.
+        return self.store.walks()
 
     def list_areas(self, args: dict[str, Any]) -> object:
         return self.store.list_areas()

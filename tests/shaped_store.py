@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import reports
 import results
 from db import Store
+from snapshot import CatalogueSnapshot
 
 
 class ShapedStore:
@@ -19,8 +19,8 @@ class ShapedStore:
         return getattr(self.store, name)
 
     def search_walks(self, *args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], int]:
-        found, total = self.store.search_walks(*args, **kwargs)
-        return [results.walk(r) for r in found], total
+        """The walk search as the server answers it: over a snapshot loaded now."""
+        return CatalogueSnapshot(self.store).current().search_walks(*args, **kwargs)
 
     def place_order(self, user_id: int, requested: dict[int, int], now: int) -> dict[str, Any]:
         return results.order(self.store.place_order(user_id, requested, now))
@@ -29,7 +29,7 @@ class ShapedStore:
         return [results.order(r) for r in self.store.orders_for(user_id)]
 
     def outstanding_backorders(self) -> list[dict[str, Any]]:
-        return [results.backorder(r) for r in reports.outstanding_backorders(self.store.database)]
+        return [results.backorder(r) for r in self.store.outstanding_backorders()]
 
     def cancel_backorder(
         self, user_id: int, order_id: int, number: int

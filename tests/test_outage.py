@@ -10,11 +10,11 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-import mysql.connector
 import pytest
 
-from commands import DATABASE_UNAVAILABLE, database_unavailable
-from engine import ConnectionLostError
+from commands import wire_error
+from engine import Database, UnreachableError, backend_from_url
+from errors import DatabaseUnavailableError
 from tests.fake_openlibrary import FakeOpenLibrary
 from tests.tcp_proxy import TcpProxy
 from tests.wire import ServerProcess, register_and_login
@@ -52,7 +52,10 @@ def test_an_unreachable_database_answers_unavailable_and_logs_one_traceback(
         assert server.stop() == 0
     references = set()
     for error in errors:
-        assert (error["code"], error["message"]) == ("unavailable", DATABASE_UNAVAILABLE)
+        assert (error["code"], error["message"]) == (
+            "unavailable",
+            DatabaseUnavailableError.MESSAGE,
+        )
         details = dict(error["details"])
         references.add(details.pop("request_id"))
         assert details == {"retry_after_s": 1, "cause": "database"}
@@ -70,12 +73,16 @@ def test_each_way_a_database_can_be_out_of_reach_is_recognised(tmp_path: Path) -
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    with pytest.raises(mysql.connector.Error) as refused:
-        mysql.connector.connect(host="127.0.0.1", port=port, user="root", connection_timeout=2)
-    with pytest.raises(sqlite3.OperationalError) as unopenable:
-        sqlite3.connect(tmp_path / "no such folder" / "w.db")
-    for error in (refused.value, unopenable.value, ConnectionLostError("2013: lost")):
-        wire = database_unavailable(error)
-        assert wire is not None and wire.code == "unavailable", error
-    assert database_unavailable(sqlite3.OperationalError("no such table: orders")) is None
-    assert database_unavailable(ValueError("a bug")) is None
+    refused = Database(backend_from_url(f"mysql://root@127.0.0.1:{port}/waymark"))
+    (tmp_path / "a folder").mkdir()  # a database file that is a folder cannot be opened
+    unopenable = Database(backend_from_url(f"sqlite:///{tmp_path / 'a folder'}"))
+    for database in (refused, unopenable):
+        for use in (database.read, database.write):
+            with pytest.raises(DatabaseUnavailableError) as caught:
+                use(lambda tx: tx.value("SELECT 1"))
+            assert caught.value.message == DatabaseUnavailableError.MESSAGE
+            assert wire_error(caught.value).code == "unavailable"
+    backend = backend_from_url(f"sqlite:///{tmp_path / 'w.db'}")
+    assert backend.classify(sqlite3.OperationalError("disk I/O error")) is UnreachableError
+    assert backend.classify(sqlite3.OperationalError("no such table: orders")) is None
+    assert backend.classify(ValueError("a bug")) is None

@@ -551,6 +551,16 @@ def test_a_client_may_pin_the_old_and_the_new_certificate_while_they_change_over
 STOP_ROUNDS = int(os.environ.get("WAYMARK_STOP_ROUNDS", "12"))
 
 
+def _flood(address: tuple[str, int], flooding: threading.Event) -> None:
+    """Open connections that send three bytes of a ClientHello and then nothing, until told."""
+    while flooding.is_set():
+        with contextlib.suppress(OSError):
+            raw = socket.create_connection(address, timeout=1)
+            raw.sendall(b"\x16\x03\x01")
+            time.sleep(0.001)
+            raw.close()
+
+
 def test_a_stop_never_hangs_while_the_accept_loop_cuts_handshakes(tmp_path: Path) -> None:
     """Issue 18's reproduction: SIGTERM during a flood of unfinished handshakes, many times.
 
@@ -558,22 +568,16 @@ def test_a_stop_never_hangs_while_the_accept_loop_cuts_handshakes(tmp_path: Path
     the main thread held that lock (cutting a handshake), the server never exited. With two
     handshake slots every accept cuts one under the lock, so the window is wide.
     """
-    client_hello_start = b"\x16\x03\x01"  # three bytes of a ClientHello, then nothing
     process = start(tmp_path, "--handshake-timeout-s", "1", "--max-handshakes", "2")
     try:
         for round_number in range(STOP_ROUNDS):
             flooding = threading.Event()
             flooding.set()
-
-            def flood() -> None:
-                while flooding.is_set():
-                    with contextlib.suppress(OSError):
-                        raw = socket.create_connection((process.host, process.port), timeout=1)
-                        raw.sendall(client_hello_start)
-                        time.sleep(0.001)
-                        raw.close()
-
-            flooders = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+            address = (process.host, process.port)
+            flooders = [
+                threading.Thread(target=_flood, args=(address, flooding), daemon=True)
+                for _ in range(4)
+            ]
             for thread in flooders:
                 thread.start()
             time.sleep(0.3 + 0.05 * (round_number % 7))  # land the signal at different moments

@@ -1,0 +1,130 @@
+"""The account command handlers: greetings, health, logins, sessions, passwords."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import rules
+from commands_base import Handlers, Session
+from db import LoginStart
+from passwords import hash_token
+from protocol import (
+    INVALID_CREDENTIALS,
+    PROTOCOL_VERSION,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    ProtocolError,
+)
+
+SERVER_NAME = "waymark"
+SERVER_VERSION = "1.0.0"
+TOKEN_BYTES = 32  # 256 bits from secrets
+
+
+class AccountCommands(Handlers):
+    """Handlers for the commands this module names."""
+
+    def do_hello(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"server": SERVER_NAME, "version": SERVER_VERSION, "protocol": PROTOCOL_VERSION}
+
+    def do_health(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        database = self.database_probe.healthy()
+        return {
+            "status": "ok" if database else "degraded",
+            "database": database,
+            "uptime_s": self.stats.uptime_s(),
+            "version": SERVER_VERSION,
+        }
+
+    def do_stats(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return self.stats.snapshot()
+
+    def do_register(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        username = rules.validate_username(args["username"])
+        rules.validate_password(args["password"])
+        user = self.store.create_user(username, self.hasher.hash(args["password"]), self._now())
+        return {"user": {"id": user["id"], "username": user["username"]}}
+
+    def do_login(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        # Case folding can lengthen a name ("ß" is "ss"); no real name is near the column's 64.
+        key = rules.username_key(args["username"])[:64]
+        now = self._now()
+        attempt = self._attempt(session, key, now)
+        user = attempt.user
+        # Without a user, verify against a dummy hash: same time, same answer.
+        if not self.hasher.verify(args["password"], user["password_hash"] if user else None):
+            raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
+        assert user is not None
+        upgraded = (
+            self.hasher.hash(args["password"])
+            if self.hasher.needs_rehash(user["password_hash"])
+            else None
+        )
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if self.store.finish_login(attempt, key, hash_token(token), now, upgraded) is None:
+            # The password was changed while this login checked it: it is no longer right.
+            raise ProtocolError(INVALID_CREDENTIALS, "The username or password is not right.")
+        return self._logged_in(session, user, token)
+
+    def _attempt(self, session: Session, key: str, now: int) -> LoginStart:
+        """A recorded try at a member's password (login, change_password); rate_limited if
+        this name or address has failed too often lately."""
+        attempt = self.store.start_login(key, session.address, now, self.auth.failure_window_s)
+        wait = rules.login_retry_after_s(
+            self.auth,
+            [rules.from_seconds(t) for t in attempt.failures_by_user_and_address],
+            [rules.from_seconds(t) for t in attempt.failures_by_user],
+            [rules.from_seconds(t) for t in attempt.failures_by_address],
+            rules.from_seconds(now),
+        )
+        if wait:
+            self.store.finish_login(attempt, key, None, now)  # a refused try does not prolong it
+            raise ProtocolError(
+                RATE_LIMITED,
+                f"Too many failed logins; try again in {wait} seconds.",
+                {"retry_after_s": wait},
+            )
+        return attempt
+
+    def do_resume(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        token_hash = hash_token(args["token"])
+        now = self._now()
+        user = self.store.session_user(token_hash, now, causal=True)
+        if user is None:
+            raise ProtocolError(UNAUTHORIZED, "That session has expired or ended; please log in.")
+        return self._logged_in(session, user, args["token"])
+
+    def _logged_in(self, session: Session, user: dict[str, Any], token: str) -> dict[str, Any]:
+        session.user = {"id": user["id"], "username": user["username"], "role": user["role"]}
+        session.token_hash = hash_token(token)
+        return {"token": token, "user": dict(session.user)}
+
+    def do_logout(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        if session.token_hash:
+            self.store.end_session(session.token_hash)
+        session.user, session.token_hash = None, None
+        return {}
+
+    def do_whoami(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        return {"user": dict(self._member(session))}
+
+    def do_change_password(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._member(session)
+        rules.validate_password(args["new_password"])
+        key = rules.username_key(user["username"])[:64]
+        now = self._now()
+        # The old password is tried as a login is, so that the same throttle applies to it.
+        attempt = self._attempt(session, key, now)
+        known = attempt.user
+        if known is None or known["id"] != user["id"]:
+            raise ProtocolError(UNAUTHORIZED, "Your account was not found; please log in again.")
+        wrong = ProtocolError(INVALID_CREDENTIALS, "The old password is not right.")
+        if not self.hasher.verify(args["old_password"], known["password_hash"]):
+            raise wrong
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        new_hash = self.hasher.hash(args["new_password"])
+        if self.store.finish_login(attempt, key, hash_token(token), now, new_hash, True) is None:
+            raise wrong  # changed meanwhile (another session's change_password won)
+        session.token_hash = hash_token(token)
+        return {"token": token}

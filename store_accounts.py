@@ -1,0 +1,183 @@
+"""The accounts' part of the Store: users, sessions, login attempts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import rules
+from engine import DuplicateKeyError, Row, Tx
+from errors import UsernameTakenError
+from store_base import StoreBase
+
+
+@dataclass(frozen=True)
+class LoginStart:
+    """A recorded login attempt, the user it names (None if none), and the times of earlier
+    failures: this username from this address, this username from anywhere, this address."""
+
+    attempt_id: int
+    user: Row | None
+    failures_by_user_and_address: list[int]
+    failures_by_user: list[int]
+    failures_by_address: list[int]
+
+
+class AccountStore(StoreBase):
+    """Members and admins, their sessions, and the record the login throttle reads."""
+
+    def create_user(self, username: str, password_hash: str, now: int, role: str = "member") -> Row:
+        """A new user; username_taken if the name exists ignoring case."""
+
+        def work(tx: Tx) -> Row:
+            user_id = self._insert_user(tx, username, password_hash, role, now)
+            return {"id": user_id, "username": username, "role": role}
+
+        try:
+            return self.database.write(work)
+        except DuplicateKeyError:
+            raise UsernameTakenError(f"The username {username!r} is already taken.", {}) from None
+
+    def make_admin(self, username: str, password_hash: str, now: int) -> tuple[Row, bool]:
+        """Create an admin, or promote an existing user and set the password; (user, created)."""
+
+        def work(tx: Tx) -> tuple[Row, bool]:
+            key = rules.username_key(username)
+            found = tx.row(
+                f"SELECT id, username FROM users WHERE username_key = ?{tx.lock}", (key,)
+            )
+            if found:
+                tx.run(
+                    "UPDATE users SET role = 'admin', password_hash = ? WHERE id = ?",
+                    (password_hash, found["id"]),
+                )
+                return {"id": found["id"], "username": found["username"], "role": "admin"}, False
+            user_id = self._insert_user(tx, username, password_hash, "admin", now)
+            return {"id": user_id, "username": username, "role": "admin"}, True
+
+        return self.database.write(work)
+
+    def _insert_user(self, tx: Tx, username: str, password_hash: str, role: str, now: int) -> int:
+        _, user_id = tx.run(
+            "INSERT INTO users (username, username_key, password_hash, role, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (username, rules.username_key(username), password_hash, role, now),
+        )
+        assert user_id is not None
+        return user_id
+
+    def start_login(self, username_key: str, address: str, now: int, keep_s: int) -> LoginStart:
+        """Record a login attempt as failed until it succeeds, and read what the throttle needs.
+
+        Recording before checking means parallel guesses all see each other, so they cannot
+        slip past the throttle together. Attempts older than keep_s are forgotten here.
+        """
+
+        def work(tx: Tx) -> LoginStart:
+            tx.run("DELETE FROM login_failures WHERE failed_at < ?", (now - keep_s,))
+            _, attempt_id = tx.run(
+                "INSERT INTO login_failures (username_key, address, failed_at) VALUES (?, ?, ?)",
+                (username_key, address, now),
+            )
+            assert attempt_id is not None
+            since = now - keep_s
+            # Earlier failures in the window, this attempt left out: (username, address) pairs.
+            failures = tx.rows(
+                "SELECT username_key, address, failed_at FROM login_failures"
+                " WHERE (username_key = ? OR address = ?) AND failed_at >= ? AND id <> ?"
+                " ORDER BY failed_at",
+                (username_key, address, since, attempt_id),
+            )
+            user = tx.row(
+                "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
+                (username_key,),
+            )
+            return LoginStart(
+                attempt_id,
+                user,
+                failures_by_user_and_address=[
+                    r["failed_at"]
+                    for r in failures
+                    if r["username_key"] == username_key and r["address"] == address
+                ],
+                failures_by_user=[
+                    r["failed_at"] for r in failures if r["username_key"] == username_key
+                ],
+                failures_by_address=[r["failed_at"] for r in failures if r["address"] == address],
+            )
+
+        return self.database.write(work)
+
+    def finish_login(
+        self,
+        attempt: LoginStart,
+        username_key: str,
+        token_hash: str | None,
+        now: int,
+        new_password_hash: str | None = None,
+        end_sessions: bool = False,
+    ) -> int | None:
+        """End a login: with a token, clear the name's failures, store the session (returns its
+        expiry) and, if given, replace the password hash (a cost upgrade, or with end_sessions
+        a change of password that ends every other session); without one, forget an attempt
+        refused before its password was checked. A wrong password needs no call: its attempt
+        stays recorded as a failure. None, and nothing stored, if the password changed since
+        start_login read it (the password just proven is no longer the member's)."""
+        expires_at = now + self.config.session_ttl_s
+
+        def work(tx: Tx) -> int | None:
+            if token_hash is None or attempt.user is None:
+                tx.run("DELETE FROM login_failures WHERE id = ?", (attempt.attempt_id,))
+                return None
+            # Writing the member's row orders this against a change of password on any node.
+            # A concurrent cost upgrade also changes the hash; that rare login is just refused.
+            claimed, _ = tx.run(
+                "UPDATE users SET version = version + 1, password_hash = COALESCE(?, password_hash)"
+                " WHERE id = ? AND password_hash = ?",
+                (new_password_hash, attempt.user["id"], attempt.user["password_hash"]),
+            )
+            if claimed != 1:
+                return None
+            tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
+            if end_sessions:
+                tx.run("DELETE FROM sessions WHERE user_id = ?", (attempt.user["id"],))
+            self._insert_session(tx, attempt.user["id"], token_hash, now, expires_at)
+            return expires_at
+
+        return self.database.write(work)
+
+    def create_session(self, user_id: int, token_hash: str, now: int) -> int:
+        """Store a session by the hash of its token; returns its expiry."""
+        expires_at = now + self.config.session_ttl_s
+        self.database.write(
+            lambda tx: self._insert_session(tx, user_id, token_hash, now, expires_at)
+        )
+        return expires_at
+
+    def _insert_session(
+        self, tx: Tx, user_id: int, token_hash: str, now: int, expires_at: int
+    ) -> None:
+        tx.run("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        tx.run(
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            (token_hash, user_id, now, expires_at),
+        )
+
+    def session_user(self, token_hash: str, now: int, causal: bool = False) -> Row | None:
+        """The user of an unexpired session (with its expires_at), or None.
+
+        causal: also see a session made a moment ago through another cluster node (resume).
+        """
+        return self.database.read(
+            lambda tx: tx.row(
+                f"{tx.causal if causal else ''}SELECT u.id, u.username, u.role, s.expires_at"
+                " FROM sessions s JOIN users u ON u.id = s.user_id"
+                " WHERE s.token_hash = ? AND s.expires_at > ?",
+                (token_hash, now),
+            )
+        )
+
+    def end_session(self, token_hash: str) -> None:
+        """Delete a session so its token stops working."""
+        self.database.write(
+            lambda tx: tx.run("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        )
