@@ -66,6 +66,8 @@ class Backend:
 
     lock_clause = ""
     begin_statement = ""
+    # INSERT that skips a row whose unique key is taken, instead of failing the transaction.
+    insert_ignore = "INSERT IGNORE"
     # Put before a SELECT that must see every write already committed anywhere in a cluster
     # (read your own writes across Galera nodes); empty where every read already does.
     causal_prefix = ""
@@ -106,6 +108,7 @@ class SQLiteBackend(Backend):
     # IMMEDIATE takes the write lock at once, so two writers can never read the same stock
     # and both decide to sell it.
     begin_statement = "BEGIN IMMEDIATE"
+    insert_ignore = "INSERT OR IGNORE"
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000):
         self.path = path

@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS login_failures (
     INDEX login_failures_by_address (address, failed_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- One row per name tried at login, written by every try: it serialises the throttle's count
+-- for that name across connections, processes and cluster nodes (see start_login).
+CREATE TABLE IF NOT EXISTS login_names (
+    username_key VARCHAR(64) NOT NULL PRIMARY KEY,
+    attempts BIGINT NOT NULL DEFAULT 0
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS shop_books (
     number INTEGER NOT NULL PRIMARY KEY,

@@ -73,6 +73,20 @@ class AccountStore(StoreBase):
         """
 
         def work(tx: Tx) -> LoginStart:
+            # Write the name's counter row first: tries at one name then run one at a time, on
+            # every node of a cluster, and each reads the failures the one before it wrote. An
+            # inserted failure row alone serialises nothing: under MySQL's snapshot reads (and
+            # across Galera nodes) parallel guesses each saw too few and got bcrypt.
+            claimed, _ = tx.run(
+                "UPDATE login_names SET attempts = attempts + 1 WHERE username_key = ?",
+                (username_key,),
+            )
+            if not claimed:
+                tx.run(
+                    f"{self.database.backend.insert_ignore} INTO login_names"
+                    " (username_key, attempts) VALUES (?, 1)",
+                    (username_key,),
+                )
             tx.run("DELETE FROM login_failures WHERE failed_at < ?", (now - keep_s,))
             _, attempt_id = tx.run(
                 "INSERT INTO login_failures (username_key, address, failed_at) VALUES (?, ?, ?)",

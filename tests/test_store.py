@@ -293,3 +293,26 @@ def _drop_backorder_cancelled(backend: engine.Backend, cursor: Any) -> None:
     cursor.execute(f"INSERT INTO order_lines_v2 ({columns}) SELECT {columns} FROM order_lines")
     cursor.execute("DROP TABLE order_lines")
     cursor.execute("ALTER TABLE order_lines_v2 RENAME TO order_lines")
+
+
+def test_parallel_login_tries_at_one_name_each_see_every_try_before_them(store: Store) -> None:
+    """The name's counter row serialises tries: no two parallel guesses see the same count.
+
+    Without it, MySQL's snapshot reads let parallel tries each miss the others' failure rows,
+    and more guesses than the throttle allows got a bcrypt check (issue 18).
+    """
+    tries = 12
+    barrier = threading.Barrier(tries)
+    seen: list[int] = []
+
+    def guess(number: int) -> None:
+        barrier.wait()
+        attempt = store.start_login("besieged", f"10.0.0.{number}", 1_000_000, 900)
+        seen.append(len(attempt.failures_by_user))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(tries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(seen) == list(range(tries))
