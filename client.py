@@ -17,6 +17,7 @@ from typing import IO, Any
 from rich.console import Console
 
 import client_checks as checks
+import client_sentences as sentences
 import client_views as views
 from client_link import (
     DEFAULT_CAFILE,
@@ -27,10 +28,10 @@ from client_link import (
     EXIT_OK,
     EXIT_SERVER_ERROR,
     EXIT_USAGE,
+    AnswerLostError,
     ClientError,
     Connection,
     JsonDict,
-    OutcomeUnknownError,
     ServerError,
     TokenFile,
     UsageError,
@@ -146,7 +147,7 @@ def _checked_by_table(cmd: str, flags: tuple[str, ...], options: dict[str, Any])
         def name_of(name: str) -> str:
             if name == dest:
                 return views.quoted(text)
-            return f"{views.ARGUMENT_NAMES.get(name, name)} in {views.quoted(text)}"
+            return f"{sentences.ARGUMENT_NAMES.get(name, name)} in {views.quoted(text)}"
 
         try:
             return checks.check_argument(cmd, dest, value, name_of)
@@ -195,7 +196,7 @@ def read_password(
         if not password:
             raise UsageError("No password: set WAYMARK_PASSWORD or give it on standard input.")
         return password
-    return ask_password(streams.getpass_fn, prompt, twice)
+    return ask_password(streams.getpass_fn, prompt, twice, _new_password if twice else None)
 
 
 def read_new_password(streams: Streams) -> str:
@@ -205,8 +206,12 @@ def read_new_password(streams: Streams) -> str:
         password = streams.stdin.readline().rstrip("\r\n")
         if not password:
             raise UsageError("No new password: give it on standard input after the old one.")
-    else:
-        password = ask_password(streams.getpass_fn, "New password: ", twice=True)
+        return _new_password(password)
+    # Checked as soon as it is typed, not after it has been typed twice.
+    return ask_password(streams.getpass_fn, "New password: ", True, _new_password)
+
+
+def _new_password(password: str) -> str:
     try:
         return checks.check_new_password(password)
     except ValueError as error:
@@ -278,27 +283,35 @@ def run_subcommand(
         except ClientError as error:
             report_failure(error, options.json, streams)
             return EXIT_SERVER_ERROR
-        if cmd == "logout":
-            connection.forget_session()
-        result = subcommand.keep(result)
-        if options.json:
-            print(json.dumps(result, ensure_ascii=False), file=streams.stdout)
-        else:
-            # Piped output is not cut to 80 columns: tables are only as wide as their content.
-            width = None if streams.stdout.isatty() else 160
-            views.show(Console(file=streams.stdout, width=width), subcommand.show(result))
+        advice: list[str] = []
+        if subcommand.advise is not None:
+            with contextlib.suppress(ClientError):  # advice only: the request itself succeeded
+                advice = subcommand.advise(connection, args, result)
+    result = subcommand.keep(result)
+    if options.json:
+        print(json.dumps(result, ensure_ascii=False), file=streams.stdout)
+        for sentence in advice:
+            print(sentence, file=streams.stderr)
+        return EXIT_OK
+    heading = [] if subcommand.heading is None else [subcommand.heading(options)]
+    # Piped output is not cut to 80 columns: tables are only as wide as their content.
+    width = None if streams.stdout.isatty() else 160
+    views.show(
+        Console(file=streams.stdout, width=width), [*heading, *subcommand.show(result), *advice]
+    )
     return EXIT_OK
 
 
 def report_failure(error: ClientError, as_json: bool, streams: Streams) -> None:
     """A server's or the connection's failure: a sentence on stderr, or JSON on stdout."""
     if not as_json:
-        print(views.plain_argument_message(str(error)), file=streams.stderr)
+        sentence = checks.sentence_refused(error) if isinstance(error, ServerError) else str(error)
+        print(sentence, file=streams.stderr)
         return
     if isinstance(error, ServerError):
         body = {"code": error.code, "message": error.message, "details": error.details}
     else:
-        code = "outcome_unknown" if isinstance(error, OutcomeUnknownError) else "connection_failed"
+        code = "outcome_unknown" if isinstance(error, AnswerLostError) else "connection_failed"
         body = {"code": code, "message": str(error), "details": {}}
     print(json.dumps({"error": body}, ensure_ascii=False), file=streams.stdout)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import client_sentences as sentences
 import client_views as views
 from client_checks import longest
 from client_link import Connection, JsonDict, ServerError
@@ -70,12 +71,21 @@ class LibraryMenus(Prompts):
     # Borrowing and holds
 
     def offer_book(self, book_id: int, title: str, free: int) -> None:
-        """Borrow the book when a copy is free, else offer a place in its queue."""
+        """Borrow the book when a copy is free or kept for this member's hold (a kept copy is
+        not counted free), else offer a place in its queue."""
         if free > 0:
             if self.confirm(f"Borrow {views.clean_text(title)}?"):
                 self.borrow(book_id, title)
+        elif (kept := self.kept_hold(book_id)) is not None:
+            if self.confirm(f"{sentences.sentence_kept(kept)} Borrow it?"):
+                self.borrow(book_id, title)
         elif self.confirm(f"No copy of {views.clean_text(title)} is free. Join the queue for it?"):
             self.place_hold(book_id)
+
+    def kept_hold(self, book_id: int) -> JsonDict | None:
+        """This member's hold on the book when a copy is kept for them, else None."""
+        holds = self.connection.call("holds")["holds"]
+        return next((h for h in holds if h.get("ready") and h["book"]["id"] == book_id), None)
 
     def borrow(self, book_id: int, title: str) -> None:
         """Borrow a book; when every copy has just gone, offer the queue instead."""
@@ -88,23 +98,30 @@ class LibraryMenus(Prompts):
             if self.confirm(f"Join the queue for {views.clean_text(title)}?"):
                 self.place_hold(book_id)
             return
-        self.say(views.sentence_borrowed(loan))
+        self.say(sentences.sentence_borrowed(loan))
 
     def place_hold(self, book_id: int) -> None:
         """Join a book's queue and say where in it."""
-        self.say(views.sentence_held(self.connection.call("hold", book_id=book_id)["hold"]))
+        self.say(sentences.sentence_held(self.connection.call("hold", book_id=book_id)["hold"]))
 
     def show_holds(self) -> None:
-        """This member's holds with their queue positions; offer to cancel one."""
+        """This member's holds with their queue positions; offer to borrow a copy kept for one,
+        or to cancel one."""
         holds = self.connection.call("holds")["holds"]
         if not holds:
             self.say("You have no holds. Choose a book with no free copy to join its queue.")
             return
         self.show(views.holds_table(holds, numbered=True))
-        if (hold := self.pick_row(holds, "a hold to cancel")) is None:
+        ready = any(hold.get("ready") for hold in holds)
+        what = "a hold to borrow or cancel" if ready else "a hold to cancel"
+        if (hold := self.pick_row(holds, what)) is None:
             return
         title = hold["book"]["title"]
-        if self.confirm(f"Cancel your hold on {views.clean_text(title)}?"):
+        if hold.get("ready") and self.confirm(
+            f"Borrow the copy of {views.clean_text(title)} kept for you?"
+        ):
+            self.borrow(hold["book"]["id"], title)
+        elif self.confirm(f"Cancel your hold on {views.clean_text(title)}?"):
             self.connection.call("cancel_hold", hold_id=hold["id"])
             self.say(f"Your hold on {title} is cancelled.")
 
@@ -137,14 +154,16 @@ class LibraryMenus(Prompts):
         loan = self.pick_loan("a book to return")
         if loan is not None and self.confirm(f"Return {views.clean_text(loan['book']['title'])}?"):
             result = self.connection.call("return", loan_id=loan["id"])
-            self.say(views.sentence_returned(result["loan"]))
+            self.say(sentences.sentence_returned(result["loan"]))
 
     def renew_loan(self) -> None:
         """Pick a loan by its number and renew it."""
         loan = self.pick_loan("a loan to renew")
         if loan is not None:
             self.say(
-                views.sentence_renewed(self.connection.call("renew", loan_id=loan["id"])["loan"])
+                sentences.sentence_renewed(
+                    self.connection.call("renew", loan_id=loan["id"])["loan"]
+                )
             )
 
     def pick_loan(self, what: str) -> JsonDict | None:

@@ -4,12 +4,13 @@ Dropped connections: Connection reconnects and resumes the session with its toke
 that changes nothing (a read) is then sent once more. A request that changes something (buy,
 borrow, return, ...) is never sent twice: when the connection breaks after it went out, nobody
 knows whether the server carried it out, so the client reconnects, resumes, and raises
-OutcomeUnknownError telling the person to check their orders or loans. An idle connection the
+AnswerLostError telling the person to check their orders or loans. An idle connection the
 server has already closed (a restart between two requests) is noticed before sending and
 replaced, so that common case loses nothing, writes included.
 
 The session token has one owner, Connection: it keeps the token in memory to resume after a
 reconnect and, only when asked to remember, in a 0600 file (TokenFile) for the next run.
+Which commands return a token, and which may be sent again, is read from protocol.COMMANDS.
 """
 
 from __future__ import annotations
@@ -69,21 +70,27 @@ class UsageError(ClientError):
 
 
 class ServerError(ClientError):
-    """The server answered ok:false; message is its sentence, to be printed as it is."""
+    """The server answered ok:false to cmd: its code, its sentence and its details (a
+    bad_request about an argument names it in details["argument"])."""
 
-    def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None):
+    def __init__(
+        self, code: str, message: str, details: Mapping[str, Any] | None = None, cmd: str = ""
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = dict(details or {})
+        self.cmd = cmd
 
 
 class ConnectionFailedError(ClientError):
     """The server cannot be reached, is not the pinned one, or stopped answering."""
 
 
-class OutcomeUnknownError(ConnectionFailedError):
-    """A write went out but its answer was lost; it must not be resent blindly."""
+class AnswerLostError(ConnectionFailedError):
+    """A write went out but the link broke before its answer came, so whether the server did
+    it is not known; it must not be resent blindly. (Not errors.OutcomeUnknownError, the
+    server's own doubt about a database commit, which reaches a client as unavailable.)"""
 
 
 class _LinkLostError(Exception):
@@ -101,9 +108,10 @@ class Connection:
     """A verified TLS connection to the server, re-established on demand, holding the token.
 
     call() raises ServerError for an error answer, ConnectionFailedError when the server cannot
-    be reached, and OutcomeUnknownError when a write's answer was lost. The token of a
-    successful login, resume or change_password is kept in memory to resume after a reconnect; with remember
-    (and a token_file), a login's token is also saved there for the next run.
+    be reached, and AnswerLostError when a write's answer was lost. The token of a command
+    whose row in protocol.COMMANDS says it returns one is kept in memory to resume after a
+    reconnect; with remember (and a token_file), a new session's token is also saved there for
+    the next run, and a remembered session's new token (change_password) replaces it there.
     """
 
     def __init__(
@@ -124,7 +132,7 @@ class Connection:
         self.token_file = token_file
         self.remember = remember
         self.token: str | None = None
-        self._token_saved = False  # whether token_file holds this session's token
+        self._remembered: str | None = None  # the token this connection keeps in token_file
         self._context: ssl.SSLContext | None = None
         self._sock: ssl.SSLSocket | None = None
         self._decoder = LineDecoder(MAX_REPLY_BYTES)
@@ -166,15 +174,19 @@ class Connection:
             if error.code == UNAUTHORIZED:
                 self.token_file.forget()
             raise
-        self._token_saved = True
+        self._remembered = token
         return result
 
     def forget_session(self) -> None:
-        """Forget the session token, in memory and in the token file."""
-        self.token = None
-        self._token_saved = False
-        if self.token_file is not None:
-            self.token_file.forget()
+        """Forget the session token in memory, and in the token file only while the file still
+        holds it: another program may since have remembered a login of its own there."""
+        ours = {token for token in (self.token, self._remembered) if token is not None}
+        self.token = self._remembered = None
+        if self.token_file is None or not ours:
+            return
+        with contextlib.suppress(UsageError):  # a file others may read is not this session's
+            if self.token_file.load() in ours:
+                self.token_file.forget()
 
     def close(self) -> None:
         """Close the socket; the next call() connects again and resumes the session."""
@@ -204,13 +216,13 @@ class Connection:
             )
             if _safe_to_repeat(cmd):
                 raise ConnectionFailedError(sentence)
-            raise OutcomeUnknownError(f"{sentence} {OUTCOME_UNKNOWN}")
+            raise AnswerLostError(f"{sentence} {OUTCOME_UNKNOWN}")
         if not _safe_to_repeat(cmd):
             try:
                 self._open()
             except ConnectionFailedError as error:
-                raise OutcomeUnknownError(f"{OUTCOME_UNKNOWN} {error}") from None
-            raise OutcomeUnknownError(OUTCOME_UNKNOWN)
+                raise AnswerLostError(f"{OUTCOME_UNKNOWN} {error}") from None
+            raise AnswerLostError(OUTCOME_UNKNOWN)
         self._open()
         try:
             return self._exchange(cmd, args)
@@ -351,19 +363,25 @@ class Connection:
         if not reply.ok:
             if reply.code in (SERVER_BUSY, LINE_TOO_LONG):
                 self.close()  # the server closes the connection after these
-            raise ServerError(reply.code, reply.message, reply.details)
+            raise ServerError(reply.code, reply.message, reply.details, cmd)
         token = reply.result.get("token")
-        if cmd in ("login", "resume", "change_password") and isinstance(token, str):
-            # change_password ends every other session, the old token's too: the new one
-            # replaces it here, and in the token file when the session is remembered there.
-            self.token = token
-            if cmd == "login":
-                self._token_saved = self.remember and self.token_file is not None
-            if self._token_saved and cmd != "resume" and self.token_file is not None:
-                self.token_file.save(token)
+        command = COMMANDS.get(cmd)
+        if command is not None and command.returns_token and isinstance(token, str):
+            self._keep(token)
         elif cmd == "logout":
-            self.token = None
+            self.forget_session()
         return reply.result
+
+    def _keep(self, token: str) -> None:
+        # A new token (a login, or change_password, which ends every other session, the old
+        # token's too) replaces the old one here, and in the token file when this session is
+        # remembered there or logins are to be remembered. A resume brings the same token back.
+        previous, self.token = self.token, token
+        if token == previous or self.token_file is None:
+            return
+        if self._remembered is not None or self.remember:
+            self.token_file.save(token)
+            self._remembered = token
 
 
 def _reason(error: OSError) -> str:

@@ -8,13 +8,22 @@ import getpass
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from rich.console import Console
 
+import client_sentences as sentences
 import client_views as views
 from client_basket import Basket
-from client_checks import check_username, longest, most
+from client_checks import (
+    check_moment,
+    check_username,
+    is_backwards,
+    is_day,
+    longest,
+    most,
+    sentence_refused,
+    until_sent,
+)
 from client_library import LibraryMenus
 from client_link import EXIT_OK, EXIT_SERVER_ERROR, ClientError, Connection, JsonDict, ServerError
 from client_prompts import GoBack
@@ -113,7 +122,7 @@ class App(ShopMenus, LibraryMenus):
             MenuItem("My loans", self.show_loans),
             MenuItem("Return a book", self.return_book),
             MenuItem("Renew a loan", self.renew_loan),
-            MenuItem("My holds (cancel one)", self.show_holds),
+            MenuItem("My holds (borrow a kept copy, or cancel)", self.show_holds),
             MenuItem("Loan history", self.show_history),
             MenuItem("Change my password", self.change_password),
         ]
@@ -147,7 +156,7 @@ class App(ShopMenus, LibraryMenus):
             self.connection.close()
             self.warn("\nCancelled.")
         except ServerError as error:
-            self.warn(views.plain_argument_message(error.message))
+            self.warn(sentence_refused(error))
             if error.code == UNAUTHORIZED and self.user is not None:
                 self.end_session()
                 self.warn("Please log in again.")
@@ -195,7 +204,7 @@ class App(ShopMenus, LibraryMenus):
                 self.connection.call("register", username=username, password=password)
                 break
             except ServerError as error:
-                sentence = views.plain_argument_message(error.message)
+                sentence = sentence_refused(error)
                 if error.code == WEAK_PASSWORD or error.details.get("argument") == "password":
                     self.warn(sentence)
                     password = self.ask_new_password()
@@ -263,7 +272,7 @@ class App(ShopMenus, LibraryMenus):
             return
         quantity = self.ask_number("How many copies arrived? ", 1, most("restock", "quantity"))
         result = self.connection.call("restock", book=book.number, quantity=quantity)
-        self.show_all(views.sentences_restocked(result))
+        self.show_all(sentences.sentences_restocked(result))
 
     def add_book(self) -> None:
         """Add copies of an Open Library work to the lending library."""
@@ -281,7 +290,9 @@ class App(ShopMenus, LibraryMenus):
             key = f"/works/{key}"
         copies = self.ask_number("How many copies? ", 1, most("add_book", "copies"))
         self.say(
-            views.sentence_added(self.connection.call("add_book", key=key, copies=copies)["book"])
+            sentences.sentence_added(
+                self.connection.call("add_book", key=key, copies=copies)["book"]
+            )
         )
 
     def pick_work(self, query: str) -> str | None:
@@ -311,24 +322,33 @@ class App(ShopMenus, LibraryMenus):
             self.say("No loan is overdue.")
 
     def show_sales(self) -> None:
-        """Guide-book sales in a window of dates, Enter leaving either end open."""
+        """Guide-book sales from a first to a last date, that day included; Enter leaves either
+        end open."""
         since = self.ask_date("From which date (such as 2026-11-01; Enter for the first sale)? ")
-        until = self.ask_date("Before which date (Enter for up to now)? ")
-        window = {name: day for name, day in (("since", since), ("until", until)) if day}
-        result = self.connection.call("sales", **window)
-        self.show(views.sales_table(result, views.sales_title(since, until)))
+        while True:
+            until = self.ask_date(
+                "To which date, that day included (Enter for up to now)? ", last=True
+            )
+            if not (since and until and is_backwards(since, until)):
+                break
+            self.warn(f"The last date cannot be before the first ({since}).")
+        window = {"since": since, "until": until_sent(until) if until else ""}
+        result = self.connection.call("sales", **{name: day for name, day in window.items() if day})
+        title = views.sales_title(since, until, last_day=not until or is_day(until))
+        self.show(views.sales_table(result, title))
 
-    def ask_date(self, prompt: str) -> str:
-        """A date or time as ISO 8601 writes it (UTC unless it says otherwise), or ''."""
+    def ask_date(self, prompt: str, last: bool = False) -> str:
+        """A date or time as ISO 8601 writes it (UTC unless it says otherwise), or ''; the
+        last date of a window must have a day after it."""
         help_text = (
             "Type a date such as 2026-11-01, or a time such as 2026-11-01T09:30; "
             "Enter leaves it open, q goes back."
         )
         while text := self.ask(prompt, help_text):
             try:
-                datetime.fromisoformat(text)
-            except ValueError:
-                self.warn(f"{views.quoted(text)} is not a date; type one such as 2026-11-01.")
-                continue
-            return text
+                if last:
+                    until_sent(text)
+                return check_moment(text)
+            except ValueError as error:
+                self.warn(str(error))
         return ""

@@ -30,9 +30,17 @@ class PasswordsDifferError(UsageError):
     """A new password was typed differently the second time."""
 
 
-def ask_password(getpass_fn: Callable[[str], str], prompt: str, twice: bool) -> str:
-    """A password typed at a hidden prompt (twice for a new one); PasswordsDifferError."""
+def ask_password(
+    getpass_fn: Callable[[str], str],
+    prompt: str,
+    twice: bool,
+    check: Callable[[str], str] | None = None,
+) -> str:
+    """A password typed at a hidden prompt (twice for a new one), checked by check as soon as it
+    is first typed; PasswordsDifferError, or whatever check raises."""
     password = getpass_fn(prompt)
+    if check is not None:
+        password = check(password)
     if twice and password != getpass_fn("The same password again: "):
         raise PasswordsDifferError("The two passwords differ.")
     return password
@@ -99,16 +107,17 @@ class Prompts:
                 return text
 
     def ask_new_password(self, prompt: str = "Password (at least 8 characters): ") -> str:
-        """A new password that the server's rules accept, typed twice until both agree."""
+        """A new password that the server's rules accept (checked as soon as it is typed), typed
+        twice until both agree."""
         help_text = "Choose a password of at least 8 characters; it is not shown as you type."
         while True:
             try:
-                password = ask_password(
+                return ask_password(
                     lambda prompt: self.ask_secret(prompt, help_text),
                     prompt,
                     twice=True,
+                    check=check_new_password,
                 )
-                return check_new_password(password)
             except PasswordsDifferError:
                 self.warn("The two passwords differ; please type them again.")
             except ValueError as error:

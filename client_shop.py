@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import client_sentences as sentences
 import client_views as views
 from client_basket import Basket, GuideBook, copies_ordered, guide_books_in
-from client_checks import areas_matching, closest_area, longest, most, parse_miles
+from client_checks import (
+    areas_matching,
+    closest_area,
+    longest,
+    most,
+    parse_miles,
+    sentence_refused,
+)
 from client_link import Connection, JsonDict, ServerError
 from client_prompts import GoBack, Prompts
 from protocol import LIMIT_EXCEEDED, UNAUTHORIZED
-from rules import MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER, reprice_cancelled
+from rules import DIFFICULTIES, MAX_COPIES_PER_CUSTOMER, MAX_COPIES_PER_ORDER, reprice_cancelled
 
 PAGE_SIZE = 200  # the largest page search_walks and catalogue serve
 AREA_LONGEST = longest("search_walks", "area")
@@ -104,10 +112,10 @@ class ShopMenus(Prompts):
             text = self.ask("Difficulty: easy, medium or hard (Enter for any): ", help_text)
             if not (text := text.lower()):
                 return None
-            matches = [level for level in views.DIFFICULTIES if level.startswith(text)]
+            matches = [level for level in DIFFICULTIES if level.startswith(text)]
             if len(matches) == 1:
                 return matches[0]
-            self.warn(views.sentence_not_a_difficulty(views.clean_text(text)))
+            self.warn(sentences.sentence_not_a_difficulty(views.clean_text(text)))
 
     def ask_miles(self, what: str, name: str, at_least: float | None = None) -> float | None:
         """A distance in miles for the search's argument name, at least at_least; None for any."""
@@ -227,9 +235,9 @@ class ShopMenus(Prompts):
         if not self.basket:
             self.warn("Your basket is empty; add a guide book first.")
             return False
-        for sentence in views.sentences_short_stock(self.basket):
+        for sentence in sentences.sentences_short_stock(self.basket):
             self.say(sentence)
-        if not self.confirm(views.question_order(self.basket)):
+        if not self.confirm(sentences.question_order(self.basket)):
             return False
         try:
             order = self.connection.call("buy", items=self.basket.items())["order"]
@@ -239,7 +247,7 @@ class ShopMenus(Prompts):
             self.warn(self.sentence_refused(error))
             return False
         self.basket.clear()
-        self.show_all([views.order_table(order), *views.sentences_back_ordered(order)])
+        self.show_all([views.order_table(order), *sentences.sentences_back_ordered(order)])
         return True
 
     def sentence_refused(self, error: ServerError) -> str:
@@ -247,8 +255,8 @@ class ShopMenus(Prompts):
         number = error.details.get("book")
         line = self.basket.line_for(number) if isinstance(number, int) else None
         if error.code == LIMIT_EXCEEDED and line is not None:
-            return views.sentence_copy_limit(error.details, views.clean_text(line.book.title))
-        return views.plain_argument_message(error.message)
+            return sentences.sentence_copy_limit(error.details, views.clean_text(line.book.title))
+        return sentence_refused(error)
 
     def show_orders(self) -> None:
         """This member's orders, newest first, a page at a time."""
@@ -284,7 +292,7 @@ class ShopMenus(Prompts):
         order, line = picked
         title = views.clean_text(line["book"]["title"])
         copies = views.plural(line["backorder_outstanding"], "awaited copy", "awaited copies")
-        _, refund = reprice_cancelled(
+        pricing, refund = reprice_cancelled(
             order["total_pence"],
             [
                 (
@@ -296,9 +304,11 @@ class ShopMenus(Prompts):
                 for other in order["lines"]
             ],
         )
+        # The discount the order loses, said on this screen: the refund alone would hide it.
+        lost = 0 if pricing.discount_pence else order["discount_pence"]
         if not self.confirm(
             f"Cancel the {copies} of {title} on order {order['id']}? "
-            f"{views.sentence_refund(refund)}"
+            f"{sentences.sentence_refund(refund, lost)}"
         ):
             return
         result = self.connection.call(
@@ -306,4 +316,4 @@ class ShopMenus(Prompts):
         )
         self.say(f"The awaited copies of {title} on order {order['id']} are cancelled.")
         self.show_all([views.order_table(result["order"])])
-        self.show_all(views.sentences_backorder_cancelled(result))
+        self.show_all(sentences.sentences_backorder_cancelled(result, lost))

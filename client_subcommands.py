@@ -4,20 +4,24 @@ it sends and how its result is shown, and the types that check what the argument
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import client_checks as checks
+import client_sentences as sentences
 import client_views as views
+import rules
 from client_basket import GuideBook
-from client_link import JsonDict, UsageError
+from client_link import Connection, JsonDict, UsageError
 
 # What the arguments accept -------------------------------------------------------------------
 
 
 def parse_order_item(text: str) -> JsonDict:
-    """'101:2' -> {'book': 101, 'quantity': 2}; a title may stand for the number; no ':N' is 1."""
+    """'101:2' -> {'book': 101, 'quantity': 2}; a title may stand for the number; no ':N' is 1.
+    More copies than one order may hold of a book (rules.py) is refused here, as the server would."""
     book, colon, quantity = text.rpartition(":")
     if not colon:
         book, quantity = text, "1"
@@ -30,7 +34,15 @@ def parse_order_item(text: str) -> JsonDict:
         raise ValueError(f"{quantity!r} in {text!r} is not a whole number of copies.") from None
     if copies < 1:
         raise ValueError(f"{text!r} must order at least one copy.")
+    if copies > rules.MAX_COPIES_PER_ORDER:
+        raise ValueError(_too_many(f"{views.quoted(text)} asks for {copies}"))
     return {"book": book_reference(book), "quantity": copies}
+
+
+def _too_many(asked: str) -> str:
+    return (
+        f"One order may hold at most {rules.MAX_COPIES_PER_ORDER} copies of a guide book; {asked}."
+    )
 
 
 def book_reference(text: str) -> int | str:
@@ -72,8 +84,8 @@ def _miles(name: str) -> Callable[[str], float]:
 
 
 def _difficulty(text: str) -> str:
-    if text.strip().lower() not in views.DIFFICULTIES:
-        raise ValueError(views.sentence_not_a_difficulty(text))
+    if text.strip().lower() not in rules.DIFFICULTIES:
+        raise ValueError(sentences.sentence_not_a_difficulty(text))
     return text.strip().lower()
 
 
@@ -110,9 +122,66 @@ def _walk_filters(*paging: str) -> Callable[[argparse.Namespace], JsonDict]:
     return args
 
 
-def _query(options: argparse.Namespace) -> JsonDict:
-    # The words are one query; catalogue may have none, and then lists every book.
-    return ({"query": " ".join(options.query)} if options.query else {}) | _given("limit")(options)
+def _query(required: bool) -> Callable[[argparse.Namespace], JsonDict]:
+    # The words are one query; catalogue may have none (or only spaces), and then lists every
+    # book; search_books needs some, and the server refuses only spaces as it refuses none.
+    def args(options: argparse.Namespace) -> JsonDict:
+        query = rules.normalise_spaces(" ".join(options.query or ()))
+        if required and not query:
+            raise UsageError("QUERY must not be empty: give words to search for.")
+        return ({"query": query} if query else {}) | _given("limit")(options)
+
+    return args
+
+
+def _order(options: argparse.Namespace) -> JsonDict:
+    # Items naming the same book add up, and one order may hold at most 8 copies of a book. A
+    # title is matched as the server matches it (a title and its number are not known to agree).
+    asked: dict[int | str, int] = {}
+    for item in options.items:
+        book = item["book"]
+        key = book if isinstance(book, int) else rules.match_key(book)
+        asked[key] = asked.get(key, 0) + item["quantity"]
+        if asked[key] > rules.MAX_COPIES_PER_ORDER:
+            named = f"book {book}" if isinstance(book, int) else views.quoted(book)
+            raise UsageError(_too_many(f"these items ask for {asked[key]} copies of {named}"))
+    return {"items": options.items}
+
+
+def _sales_window(options: argparse.Namespace) -> JsonDict:
+    # --until is the last day, included: the wire's until is exclusive, so a day is sent as the
+    # day after it (a time is sent as it is, the moment the window ends before).
+    window = _given("since", "until")(options)
+    since, until = window.get("since"), window.get("until")
+    if until:
+        try:
+            window["until"] = checks.until_sent(until)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if since and until and checks.is_backwards(since, until):
+        raise UsageError(f"--since ({since}) must not be later than --until ({until}).")
+    return window
+
+
+def _sales_heading(options: argparse.Namespace) -> str:
+    until = options.until
+    return views.sales_title(options.since, until, last_day=not until or checks.is_day(until))
+
+
+def _area_advice(connection: Connection, args: JsonDict, result: JsonDict) -> list[str]:
+    # As the menus do: when nothing matches an area no walk is in, say what was likely meant.
+    area = args.get("area")
+    if not area or result.get("walks") or result.get("books"):
+        return []
+    areas = [str(entry["area"]) for entry in connection.call("list_areas")["areas"]]
+    if checks.areas_matching(area, areas):
+        return []
+    if (guess := checks.closest_area(area, areas)) is None:
+        return [f"No area matches {views.quoted(area)}; the areas subcommand lists them."]
+    return [
+        f"No area matches {views.quoted(area)}. Did you mean {guess}? "
+        f"Try --area {shlex.quote(guess)}."
+    ]
 
 
 def _logged_in(result: JsonDict) -> views.Shown:
@@ -125,7 +194,8 @@ class Subcommand:
     """One subcommand: its help, its arguments, the request it sends and how it shows the result.
 
     keep picks what is printed of the result, as JSON too; show turns that into tables and
-    sentences for a person.
+    sentences for a person, after any heading naming what was asked. advise may ask the server
+    more (with the request's args) to add advice, such as the area a typo meant.
     """
 
     name: str
@@ -135,6 +205,8 @@ class Subcommand:
     arguments: tuple[Argument, ...] = ()
     args: Callable[[argparse.Namespace], JsonDict] = _given()
     keep: Callable[[JsonDict], JsonDict] = lambda result: result
+    heading: Callable[[argparse.Namespace], str] | None = None
+    advise: Callable[[Connection, JsonDict, JsonDict], list[str]] | None = None
 
 
 def _by_id(
@@ -146,6 +218,7 @@ def _by_id(
 
 
 _NUMBER = argument_type(_whole_number)
+_MOMENT = argument_type(checks.check_moment)
 _LIMIT = _arg("--limit", type=_NUMBER)
 _WALK_FILTERS = (
     _arg("--area", help="part of an area's name"),
@@ -210,6 +283,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             ],
             arguments=(*_WALK_FILTERS, _LIMIT, _arg("--offset", type=argument_type(_offset))),
             args=_walk_filters("limit", "offset"),
+            advise=_area_advice,
         ),
         Subcommand(
             "recommend", "Which guide books cover the walks I want, most walks first.",
@@ -217,6 +291,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             lambda r: views.recommended_books_shown(r["books"]),
             arguments=(*_WALK_FILTERS, _LIMIT),
             args=_walk_filters("limit"),
+            advise=_area_advice,
         ),
         Subcommand(
             "guide-books", "List the guide books for sale: number, title, price and stock.",
@@ -225,19 +300,19 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         ),
         Subcommand(
             "buy", "Buy guide books, for example: buy 101:2 105 'Peak District:3'", "buy",
-            lambda r: [views.order_table(r["order"]), *views.sentences_back_ordered(r["order"])],
+            lambda r: [views.order_table(r["order"]), *sentences.sentences_back_ordered(r["order"])],
             arguments=(
                 _arg("items", nargs="+", type=argument_type(parse_order_item),
                      metavar="BOOK:COPIES",
                      help="a guide book's number or title (guide-books lists them), and "
                           ":COPIES for how many; copies default to 1"),
             ),
-            args=_given("items"),
+            args=_order,
         ),
         Subcommand(
             "cancel-backorder", "Cancel the copies of a guide book still awaited on an order.",
             "cancel_backorder",
-            lambda r: [views.order_table(r["order"]), *views.sentences_backorder_cancelled(r)],
+            lambda r: [views.order_table(r["order"]), *sentences.sentences_backorder_cancelled(r)],
             arguments=(
                 _arg("order_id", type=_NUMBER, metavar="ORDER", help="the order's number"),
                 _arg("book", type=_NUMBER, metavar="BOOK", help="the guide book's number"),
@@ -252,27 +327,27 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 views.book_hits_table(r["results"], numbered=False),
             ],
             arguments=(_arg("query", nargs="+"), _LIMIT),
-            args=_query,
+            args=_query(required=True),
         ),
         Subcommand(
             "catalogue", "List the library's lending books.", "catalogue",
             lambda r: [views.catalogue_table(r["books"], numbered=False)],
             arguments=(_arg("query", nargs="*"), _LIMIT),
-            args=_query,
+            args=_query(required=False),
         ),
         _by_id("borrow", "Borrow a library book.", "borrow", "book_id",
-               lambda r: [views.sentence_borrowed(r["loan"])]),
+               lambda r: [sentences.sentence_borrowed(r["loan"])]),
         _by_id("return", "Return a loan.", "return", "loan_id",
-               lambda r: [views.sentence_returned(r["loan"])]),
+               lambda r: [sentences.sentence_returned(r["loan"])]),
         _by_id("renew", "Renew a loan.", "renew", "loan_id",
-               lambda r: [views.sentence_renewed(r["loan"])]),
+               lambda r: [sentences.sentence_renewed(r["loan"])]),
         _by_id("hold", "Join the queue for a book.", "hold", "book_id",
-               lambda r: [views.sentence_held(r["hold"])]),
+               lambda r: [sentences.sentence_held(r["hold"])]),
         _by_id("cancel-hold", "Cancel a hold.", "cancel_hold", "hold_id",
                lambda r: ["The hold is cancelled."]),
         Subcommand(
             "restock", "Add copies of a guide book for sale (admin).", "restock",
-            views.sentences_restocked,
+            sentences.sentences_restocked,
             arguments=(
                 _arg("book", type=book_reference, help="number or title"),
                 _arg("quantity", type=_NUMBER),
@@ -285,16 +360,19 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         ),
         Subcommand(
             "sales", "Sales of guide books in a window of dates (admin).", "sales",
-            lambda r: [views.sales_table(r)],
+            lambda r: [views.sales_table(r, title=None)],
             arguments=(
-                _arg("--since", help="from this date or time (ISO 8601, UTC), such as 2026-11-01"),
-                _arg("--until", help="before this date or time (ISO 8601, UTC)"),
+                _arg("--since", type=_MOMENT,
+                     help="from this date or time (ISO 8601, UTC), such as 2026-11-01"),
+                _arg("--until", type=_MOMENT,
+                     help="to this date, that day included, or before this time (ISO 8601, UTC)"),
             ),
-            args=_given("since", "until"),
+            args=_sales_window,
+            heading=_sales_heading,
         ),
         Subcommand(
             "add-book", "Add copies of an Open Library work to the library (admin).", "add_book",
-            lambda r: [views.sentence_added(r["book"])],
+            lambda r: [sentences.sentence_added(r["book"])],
             arguments=(
                 _arg("key", help="an Open Library work key, /works/OL...W"),
                 _arg("copies", type=_NUMBER),

@@ -1,9 +1,9 @@
-"""How the client shows things to people: safe text, money, times, miles, tables and sentences."""
+"""How the client shows things to people: safe text, money, times, miles, and tables."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -13,10 +13,10 @@ from rich.segment import Segment, Segments
 from rich.table import Column, Table
 from rich.text import Text
 
+import rules
 from client_basket import Basket, GuideBook
 from client_link import JsonDict
 
-DIFFICULTIES = ("easy", "medium", "hard")
 Shown = Sequence[Table | str]  # what to print for a person: tables, and sentences as they are
 
 
@@ -73,6 +73,11 @@ def quoted(text: str, longest: int = 40) -> str:
     return repr(text if len(text) <= longest else text[: longest - 1] + "…")
 
 
+def either(words: Sequence[str]) -> str:
+    """Words to choose from as people write them: 'easy, medium or hard'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def choices(numbers: Sequence[int]) -> str:
     """Numbers to choose from as people write them: '101 to 107', '4, 9 or 12', '4, 9, … or 30'."""
     ordered = sorted(numbers)
@@ -104,7 +109,7 @@ def active_loans(loans: Iterable[JsonDict]) -> list[JsonDict]:
     return [loan for loan in loans if loan.get("returned_at") is None]
 
 
-# Tables and sentences, shared by the menus and the subcommands -------------------------------
+# Tables, shared by the menus and the subcommands ----------------------------------------------
 
 
 # SIMPLE_HEAD with a rule above a section (the totals), for a table printed by show_table.
@@ -243,25 +248,33 @@ def basket_table(basket: Basket) -> Table:
     return table
 
 
+def copies_of(line: Mapping[str, Any]) -> tuple[int, int, int]:
+    """An order line's copies (sent, awaited, cancelled), which add up to its quantity: sent
+    counts the copies a restock supplied later too, as the sales report does."""
+    cancelled = line.get("backorder_cancelled", 0)
+    awaited = line.get("backorder_outstanding", line["backordered"] - cancelled)
+    return line["quantity"] - awaited - cancelled, awaited, cancelled
+
+
 def order_table(order: JsonDict) -> Table:
-    """One order: its lines, what was sent and back-ordered (and cancelled), the discount and
-    the total."""
-    outstanding = any("backorder_outstanding" in line for line in order["lines"])
+    """One order: its lines with the copies sent, awaited and cancelled (Copies is their sum),
+    the discount and the total."""
+    back_ordered = any(line["backordered"] for line in order["lines"])
     cancelled = any(line.get("backorder_cancelled") for line in order["lines"])
     table = _table(
-        "Guide book", _right("Copies"), _right("Sent"), _right("Back-ordered"),
-        *([_right("Awaited")] if outstanding else []),
+        "Guide book", _right("Copies"), _right("Sent"),
+        *([_right("Awaited")] if back_ordered else []),
         *([_right("Cancelled")] if cancelled else []),
         _right("Price"), _right("Line total"),
         title=f"Order {order['id']}, placed {format_local_time(order.get('created_at'))}",
     )  # fmt: skip
-    blanks = [""] * (3 + outstanding + cancelled)
+    blanks = [""] * (2 + back_ordered + cancelled)
     for line in order["lines"]:
         book = line["book"]
+        sent, awaited, gone = copies_of(line)
         _add_row(
-            table, f"{book['number']} {book['title']}", line["quantity"], line["fulfilled"],
-            line["backordered"], *([line.get("backorder_outstanding", 0)] if outstanding else []),
-            *([line.get("backorder_cancelled", 0)] if cancelled else []),
+            table, f"{book['number']} {book['title']}", line["quantity"], sent,
+            *([awaited] if back_ordered else []), *([gone] if cancelled else []),
             format_money(line["unit_price_pence"]), format_money(line["line_total_pence"]),
         )  # fmt: skip
     table.add_section()
@@ -314,13 +327,20 @@ def catalogue_table(books: list[JsonDict], numbered: bool) -> Table:
 
 
 def loans_table(loans: list[JsonDict], title: str) -> Table:
-    """Loans by their number (the one return and renew take), with local due dates."""
+    """Loans by their number (the one return and renew take), with local due dates and the
+    renewals used of the house's limit (the wire does not carry a server's own setting)."""
     now = datetime.now(UTC)
-    table = _table(_right("Loan"), "Title", "Borrowed", "Due back", "Status", title=title)
+    renewals = any("renewals" in loan for loan in loans)
+    table = _table(
+        _right("Loan"), "Title", "Borrowed", "Due back", "Status",
+        *([_right("Renewals")] if renewals else []), title=title,
+    )  # fmt: skip
     for loan in loans:
+        used = loan.get("renewals")
         _add_row(
             table, loan["id"], loan["book"]["title"], format_local_time(loan["borrowed_at"]),
             format_local_time(loan["due_at"]), loan_status(loan, now),
+            *([f"{used} of {rules.MAX_RENEWALS}" if used is not None else ""] if renewals else []),
         )  # fmt: skip
     return table
 
@@ -331,12 +351,18 @@ def holds_table(holds: list[JsonDict], numbered: bool) -> Table:
         _right("#" if numbered else "Hold"), "Title", _right("Queue position"), "Status", "Placed"
     )
     for index, hold in enumerate(holds):
-        status = "a copy is kept for you" if hold.get("ready") else "waiting"
+        status = f"a copy is kept for you{kept_until(hold)}" if hold.get("ready") else "waiting"
         _add_row(
             table, _lead(numbered, index, hold["id"]), hold["book"]["title"], hold["position"],
             status, format_local_time(hold.get("created_at")),
         )  # fmt: skip
     return table
+
+
+def kept_until(hold: Mapping[str, Any]) -> str:
+    """' until <local time>' for a hold whose copy is kept until then, else ''."""
+    until = hold.get("ready_until")
+    return f" until {format_local_time(until)}" if until else ""
 
 
 def backorders_table(backorders: list[JsonDict]) -> Table:
@@ -364,7 +390,7 @@ def overdue_table(loans: list[JsonDict]) -> Table:
     return table
 
 
-def sales_table(sales: JsonDict, title: str = "Sales") -> Table:
+def sales_table(sales: JsonDict, title: str | None = "Sales") -> Table:
     """The copies ordered of each guide book in a window, and the orders' totals."""
     books = sales["books"]
     table = _table(
@@ -388,169 +414,17 @@ def sales_table(sales: JsonDict, title: str = "Sales") -> Table:
 _SOLD = ("copies_ordered", "copies_sent", "backorder_outstanding")
 
 
-def sales_title(since: str | None, until: str | None) -> str:
-    """What window a sales table covers, as the admin gave it."""
-    if since and until:
-        return f"Sales from {clean_text(since)} until {clean_text(until)}"
-    if since:
-        return f"Sales since {clean_text(since)}"
-    return f"Sales until {clean_text(until)}" if until else "All sales"
-
-
-# The arguments of the protocol, as people call them (for the server's bad_request sentences).
-ARGUMENT_NAMES = {
-    "area": "the area", "book": "the guide book", "book_id": "the book",
-    "copies": "the number of copies", "difficulty": "the difficulty", "hold_id": "the hold",
-    "items": "the order", "key": "the Open Library key", "limit": "the number of results",
-    "loan_id": "the loan", "max_distance": "the longest distance",
-    "min_distance": "the shortest distance", "new_password": "the new password",
-    "offset": "the first result", "old_password": "the old password", "order_id": "the order",
-    "since": "the first date", "until": "the last date",
-    "password": "the password", "quantity": "the number of copies", "query": "the search",
-    "token": "the saved login", "username": "the username",
-}  # fmt: skip
-_ARGUMENT_WORDING = re.compile(r"(?:In item (\d+) of '(\w+)': )?The argument '(\w+)' (.*)", re.S)
-
-
-def plain_argument_message(message: str, name_of: Callable[[str], str] | None = None) -> str:
-    """A bad_request sentence in the words of the person: "The argument 'query' is longer than
-    200 characters." becomes "The search is longer than 200 characters."; others stay as they are.
-
-    name_of names an argument (ARGUMENT_NAMES by default; the command line names its options).
-    """
-    match = _ARGUMENT_WORDING.fullmatch(message)
-    if match is None:
-        return message
-    name_of = name_of or (lambda name: ARGUMENT_NAMES.get(name, "that answer"))
-    position, listed, name, rest = match.groups()
-    rest = re.sub(r"'(\w+)'", lambda quoted_name: name_of(quoted_name.group(1)), rest)
-    sentence = f"{name_of(name)} {rest}"
-    if position:
-        sentence = f"{sentence.rstrip('.')} (in item {position} of {name_of(listed)})."
-    return sentence[:1].upper() + sentence[1:]
-
-
-def question_order(basket: Basket) -> str:
-    """The question before buying: the copies and what they cost after the discount."""
-    pricing = basket.pricing
-    cost = format_money(pricing.total_pence)
-    if pricing.discount_pence:
-        cost += (
-            f" ({format_money(pricing.subtotal_pence)} less the "
-            f"{format_money(pricing.discount_pence)} discount)"
-        )
-    return f"Order {plural(basket.copies, 'copy', 'copies')} for {cost}?"
-
-
-def sentences_short_stock(basket: Basket) -> list[str]:
-    """What would be back-ordered at the stock last fetched, said before the person commits."""
-    sentences = []
-    for line, backordered in basket.shortfalls():
-        stock = line.book.in_stock
-        has = f"only {plural(stock, 'copy', 'copies')} of" if stock else "no copies of"
-        sentences.append(
-            f"There {'is' if stock == 1 else 'are'} {has} {line.book.title} in stock; "
-            f"{backordered} will be back-ordered and sent when more arrive."
-        )
-    if sentences:
-        sentences.append("(Stock is as last shown here; others may be buying too.)")
-    return sentences
-
-
-def sentence_copy_limit(details: Mapping[str, Any], title: str) -> str:
-    """A limit_exceeded answer about a guide book, naming it by its title."""
-    allowed = details.get("allowed", 0)
-    more = f"only {plural(allowed, 'more copy', 'more copies')}" if allowed else "no more copies"
-    limit = details.get("limit", "8")
-    if details.get("scope") == "order":
-        return f"One order may hold at most {limit} copies of {title}; you may order {more}."
-    return (
-        f"Each member may have at most {limit} copies of {title}, back orders included; "
-        f"you may order {more}."
-    )
-
-
-def sentence_not_a_difficulty(text: str) -> str:
-    """What to say of a difficulty that is none of DIFFICULTIES."""
-    return f"{text!r} is not a difficulty; choose easy, medium or hard."
-
-
-def sentence_borrowed(loan: JsonDict) -> str:
-    """What borrowing gave."""
-    return f"You have borrowed {loan['book']['title']}; it is due back {_due(loan)}."
-
-
-def sentence_returned(loan: JsonDict) -> str:
-    """What returning did."""
-    return f"Returned {loan['book']['title']}. Thank you!"
-
-
-def sentence_renewed(loan: JsonDict) -> str:
-    """What renewing did."""
-    return f"Renewed {loan['book']['title']}; it is now due back {_due(loan)}."
-
-
-def sentence_held(hold: JsonDict) -> str:
-    """Where a new hold stands."""
-    return f"You are number {hold['position']} in the queue for {hold['book']['title']}."
-
-
-def sentences_back_ordered(order: JsonDict) -> list[str]:
-    """One sentence for each line with copies back-ordered, and one for a discount."""
-    sentences = [
-        f"{plural(line['backordered'], 'copy', 'copies')} of {line['book']['title']} "
-        f"{'is' if line['backordered'] == 1 else 'are'} back-ordered and will be sent when "
-        "stock arrives."
-        for line in order["lines"]
-        if line["backordered"]
-    ]
-    if order["discount_pence"]:
-        sentences.append(f"You saved {format_money(order['discount_pence'])} with the discount.")
-    return sentences
-
-
-def sentence_refund(refund_pence: int) -> str:
-    """What cancelling back-ordered copies does to what the customer paid."""
-    if refund_pence > 0:
-        return f"You will be refunded {format_money(refund_pence)}."
-    if refund_pence == 0:
-        return "The order's total stays the same, so nothing is refunded."
-    return (
-        f"This is not a refund: the order's total goes up by {format_money(-refund_pence)}, "
-        "because the order no longer gets the discount."
-    )
-
-
-def sentences_backorder_cancelled(result: JsonDict) -> list[str]:
-    """What cancel_backorder did to the order: its new total, and the refund."""
-    return [
-        f"Order {result['order']['id']}'s total is now "
-        f"{format_money(result['order']['total_pence'])}.",
-        sentence_refund(result["refund_pence"]),
-    ]
-
-
-def sentences_restocked(result: JsonDict) -> list[str]:
-    """What a restock did."""
-    book = result["book"]
-    sentences = [
-        f"Sent {plural(filled['quantity'], 'back-ordered copy', 'back-ordered copies')} "
-        f"for order {filled['order_id']}."
-        for filled in result.get("backorders_filled", [])
-    ]
-    return [*sentences, f"{book['title']} now has {book['in_stock']} in stock."]
-
-
-def sentence_added(book: JsonDict) -> str:
-    """What add_book did."""
-    return (
-        f"The library now holds {plural(book['copies'], 'copy', 'copies')} of {book['title']} "
-        f"({book['copies_available']} free)."
-    )
-
-
-def _due(loan: JsonDict) -> str:
-    return format_local_time(loan["due_at"])
+def sales_title(since: str | None, until: str | None, last_day: bool = True) -> str:
+    """What window a sales table covers, as the admin gave it: until is the last day (included)
+    or, when not last_day, the moment the window ends before."""
+    start, end = clean_text(since or ""), clean_text(until or "")
+    if not end:
+        return f"Sales since {start}" if start else "All sales"
+    if not last_day:
+        return f"Sales from {start} to just before {end}" if start else f"Sales before {end}"
+    if start == end:
+        return f"Sales on {end}"
+    return f"Sales from {start} to {end} inclusive" if start else f"Sales up to {end} inclusive"
 
 
 # Printing ------------------------------------------------------------------------------------

@@ -42,7 +42,12 @@ def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None
     """Load a shop's walks (and optionally its book prices); 1 if any row was rejected."""
     store = open_store(config)
     try:
-        books = shop_import.read_book_prices(books_file.read_text("utf-8")) if books_file else []
+        # A new book with no stock in the price list has none: stock is only what arrived.
+        books = (
+            shop_import.read_book_prices(books_file.read_text("utf-8"), shop_import.no_stock)
+            if books_file
+            else []
+        )
         titles = [b.title for b in books] + [b["title"] for b in store.shop_books()]
         report = shop_import.read_walks(walks_file.read_text("utf-8"), known_book_titles=titles)
         counts = store.import_walks(books, report.walks)

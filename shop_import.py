@@ -12,7 +12,7 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -141,8 +141,24 @@ class _Layout:
 # Guide-book prices -------------------------------------------------------------------------
 
 
-def read_book_prices(text: str) -> list[ShopBook]:
-    """The books of a price export (Books, Book Number, Price in pounds; optional Stock).
+def sample_stock(number: int) -> int:
+    """Stock for a sample book whose export gives none: the same on every fresh database, 10..40."""
+    # The sample export has no stock column. A fixed rule on the book number spreads the sample
+    # books over 10..40 (101 -> 35, 102 -> 11), so some run short and back orders get exercised.
+    return 10 + number * 7 % 31
+
+
+def no_stock(number: int) -> int:
+    """Stock for a shop's own book whose export gives none: none, until it is restocked."""
+    return 0
+
+
+def read_book_prices(
+    text: str, stock_if_missing: Callable[[int], int] = sample_stock
+) -> list[ShopBook]:
+    """The books of a price export (Books, Book Number, Price in pounds; optional Stock). A book
+    with no stock given gets stock_if_missing(its number): the sample catalogue's spread unless
+    told otherwise (server.py import-walks gives none, no_stock).
 
     Raises ValueError naming the line of any unusable row: every walk refers to a book, so a
     partial price list is not worth importing.
@@ -156,7 +172,7 @@ def read_book_prices(text: str) -> list[ShopBook]:
         if _is_blank(row):
             continue
         try:
-            book = _parse_book(layout.values(row))
+            book = _parse_book(layout.values(row), stock_if_missing)
         except _RowError as error:
             raise ValueError(f"Line {line} of the price list: {error}") from None
         title_key = match_key(book.title)
@@ -175,7 +191,7 @@ def read_book_prices(text: str) -> list[ShopBook]:
     return books
 
 
-def _parse_book(values: Mapping[str, str]) -> ShopBook:
+def _parse_book(values: Mapping[str, str], stock_if_missing: Callable[[int], int]) -> ShopBook:
     number = _parse_whole(values["number"], "book number", minimum=1, maximum=_MAX_BOOK_NUMBER)
     stock = values["stock"]
     return ShopBook(
@@ -183,7 +199,7 @@ def _parse_book(values: Mapping[str, str]) -> ShopBook:
         title=_parse_text(values["title"], "title", _MAX_TITLE_LENGTH),
         price_pence=_parse_price(values["price"]),
         in_stock=(
-            _starting_stock(number)
+            stock_if_missing(number)
             if _is_empty(stock)
             else _parse_whole(stock, "stock", minimum=0, maximum=_MAX_STOCK)
         ),
@@ -203,13 +219,6 @@ def _parse_price(value: str) -> int:
             f"The price {_shown(value)} is not between £0.01 and £{_MAX_PRICE_PENCE // 100}."
         )
     return pence
-
-
-def _starting_stock(number: int) -> int:
-    """Stock for a book whose export gives none: the same on every fresh database, 10..40."""
-    # The shop's export has no stock column. A fixed rule on the book number spreads the sample
-    # books over 10..40 (101 -> 35, 102 -> 11), so some run short and back orders get exercised.
-    return 10 + number * 7 % 31
 
 
 # Walks -------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 
 import rules
 from client_basket import Basket, GuideBook, copies_ordered
+from client_checks import sentence_refused
 from client_link import ServerError
-from client_views import plain_argument_message
 from tests.test_client import (
     MEMBER_PASSWORD,
     MENU_IN,
@@ -271,23 +271,39 @@ def test_the_servers_argument_wording_becomes_a_sentence() -> None:
     connection = FakeConnection({"search_books": too_long})
     transcript = run_menu(connection, [MENU_OUT["search books"], "x" * 201, "dune", "0"])
     assert "That is 201 characters; please keep it to 200." in transcript
-    assert "The search is longer than 200 characters." in transcript
+    assert "The search must be words to search for, at most 200 characters long." in transcript
     assert "argument" not in transcript
 
 
 @pytest.mark.parametrize(
-    ("message", "plain"),
+    ("cmd", "code", "details", "plain"),
     [
-        ("The argument 'min_distance' must not be more than 'max_distance'.",
-         "The shortest distance must not be more than the longest distance."),
-        ("In item 2 of 'items': The argument 'quantity' must be at most 1000.",
-         "The number of copies must be at most 1000 (in item 2 of the order)."),
-        ("The argument 'limit' must be a whole number.", "The number of results must be a whole number."),
-        ("No guide book numbered 999.", "No guide book numbered 999."),
+        ("search_walks", "bad_request", {"argument": "min_distance"},
+         "The shortest distance must be a number of miles, no more than the longest distance."),
+        ("buy", "bad_request", {"argument": "quantity"},
+         "The number of copies must be a whole number from 1 to 1,000."),
+        ("search_walks", "bad_request", {"argument": "limit"},
+         "The number of results must be a whole number from 1 to 200."),
+        ("catalogue", "bad_request", {"argument": "offset"},
+         "The first result must be a whole number of 0 or more."),
+        ("buy", "bad_request", {"argument": "items"}, "The order must hold 1 to 50 entries."),
+        ("sales", "bad_request", {"argument": "since"},
+         "The first date must be a date such as 2026-11-01 (or a time such as 2026-11-01T09:30), "
+         "no later than the last date."),
+        ("register", "bad_request", {"argument": "username"},
+         "The username must be 3 to 32 letters A-Z, digits, '_', '.' or '-'."),
+        ("search_walks", "bad_request", {"argument": "difficulty"},
+         "The difficulty must be easy, medium or hard."),
+        ("buy", "not_found", {"book": 999}, "No guide book numbered 999."),
+        ("buy", "bad_request", {}, "No guide book numbered 999."),
     ],
 )  # fmt: skip
-def test_argument_wording_in_plain_words(message: str, plain: str) -> None:
-    assert plain_argument_message(message) == plain
+def test_refusals_in_plain_words_from_their_details(
+    cmd: str, code: str, details: dict[str, Any], plain: str
+) -> None:
+    # The server's own wording is never read: only its code, details and the command's row.
+    error = ServerError(code, "No guide book numbered 999.", details, cmd)
+    assert sentence_refused(error) == plain
 
 
 def test_long_lists_of_loans_and_orders_come_ten_at_a_time() -> None:

@@ -75,7 +75,7 @@ def test_menu_changes_the_password_and_keeps_the_new_token(tmp_path: Path) -> No
     transcript = run_menu(
         connection,
         [MENU_OUT["log in"], "ann", MENU_IN["change password"], MENU_IN["change password"], "0"],
-        ["pw", "bad", "short", "short", "new-password", "new-password",
+        ["pw", "bad", "short", "new-password", "new-password",  # "short" is refused at once
          "pw", "new-password", "new-password"],
     )  # fmt: skip
     assert "The old password is not right." in transcript
@@ -181,7 +181,7 @@ def test_recommend_subcommand(server: ServerProcess, tmp_path: Path) -> None:
     assert shown.returncode == 0 and "Matching walks" in shown.stdout
     assert "Walks in " in shown.stdout
     too_many = run_client(server, tmp_path, "recommend", "--limit", "51")
-    assert too_many.returncode == 2 and "at most 50" in too_many.stderr
+    assert too_many.returncode == 2 and "from 1 to 50" in too_many.stderr
     crossed = run_client(
         server, tmp_path, "recommend", "--min-distance", "5", "--max-distance", "2"
     )
@@ -254,8 +254,6 @@ def test_overdue_and_sales_subcommands(server: ServerProcess, tmp_path: Path) ->
     assert later["orders"] == 0 and later["books"] == []
     table = run_client(server, tmp_path, "sales", "--user", "boss", **as_boss)
     assert table.returncode == 0 and "Copies ordered" in table.stdout and "£25.98" in table.stdout
-    bad = run_json(
-        server, tmp_path, "sales", "--since", "soon", "--user", "boss", status=1, **as_boss
-    )
-    assert bad["error"]["code"] == "bad_request"
+    bad = run_client(server, tmp_path, "sales", "--since", "soon", "--user", "boss", **as_boss)
+    assert bad.returncode == 2 and "'soon' is not a date" in bad.stderr  # the client's to see
     assert run_client(server, tmp_path, "sales", "--until", "9" * 65).returncode == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shop_import import ImportReport, ShopBook, WalkRow, read_book_prices, read_walks
+from tests.test_client import run_json
+from tests.wire import ServerProcess
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 HEADER = "Area,Book,WalkName,Distance,Difficult,Page"
@@ -450,3 +453,26 @@ def test_broken_quoting_names_the_line() -> None:
     text = f'{HEADER}\n{ROW}\nCheshire,Cheshire,"Malpas,8.5,Medium,80\nCheshire,Cheshire,Farndon\n'
     with pytest.raises(ValueError, match="Line 3 is not valid CSV"):
         read_walks(text)
+
+
+# server.py import-walks: a new book without a stock column has none -------------------------
+
+
+def test_import_walks_gives_a_new_book_no_stock_when_the_price_list_has_none(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    walks = tmp_path / "walks.csv"
+    walks.write_text(f"{HEADER}\nYorkshire Dales,Dales Walks,Malham Cove,7.5,Medium,14\n")
+    books = tmp_path / "books.csv"
+    books.write_text("Books,Book Number,Price\nDales Walks,108,9.99\n")
+    done = subprocess.run(
+        server.command("import-walks", str(walks), "--books", str(books)),
+        capture_output=True, text=True, env=server.environment(), cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stock = {
+        book["number"]: book["in_stock"]
+        for book in run_json(server, tmp_path, "guide-books")["books"]
+    }
+    assert stock[108] == 0
+    assert stock[101] == 10 + 101 * 7 % 31  # the sample catalogue keeps its starting stock
