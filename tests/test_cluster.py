@@ -32,7 +32,7 @@ import mysql.connector
 import pytest
 
 import rules
-from client_link import Connection, ConnectionFailedError, OutcomeUnknownError, ServerError
+from client_link import AnswerLostError, Connection, ConnectionFailedError, ServerError
 from engine import mysql_address
 from tests.galera import GaleraCluster, galera_cluster  # noqa: F401 - the session fixture
 from tests.haproxy import HAProxy
@@ -495,6 +495,42 @@ def test_one_member_borrowing_one_book_on_three_servers_gets_one_loan(
     tally.finish()
 
 
+# Logins --------------------------------------------------------------------------------------
+
+GUESSES = 12  # wrong passwords for one name, sent at once from one address
+THROTTLE_RUNS = 3
+
+
+@pytest.mark.parametrize("deployment", BOTH, indirect=True)
+def test_parallel_guesses_through_three_nodes_get_bcrypt_exactly_five_times(
+    deployment: Deployment,
+) -> None:
+    # Each try writes the name's row in login_names before it counts the failures, so tries
+    # at one name run one after another on every node; the failure rows alone are inserts that
+    # two nodes certify side by side (6-7 got bcrypt, in 6 runs out of 6, before).
+    allowed = rules.HOUSE_THROTTLE.failures_per_user_and_address
+    tally = Tally(
+        f"{GUESSES} wrong passwords for one name at once on 3 servers",
+        deployment.name,
+        f"bcrypt checks <= {allowed}",
+    )
+    with ExitStack() as stack:
+        clients = [
+            stack.enter_context(deployment.servers[i % SERVERS].client()) for i in range(GUESSES)
+        ]
+        for _ in range(THROTTLE_RUNS):
+            name = f"besieged{next(_names):05d}"
+            clients[0].call("register", username=name, password="correct horse")
+            guess = {"username": name, "password": "wrong guess"}
+            responses, _, _ = race(clients, lambda c, guess=guess: c.request("login", **guess))
+            codes = error_codes(responses)
+            assert set(codes) <= {"invalid_credentials", "rate_limited"}, responses
+            checked = codes["invalid_credentials"]
+            tally.add(checked, checked != allowed, responses)
+            assert checked == allowed, codes
+    tally.finish()
+
+
 # Buy load ------------------------------------------------------------------------------------
 
 LOAD_STOCK = 1_000_000  # every buy takes stock, so every buy writes one of seven hot rows
@@ -860,7 +896,7 @@ def test_clients_behind_haproxy_survive_a_server_killed_mid_load(
                 try:
                     link.call("buy", items=[{"book": book, "quantity": 1}])
                     ok[user_id] += 1
-                except OutcomeUnknownError:
+                except AnswerLostError:
                     unknown[user_id] += 1
                 except (ServerError, ConnectionFailedError) as error:
                     other[getattr(error, "code", type(error).__name__)] += 1
