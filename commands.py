@@ -8,13 +8,20 @@ errors that rules and the store raise become wire codes here, in one table.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import random
+import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
-from commands_accounts import AccountCommands
+from commands_accounts import TOKEN_BYTES, AccountCommands, session_user
 from commands_base import Session
+from commands_desk import DeskCommands
 from commands_lending import LendingCommands
+from commands_notices import NoticeCommands
 from commands_shop import ShopCommands
 from errors import (
     ConflictError,
@@ -25,11 +32,13 @@ from errors import (
     LimitExceededError,
     NotFoundError,
     OutcomeUnknownError,
+    RaceLostError,
     TryAgainError,
     UnavailableError,
     UsernameTakenError,
     WeakPasswordError,
 )
+from passwords import hash_token
 from protocol import (
     BAD_REQUEST,
     COMMANDS,
@@ -42,6 +51,7 @@ from protocol import (
     USERNAME_TAKEN,
     WEAK_PASSWORD,
     ProtocolError,
+    Replayed,
     Request,
     validate_args,
 )
@@ -80,7 +90,11 @@ def wire_error(error: DomainError) -> ProtocolError:
     return ProtocolError(code, error.message, error.details)
 
 
-class Commands(AccountCommands, ShopCommands, LendingCommands):
+# What a member with a temporary password may still do (PROTOCOL.md 1.2, reset_password).
+PASSWORD_CHANGE_ALLOWS = frozenset({"hello", "health", "whoami", "logout", "change_password"})
+
+
+class Commands(AccountCommands, ShopCommands, LendingCommands, NoticeCommands, DeskCommands):
     """The protocol's commands, each found by its name in protocol.COMMANDS."""
 
     def handler(self, cmd: str) -> Callable[[Session, dict[str, Any]], dict[str, Any]]:
@@ -95,9 +109,17 @@ class Commands(AccountCommands, ShopCommands, LendingCommands):
         try:
             if command.needs_login:
                 user = self._require_login(session)
+                if user["must_change_password"] and request.cmd not in PASSWORD_CHANGE_ALLOWS:
+                    raise ProtocolError(
+                        FORBIDDEN,
+                        "Please choose a new password first: the library gave you a temporary one.",
+                        {"must_change_password": True},
+                    )
                 if command.admin_only and user["role"] != "admin":
                     raise ProtocolError(FORBIDDEN, "Only an administrator may do that.")
             args = validate_args(request.cmd, request.args)
+            if request.idempotency_key is not None:
+                return self._keyed(session, request, args)
             return self.handler(request.cmd)(session, args)
         except DomainError as error:
             wire = wire_error(error)
@@ -122,5 +144,62 @@ class Commands(AccountCommands, ShopCommands, LendingCommands):
             raise ProtocolError(
                 UNAUTHORIZED, "Your session has expired or ended; please log in again."
             )
-        session.user = {"id": user["id"], "username": user["username"], "role": user["role"]}
+        session.user = session_user(user)
         return session.user
+
+    def _keyed(self, session: Session, request: Request, args: dict[str, Any]) -> dict[str, Any]:
+        """Run a write once per idempotency key: its answer is stored with it, and a request
+        sent again with the key gets that answer (replayed) instead of the work done twice."""
+        key = request.idempotency_key
+        assert key is not None and session.user is not None
+        user_id = session.user["id"]
+        # The arguments as validated (unknown keys dropped): what "the same args" means.
+        fingerprint = hashlib.sha256(
+            json.dumps([request.cmd, args], sort_keys=True).encode()
+        ).hexdigest()
+        for attempt in range(KEYED_TRIES):
+            stored = self.store.stored_answer(user_id, key)
+            if stored is not None:
+                if (stored["cmd"], stored["fingerprint"]) != (request.cmd, fingerprint):
+                    raise ProtocolError(
+                        CONFLICT,
+                        "That idempotency key was already used for another request; use a new"
+                        " key for each new request.",
+                        {"idempotency_key": key},
+                    )
+                return Replayed(self._replayed(session, request.cmd, json.loads(stored["result"])))
+            try:
+                with self.store.keyed(user_id, key, request.cmd, fingerprint, self._now()) as keep:
+                    answer = self.handler(request.cmd)(session, args)
+                    keep(_storable(request.cmd, answer))
+                return answer
+            except RaceLostError:
+                # Another request with this key went first, or the transaction lost a race:
+                # nothing was changed; look for the stored answer again.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+        raise TryAgainError(
+            "The server is very busy and could not finish that just now; nothing was changed."
+            " Please send it again with the same key.",
+            {"retry_after_s": 1, "cause": "contention"},
+        )
+
+    def _replayed(self, session: Session, cmd: str, answer: dict[str, Any]) -> dict[str, Any]:
+        if COMMANDS[cmd].returns_token:
+            # Tokens are never stored in clear, so the stored answer has none: this connection
+            # gets a session of its own, as it would have from the first answer.
+            assert session.user is not None
+            token = secrets.token_urlsafe(TOKEN_BYTES)
+            self.store.create_session(session.user["id"], hash_token(token), self._now())
+            session.token_hash = hash_token(token)
+            answer = {**answer, "token": token}
+        return answer
+
+
+KEYED_TRIES = 20  # each a fresh look for the stored answer, then the work if there is none
+
+
+def _storable(cmd: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer as it is stored for a replay: a session token is left out."""
+    if COMMANDS[cmd].returns_token:
+        return {k: v for k, v in answer.items() if k != "token"}
+    return answer

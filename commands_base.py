@@ -14,6 +14,7 @@ from openlibrary import OpenLibrary
 from passwords import PasswordHasher
 from snapshot import CatalogueSnapshot
 from stats import DatabaseProbe, ServerStats
+from sweep import SweepPolicy
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Handlers:
         snapshot: CatalogueSnapshot | None = None,
         stats: ServerStats | None = None,
         faults: FaultLog | None = None,
+        sweep_policy: SweepPolicy | None = None,
     ):
         self.store = store
         self.snapshot = snapshot or CatalogueSnapshot(store)
@@ -48,6 +50,7 @@ class Handlers:
         self.hasher = hasher
         self.auth = auth
         self.clock = clock
+        self.sweep_policy = sweep_policy or SweepPolicy()
 
     def _now(self) -> int:
         return int(self.clock())

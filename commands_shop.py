@@ -86,7 +86,7 @@ class ShopCommands(Handlers):
 
     def do_restock(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         number = _resolve_guide(args["book"], self.snapshot.current().guide_books)
-        return self.store.restock(number, args["quantity"])
+        return self.store.restock(number, args["quantity"], self._now())
 
     def do_backorders(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         found = self.store.outstanding_backorders()

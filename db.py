@@ -7,9 +7,12 @@ starts). Each write runs in one transaction that locks the rows its rules read: 
 processes may share the database, so no invariant relies on a Python lock.
 
 The statements live beside their domain: store_accounts.py (users, sessions, login attempts),
-store_shop.py (walks, guide books, orders, back orders, sales) and store_lending.py (lending
-books, loans, holds, overdue loans), over store_base.py. This module holds what spans them:
-opening the database, its schema version and the first load of the catalogue.
+store_shop.py (walks, guide books, orders, back orders, sales), store_lending.py (lending
+books, loans, holds, overdue loans), store_members.py (the desk: members, blocks, erasing an
+account), store_notices.py (notices, the sweep's notices, the mail outbox) and store_keys.py
+(idempotency keys), over
+store_base.py. This module holds what spans them: opening the database, its schema version
+and the first load of the catalogue.
 
 Store methods raise the domain errors of errors.py for outcomes a client must hear about.
 """
@@ -24,7 +27,9 @@ import migrations
 from engine import Database, DuplicateKeyError, Tx, backend_from_url
 from store_accounts import AccountStore, LoginStart
 from store_base import StoreConfig
-from store_lending import LendingStore
+from store_keys import KeyStore
+from store_members import MemberStore
+from store_notices import NoticeStore
 from store_shop import ShopStore
 
 if TYPE_CHECKING:  # the records the shop's CSV reader makes; the store needs only their fields
@@ -33,7 +38,7 @@ if TYPE_CHECKING:  # the records the shop's CSV reader makes; the store needs on
 __all__ = ["LoginStart", "Store", "StoreConfig"]
 
 
-class Store(AccountStore, ShopStore, LendingStore):
+class Store(AccountStore, ShopStore, MemberStore, NoticeStore, KeyStore):
     """Waymark's data, with one method per thing the application does."""
 
     @classmethod
@@ -48,13 +53,29 @@ class Store(AccountStore, ShopStore, LendingStore):
         """Close every pooled connection."""
         self.database.close()
 
+    def connections_in_use(self) -> int:
+        """The store's pooled connections in use just now (for the metrics)."""
+        return self.database.in_use()
+
     def describe(self) -> str:
         """Which database and driver this store uses (no secrets)."""
         return self.database.describe()
 
-    def ping(self) -> None:
-        """Run a trivial query; raises if the database cannot answer it."""
-        self.database.read(lambda tx: tx.value("SELECT 1"))
+    def ping(self) -> bool:
+        """Whether the database can serve the application: a trivial query answers, and a
+        Galera node is ready (wsrep_ready ON, so in the primary component). Raises if the
+        database cannot be reached at all."""
+
+        def work(tx: Tx) -> bool:
+            tx.value("SELECT 1")
+            if not self.database.backend.is_cluster_node:
+                return True
+            # A node cut off from the primary component still answers SELECT 1, but refuses
+            # every write and most reads: a load balancer must send its clients elsewhere.
+            row = tx.row("SHOW STATUS LIKE 'wsrep_ready'")
+            return row is not None and str(row["Value"]).upper() == "ON"
+
+        return self.database.read(work)
 
     # -- schema -------------------------------------------------------------------------------
 

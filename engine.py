@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool
 
 from errors import DatabaseUnavailableError, OutcomeUnknownError, TryAgainError
@@ -36,7 +37,9 @@ MYSQL_DUPLICATE_KEY = 1062
 MYSQL_DUPLICATE_COLUMN = 1060
 MYSQL_CONNECTION_LOST = frozenset({2006, 2013, 2055})
 # Cannot connect at all: no server on that socket or port (2002, 2003), unknown host (2005).
-MYSQL_UNREACHABLE = frozenset({2002, 2003, 2005})
+# A Galera node out of the primary component refuses statements with 1047 (WSREP has not yet
+# prepared node for application use): nothing was done, and another node may serve.
+MYSQL_UNREACHABLE = frozenset({2002, 2003, 2005, 1047})
 # SQLite: the file cannot be opened, or the disk failed under it.
 SQLITE_UNREACHABLE = ("unable to open", "disk i/o")
 
@@ -57,6 +60,22 @@ class DuplicateColumnError(Exception):
     """ALTER TABLE ADD COLUMN met a column that is already there."""
 
 
+class RetryJoinedError(Exception):
+    """A joined transaction lost a race (a deadlock, a certification conflict, or its opening
+    statements were refused): nothing was changed, and the caller may run the whole block again."""
+
+
+@dataclass
+class Joined:
+    """The transaction that every write of one block joins (see Database.joined)."""
+
+    opening: Callable[[Tx], object]
+    closing: Callable[[Tx], object] | None = None  # run just before the commit
+    connection: Any = None
+    tx: Tx | None = None
+    gate: AbstractContextManager[Any] | None = None  # held from the first write to the end
+
+
 # ---------------------------------------------------------------------------------------------
 # Backends: only what differs between MySQL and SQLite.
 
@@ -71,6 +90,11 @@ class Backend:
     # Put before a SELECT that must see every write already committed anywhere in a cluster
     # (read your own writes across Galera nodes); empty where every read already does.
     causal_prefix = ""
+
+    @property
+    def is_cluster_node(self) -> bool:
+        """True when the database is a node of a Galera cluster (known after a first connect)."""
+        return False
 
     def connect(self) -> Any:
         """A new DB-API connection in autocommit mode."""
@@ -87,7 +111,8 @@ class Backend:
     def classify(self, error: BaseException) -> type[Exception] | None:
         """The kind of a driver error: DuplicateKeyError, DuplicateColumnError,
         ConnectionLostError, UnreachableError, or None for an error to pass on."""
-        return None
+        # Every pooled connection busy past the pool's timeout: as good as out of reach.
+        return UnreachableError if isinstance(error, PoolTimeoutError) else None
 
     def is_retryable(self, error: BaseException) -> bool:
         """True for a deadlock or lock timeout: the whole transaction may be run again."""
@@ -155,7 +180,7 @@ class SQLiteBackend(Backend):
             text in str(error).lower() for text in SQLITE_UNREACHABLE
         ):
             return UnreachableError
-        return None
+        return super().classify(error)
 
     def is_retryable(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
@@ -179,6 +204,21 @@ class MySQLBackend(Backend):
         )  # fmt: skip
         self._sql_cache: dict[str, str] = {}
         self._cluster: bool | None = None
+        # Every call's deadline (connect, each statement, the commit): a node cut off or paused
+        # makes the call fail within it, as unavailable, instead of holding the request.
+        self.timeout_s = 10.0
+        errors = mysql.connector.errors
+        # A call past its deadline closes the link: the C extension says 2013, the pure
+        # Python driver raises its own timeout errors.
+        self._lost_link_errors: tuple[type[Exception], ...] = (
+            errors.InterfaceError,
+            errors.ReadTimeoutError,
+            errors.WriteTimeoutError,
+        )
+
+    @property
+    def is_cluster_node(self) -> bool:
+        return bool(self._cluster)
 
     @property
     def has_c_extension(self) -> bool:
@@ -196,7 +236,9 @@ class MySQLBackend(Backend):
             "autocommit": True,
             "charset": "utf8mb4",
             "collation": "utf8mb4_bin",
-            "connection_timeout": 10,
+            "connection_timeout": max(int(self.timeout_s), 1),
+            "read_timeout": max(int(self.timeout_s), 1),
+            "write_timeout": max(int(self.timeout_s), 1),
             "use_pure": not self.has_c_extension,
         }
 
@@ -231,9 +273,9 @@ class MySQLBackend(Backend):
             return DuplicateColumnError
         if errno in MYSQL_UNREACHABLE:
             return UnreachableError
-        if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._connector.InterfaceError):
+        if errno in MYSQL_CONNECTION_LOST or isinstance(error, self._lost_link_errors):
             return ConnectionLostError
-        return None
+        return super().classify(error)
 
     def is_retryable(self, error: BaseException) -> bool:
         return getattr(error, "errno", None) in (MYSQL_DEADLOCK, MYSQL_LOCK_WAIT_TIMEOUT)
@@ -336,7 +378,9 @@ class PoolConfig:
     """Pool and retry settings; every limit has a safe default."""
 
     pool_size: int = 16
-    pool_timeout_s: float = 30.0
+    pool_timeout_s: float = 10.0  # waiting for a free pooled connection: then unavailable
+    # The deadline of each database call on MySQL (connect, statement, commit).
+    call_timeout_s: float = 10.0
     pool_recycle_s: int = 3600
     # Sized for a cluster: under load a Galera node sees many certification conflicts, each
     # retried after an exponential, jittered pause (about 2 s in all on average, 5 s at most).
@@ -349,6 +393,8 @@ class Database:
     def __init__(self, backend: Backend, config: PoolConfig | None = None):
         self.backend = backend
         self.config = config or PoolConfig()
+        if isinstance(backend, MySQLBackend):
+            backend.timeout_s = self.config.call_timeout_s
         # SQLite's busy handler makes waiting writers sleep and poll rather than queue, so
         # under contention a few lose again and again (seconds of tail latency). Queueing
         # this process's writers here fixes the tail; BEGIN IMMEDIATE still guards the data
@@ -356,6 +402,7 @@ class Database:
         self._write_gate: AbstractContextManager[Any] = (
             threading.Lock() if isinstance(backend, SQLiteBackend) else nullcontext()
         )
+        self._local = threading.local()  # this thread's Joined transaction, if any
         # SQLAlchemy's QueuePool, configured to cost no round trip per checkout: no ping
         # (pre_ping off) and no reset on return (every transaction ends itself).
         self._pool = QueuePool(
@@ -370,6 +417,10 @@ class Database:
     def close(self) -> None:
         """Close every pooled connection."""
         self._pool.dispose()
+
+    def in_use(self) -> int:
+        """Pooled connections checked out just now."""
+        return int(self._pool.checkedout())
 
     def describe(self) -> str:
         """Which database and driver this is (no secrets)."""
@@ -392,7 +443,7 @@ class Database:
         finally:
             fairy.close()
 
-    def write(self, work: Callable[[Tx], T]) -> T:
+    def write(self, work: Callable[[Tx], T], alone: bool = False) -> T:
         """Run work in one write transaction; retry it whole on deadlock, a bounded number of times.
 
         A pooled connection found dead when the transaction starts is replaced, since nothing
@@ -401,7 +452,16 @@ class Database:
         database cannot be reached or the link broke before the commit; errors.TryAgainError
         when deadlocks or certification conflicts outlast the retries; and
         errors.OutcomeUnknownError when the link broke during the commit.
+
+        Inside a joined() block, work runs in the block's transaction instead (alone=False):
+        that transaction is begun by the first such write and committed at the block's end.
         """
+        joined: Joined | None = getattr(self._local, "joined", None)
+        if joined is not None and not alone:
+            return self._in_joined(joined, work)
+        if joined is not None and joined.tx is not None and isinstance(self.backend, SQLiteBackend):
+            # SQLite has one writer: a write of its own would wait for ever on the block's.
+            raise AssertionError("a write alone after a joined block has begun writing")
         for attempt in range(self.config.deadlock_retries + 1):
             started = False
             try:
@@ -433,13 +493,85 @@ class Database:
                 raise
         raise AssertionError("unreachable")
 
+    @contextmanager
+    def joined(self, opening: Callable[[Tx], object]) -> Iterator[Joined]:
+        """Make every write of this thread within the block one transaction, committed when the
+        block ends without an error and rolled back otherwise.
+
+        The first write begins it and runs opening(tx) before its own work; set closing on the
+        Joined to run a last statement before the commit. Reads use their own connections and
+        do not see the block's writes. A write with alone=True runs in its own transaction, and
+        must come before the block's first write (SQLite has one writer). Raises
+        RetryJoinedError when the block lost a race and may be run again whole; otherwise as
+        write() does.
+        """
+        joined = Joined(opening)
+        self._local.joined = joined
+        try:
+            try:
+                yield joined
+                if joined.tx is None:  # nothing written: the opening and closing still count
+                    self._begin_joined(joined)
+                assert joined.tx is not None
+                if joined.closing is not None:
+                    joined.closing(joined.tx)
+                self._commit(joined.connection)
+            except BaseException as error:
+                if joined.connection is not None:
+                    if self.backend.classify(error) is ConnectionLostError:
+                        joined.connection.invalidate()
+                    else:
+                        _rollback_quietly(joined.connection)
+                if isinstance(error, Exception) and self.backend.is_retryable(error):
+                    raise RetryJoinedError(str(error)) from error
+                if isinstance(error, Exception) and not isinstance(error, RetryJoinedError):
+                    self._translate(error)
+                raise
+        finally:
+            self._local.joined = None
+            if joined.connection is not None:
+                joined.connection.close()
+            if joined.gate is not None:
+                joined.gate.__exit__(None, None, None)
+
+    def _in_joined(self, joined: Joined, work: Callable[[Tx], T]) -> T:
+        if joined.tx is None:
+            self._begin_joined(joined)
+        assert joined.tx is not None
+        try:
+            return work(joined.tx)
+        except Exception as error:
+            # The store catches these by kind, as it does from write(); the transaction goes on.
+            if self.backend.classify(error) is DuplicateKeyError:
+                raise DuplicateKeyError(str(error)) from error
+            raise
+
+    def _begin_joined(self, joined: Joined) -> None:
+        self._write_gate.__enter__()
+        joined.gate = self._write_gate
+        try:
+            joined.connection = self._pool.connect()
+            joined.tx = Tx(_cursor_of(joined.connection), self.backend)
+            joined.tx.run(self.backend.begin_statement)
+            joined.opening(joined.tx)
+        except Exception as error:
+            # Not the store's to catch (a refused opening is no duplicate of the store's own):
+            # the whole block is run again, or the database is out of reach.
+            kind = self.backend.classify(error)
+            if kind is DuplicateKeyError or self.backend.is_retryable(error):
+                raise RetryJoinedError(str(error)) from error
+            raise
+
     def _commit(self, connection: Any) -> None:
         try:
             connection.commit()
         except Exception as error:
-            # Lost during COMMIT: the server (or, on Galera, the other nodes) may have applied
-            # it. Saying "nothing was changed" here could make a client order twice.
-            if self.backend.classify(error) is ConnectionLostError:
+            # A commit that failed for any reason but a lost race (deadlock, certification
+            # conflict: surely not applied, retried) may have been applied: the link lost
+            # during it, or a Galera node losing the primary component while replicating it
+            # ("Error while appending streaming replication fragment"). Saying "nothing was
+            # changed" then could make a client order twice.
+            if not self.backend.is_retryable(error):
                 raise OutcomeUnknownError(
                     "The database connection broke while saving, so it is not known whether"
                     " that was done; check your orders or loans before trying again.",

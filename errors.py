@@ -55,6 +55,11 @@ class TryAgainError(DomainError):
     """The work could not be finished just now (contention, a lost database); nothing changed."""
 
 
+class RaceLostError(TryAgainError):
+    """Another request took the same row first (the same idempotency key, a certification
+    conflict); nothing changed, and the request may be run again at once."""
+
+
 class DatabaseUnavailableError(TryAgainError):
     """The database cannot be reached, or the link to it broke before a commit; nothing changed."""
 

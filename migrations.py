@@ -15,7 +15,7 @@ from engine import Database, DuplicateColumnError, Tx
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Statements that bring a database made at the version before each key up to that version.
 # Each is safe to meet twice: a column already added (another process upgraded first) is
 # taken as done.
@@ -30,6 +30,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         "ALTER TABLE order_lines ADD COLUMN backorder_cancelled INTEGER NOT NULL DEFAULT 0"
         " CHECK (backorder_cancelled >= 0)",
+    ),
+    # PROTOCOL 1.2: a member's email, a block at the desk, a temporary password to change.
+    # (The notices, login_names and idempotency tables are new: schema.sql makes them.)
+    4: (
+        "ALTER TABLE users ADD COLUMN email VARCHAR(254)",
+        "ALTER TABLE users ADD COLUMN blocked_reason VARCHAR(200)",
+        "ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0",
     ),
 }
 

@@ -114,6 +114,8 @@ _CREDENTIALS = (
     Arg("username", STR, True, max_length=64),
     Arg("password", STR, True, max_length=4096),
 )
+_USERNAME = Arg("username", STR, True, max_length=64)
+_EMAIL = Arg("email", STR, max_length=254)  # rules.validate_email says what else it must be
 MAX_ORDER_ITEMS = 50
 # A book number is looked up, so any id-sized one is a fair question (0 and -5 are not_found).
 _BOOK = Arg("book", BOOK_REF, True, minimum=-_ID, maximum=_ID)
@@ -165,7 +167,7 @@ COMMANDS: dict[str, Command] = {
         "Health",
     ),
     "stats": _read("Stats", admin_only=True),
-    "register": _write("UserAnswer", *_CREDENTIALS, needs_login=False),
+    "register": _write("UserAnswer", *_CREDENTIALS, _EMAIL, needs_login=False),
     # Logging in again, resuming or logging out again leaves the same state: safe to repeat.
     "login": _read("LoggedIn", *_CREDENTIALS, token=True),
     "resume": _read("LoggedIn", Arg("token", STR, True, max_length=256), token=True),
@@ -252,6 +254,52 @@ COMMANDS: dict[str, Command] = {
     "cancel_hold": _write(
         "Empty", Arg("hold_id", INT, True, minimum=1, maximum=_ID), catalogue=True
     ),
+    # -- 1.2: notices --
+    "set_email": _write("UserAnswer", _EMAIL),
+    "notices": _read(
+        "NoticeList",
+        Arg("unread_only", BOOL),
+        Arg("limit", INT, minimum=1, maximum=200),
+        needs_login=True,
+    ),
+    "mark_read": _write(
+        "Unread",
+        Arg("ids", LIST, maximum=1000, each=Arg("ids", INT, minimum=1, maximum=_ID)),
+        Arg("all", BOOL),
+    ),
+    # Making the same notices again finds nothing new, whoever asks: safe to repeat.
+    "sweep_notices": _read("SweepCounts", admin_only=True),
+    # -- 1.2: the desk --
+    "members": _read("MemberPage", Arg("query", STR, max_length=64), *_PAGING, admin_only=True),
+    "member": _read("MemberFile", _USERNAME, admin_only=True),
+    # Safe to repeat, and so never stored for a retry: each call makes a new temporary
+    # password and voids the last, which must never be kept in clear for a replay.
+    "reset_password": Command(
+        (_USERNAME,), True, True, safe_to_repeat=True, result="TemporaryPassword"
+    ),
+    "block_member": _write(
+        "UserAnswer",
+        _USERNAME,
+        Arg("reason", STR, True, max_length=200, min_length=1),
+        admin_only=True,
+    ),
+    "unblock_member": _write("UserAnswer", _USERNAME, admin_only=True),
+    "lend": _write(
+        "LoanAnswer",
+        _USERNAME,
+        Arg("book_id", INT, True, minimum=1, maximum=_ID),
+        admin_only=True,
+        catalogue=True,
+    ),
+    "checkin": _write(
+        "LoanAnswer",
+        Arg("loan_id", INT, True, minimum=1, maximum=_ID),
+        admin_only=True,
+        catalogue=True,
+    ),
+    # -- 1.2: members' own data --
+    "my_data": _read("MyData", needs_login=True),
+    "delete_account": _write("Empty", Arg("password", STR, True, max_length=4096), catalogue=True),
 }
 
 
@@ -318,8 +366,14 @@ def encode(message: dict[str, Any]) -> bytes:
     return (dumps(message) + "\n").encode()
 
 
+class Replayed(dict[str, Any]):
+    """A result stored for an idempotency key and answered again: sent with "replayed": true."""
+
+
 def ok_response(request_id: Any, result: dict[str, Any]) -> dict[str, Any]:
-    """A success response."""
+    """A success response; a Replayed result says so at the top level."""
+    if isinstance(result, Replayed):
+        return {"id": request_id, "ok": True, "result": dict(result), "replayed": True}
     return {"id": request_id, "ok": True, "result": result}
 
 

@@ -162,6 +162,7 @@ class Health(TypedDict):
     database: bool
     uptime_s: int
     version: str
+    pid: int
 
 
 class Stats(TypedDict):
@@ -169,15 +170,20 @@ class Stats(TypedDict):
     requests: dict[str, int]
     errors: dict[str, int]
     uptime_s: int
+    notices: dict[str, int]  # emails pending and failed
 
 
 class UserAnswer(TypedDict):
     user: Row
 
 
-class LoggedIn(TypedDict):
+class _Session(TypedDict):
     token: str
     user: Row
+
+
+class LoggedIn(_Session, total=False):
+    must_change_password: bool  # only when a temporary password must be changed first
 
 
 class NewToken(TypedDict):
@@ -263,3 +269,70 @@ class HoldAnswer(TypedDict):
 
 class Holds(TypedDict):
     holds: list[Row]
+
+
+class NoticeList(TypedDict):
+    notices: list[Row]
+    unread: int
+
+
+class Unread(TypedDict):
+    unread: int
+
+
+class SweepCounts(TypedDict):
+    created: dict[str, int]
+
+
+class MemberPage(TypedDict):
+    members: list[Row]
+    total: int
+
+
+class MemberFile(TypedDict):
+    user: Row
+    loans: list[Row]
+    holds: list[Row]
+    orders: list[Row]
+
+
+class TemporaryPassword(TypedDict):
+    temporary_password: str
+
+
+class MyData(TypedDict):
+    user: Row
+    loans: list[Row]
+    holds: list[Row]
+    orders: list[Row]
+    notices: list[Row]
+
+
+def notice(r: Row) -> Row:
+    """A Notice: what the member was told, whether they read it, whether it was emailed."""
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "created_at": iso(r["created_at"]),
+        "subject": r["subject"],
+        "body": r["body"],
+        "read": r["read_at"] is not None,
+        "emailed": r["emailed_at"] is not None,
+        "details": r["details"],
+    }
+
+
+def member(r: Row) -> Row:
+    """A Member as the desk sees them; blocked_reason only while blocked."""
+    shaped = {
+        "id": r["id"],
+        "username": r["username"],
+        "role": r["role"],
+        "email": r["email"],
+        "blocked": r["blocked_reason"] is not None,
+        "active_loans": int(r["active_loans"]),
+        "overdue_loans": int(r["overdue_loans"]),
+    }
+    if r["blocked_reason"] is not None:
+        shaped["blocked_reason"] = r["blocked_reason"]
+    return shaped

@@ -104,6 +104,28 @@ def validate_password(password: str) -> None:
         raise WeakPasswordError("The password must not be only spaces.")
 
 
+def validate_email(email: str) -> str:
+    """The address as given when PROTOCOL.md 1.2 accepts it; else InvalidInputError."""
+    local, at, domain = email.partition("@")
+    # isprintable() is false for every space and line break as well as for control characters,
+    # so no address can carry a second header line into a mail.
+    if (
+        3 <= len(email) <= 254
+        and at
+        and local
+        and "@" not in domain
+        and "." in domain
+        and email.isprintable()
+        and " " not in email
+    ):
+        return email
+    raise InvalidInputError(
+        "The email address must be like name@example.org: one @, a name before it, a domain"
+        " with a dot after it, no spaces, and at most 254 characters.",
+        {"argument": "email"},
+    )
+
+
 # Walks ---------------------------------------------------------------------------------------
 
 

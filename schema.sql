@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash VARCHAR(100) NOT NULL,
     role VARCHAR(10) NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'admin')),
     created_at BIGINT NOT NULL,
-    version BIGINT NOT NULL DEFAULT 0
+    version BIGINT NOT NULL DEFAULT 0,
+    email VARCHAR(254),
+    blocked_reason VARCHAR(200),
+    must_change_password INTEGER NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS sessions (
@@ -155,3 +158,41 @@ CREATE TABLE IF NOT EXISTS holds (
     INDEX holds_by_user (user_id, ended_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- The outbox: what the server told a member (PROTOCOL.md 1.2, Notices). A notice is made in
+-- the transaction of its cause; dedupe_key names the cause (the loan and step of an overdue
+-- reminder, say), so the unique key lets it be made once however many servers sweep at once.
+-- The mail_* columns are the sender's: a sender claims a row (mail_claimed_until) before it
+-- sends, so each notice leaves from one server; mail_state is pending, sent, failed or none.
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER NOT NULL PRIMARY KEY AUTO_INCREMENT,
+    user_id INTEGER NOT NULL,
+    kind VARCHAR(20) NOT NULL,
+    dedupe_key VARCHAR(100) NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    subject VARCHAR(200) NOT NULL,
+    body TEXT NOT NULL,
+    details TEXT NOT NULL,
+    read_at BIGINT,
+    mail_state VARCHAR(10) NOT NULL DEFAULT 'none',
+    mail_attempts INTEGER NOT NULL DEFAULT 0,
+    mail_next_at BIGINT,
+    mail_claimed_until BIGINT,
+    emailed_at BIGINT,
+    FOREIGN KEY (user_id) REFERENCES users (id),
+    INDEX notices_by_user (user_id, id),
+    INDEX notices_to_mail (mail_state, mail_next_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Writes that are safe to retry (PROTOCOL.md 1.2): a member's key and the first successful
+-- answer for it, stored in the transaction of the write itself. The primary key is the row
+-- that serialises two requests with one key, on every node. Swept after 24 hours.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id INTEGER NOT NULL,
+    idem_key VARCHAR(64) NOT NULL,
+    cmd VARCHAR(32) NOT NULL,
+    fingerprint CHAR(64) NOT NULL,
+    result MEDIUMTEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, idem_key),
+    INDEX idempotency_by_age (created_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

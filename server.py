@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import background
 import logs
 import passwords
 import protocol
@@ -32,6 +33,7 @@ import server_admin
 import tls
 from commands import Commands, Session
 from logs import FaultLog
+from metrics import Metrics
 from openlibrary import OpenLibrary
 from settings import (
     ServerConfig,
@@ -40,6 +42,7 @@ from settings import (
     load_config,
     login_throttle,
     open_store,
+    sweep_policy,
 )
 from stats import ServerStats
 
@@ -134,8 +137,11 @@ class ConnectionHandler:
         cmd = request.cmd if request else "?"
         code = None if response["ok"] else response["error"]["code"]
         self.server.stats.answered(request.cmd if request else None, code)
+        elapsed = time.perf_counter() - started
+        if self.server.metrics is not None:
+            self.server.metrics.observe(cmd, code or "ok", elapsed)
         # Arguments are never logged: they may hold passwords and tokens.
-        ms = round((time.perf_counter() - started) * 1000, 1)
+        ms = round(elapsed * 1000, 1)
         log.debug(
             "%s %s %.1f ms", cmd, code or "ok", ms, extra={"cmd": cmd, "code": code, "ms": ms}
         )
@@ -193,6 +199,7 @@ class WaymarkServer:
         self._threads: set[threading.Thread] = set()
         self._serving: set[ssl.SSLSocket] = set()
         self.faults = faults
+        self.metrics: Metrics | None = None  # set by serve() when --metrics-port is given
         self.listener = socket.create_server(
             (config.host, config.port),
             family=socket.AF_INET6 if ":" in config.host else socket.AF_INET,
@@ -227,6 +234,10 @@ class WaymarkServer:
                 self._cut_locked(next(iter(self._handshakes)))
         self._drain()
         self.faults.flush(everything=True)
+
+    def handshakes_in_progress(self) -> int:
+        """TLS handshakes under way just now (for the metrics; read without the lock)."""
+        return len(self._handshakes)
 
     def request_stop(self, reason: str) -> None:
         """Ask the accept loop to stop; safe in a signal handler, as it takes no lock."""
@@ -473,6 +484,7 @@ def serve(config: ServerConfig) -> int:
         login_throttle(config),
         stats=stats,
         faults=faults,
+        sweep_policy=sweep_policy(config),
     )
     try:
         server = WaymarkServer(config, commands, context, stats, faults)
@@ -490,10 +502,33 @@ def serve(config: ServerConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     host, port = server.address
+    jobs = background.start_jobs(config, store)
+    try:
+        server.metrics, metric_jobs = background.start_metrics(
+            config,
+            store,
+            stats,
+            commands.snapshot,
+            server.handshakes_in_progress,
+            commands.database_probe.healthy,
+        )
+    except OSError as error:
+        server.listener.close()
+        for job in jobs:
+            job.stop()
+        store.close()
+        raise StartupError(
+            f"Could not serve metrics on {config.metrics_host}:{config.metrics_port}"
+            f" (--metrics-host, --metrics-port): {(error.strerror or str(error)).lower()}."
+        ) from error
     print(f"Waymark listening on {host}:{port}", flush=True)
     try:
         server.serve_forever()
     finally:
+        for job in [*jobs, *metric_jobs]:
+            job.stop()
+        if server.metrics is not None:
+            server.metrics.close()
         store.close()
     log.info("stopped")
     return 0

@@ -18,6 +18,8 @@ import seed
 import tls
 from db import Store, StoreConfig
 from engine import PoolConfig, SQLiteBackend, backend_from_url
+from mailer import mail_relay
+from sweep import SweepPolicy
 
 # The line "data in ..." belongs to the server program, whichever of its modules writes it.
 log = logging.getLogger("waymark.server")
@@ -101,6 +103,12 @@ class ServerConfig:
         passwords.default_concurrency(), "N", "password hashes computed at once"
     )
     pool_size: int = _setting(_STORE.pool.pool_size, "N", "database connections kept open")
+    db_timeout_s: float = _setting(
+        _STORE.pool.call_timeout_s,
+        "SECONDS",
+        "deadline of each database call (connect, statement, commit, waiting for a pooled"
+        " connection); past it the request answers unavailable",
+    )
     loan_days: int = _setting(
         rules.HOUSE_RULES.loan_period.days, "N", "days a loan lasts, and each renewal adds"
     )
@@ -137,6 +145,38 @@ class ServerConfig:
         "NAMES",
         "comma-separated host names and IP addresses added to a certificate the server makes"
         " (localhost, 127.0.0.1 and ::1 are always in it)",
+    )
+    smtp_url: str = _setting(
+        "",
+        "URL",
+        "mail relay for notices: smtp://[user:password@]host:port, smtp+starttls://... or"
+        " smtps://... (unset: notices are in-app only)",
+    )
+    mail_from: str = _setting("waymark@localhost", "EMAIL", "sender address of notice emails")
+    mail_retry_s: float = _setting(
+        60.0,
+        "SECONDS",
+        "first pause before an email the relay did not take is tried again; it doubles each"
+        " time up to an hour, for 24 hours",
+    )
+    mail_lease_s: float = _setting(
+        300.0,
+        "SECONDS",
+        "how long a server's claim on a notice to email lasts; past it (the server died) another"
+        " server sends it",
+    )
+    due_soon_days: int = _setting(2, "N", "days before a loan's due date that due_soon is sent")
+    notice_interval_s: float = _setting(
+        300.0, "SECONDS", "seconds between sweeps for time-driven notices and lapsed holds"
+    )
+    anonymise_after_days: int = _setting(
+        0, "N", "days after its return that a loan is unlinked from its member (0: never)"
+    )
+    metrics_port: int = _setting(
+        0, "N", "serve Prometheus metrics at http://HOST:N/metrics (0: off)"
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1", "HOST", "address the metrics endpoint listens on (plain HTTP: keep it private)"
     )
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting(
@@ -178,6 +218,8 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
     if config.log_format not in LOG_FORMATS:
         raise ValueError(f"--log-format must be text or json, not {config.log_format!r}.")
     tls.parse_hosts(config.cert_hosts)  # a ValueError names the entry that is not a host
+    if config.smtp_url:
+        mail_relay(config.smtp_url)  # a ValueError says what is wrong, without the password
     return config
 
 
@@ -212,12 +254,22 @@ def login_throttle(config: ServerConfig) -> rules.LoginThrottle:
 
 
 def store_config(config: ServerConfig) -> StoreConfig:
-    """The pool, session and lending settings of the store."""
+    """The pool, session, lending and mail settings of the store."""
     return StoreConfig(
-        pool=PoolConfig(pool_size=config.pool_size),
+        pool=PoolConfig(
+            pool_size=config.pool_size,
+            pool_timeout_s=config.db_timeout_s,
+            call_timeout_s=config.db_timeout_s,
+        ),
         session_ttl_s=config.session_ttl_s,
         lending=lending_policy(config),
+        mail_enabled=bool(config.smtp_url),
     )
+
+
+def sweep_policy(config: ServerConfig) -> SweepPolicy:
+    """When the sweep warns of due dates and unlinks old loans."""
+    return SweepPolicy(config.due_soon_days, config.anonymise_after_days)
 
 
 def open_store(config: ServerConfig) -> Store:

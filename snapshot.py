@@ -100,6 +100,11 @@ class CatalogueSnapshot:
         self._generation = 0
         self._loading = threading.Lock()
 
+    def age_s(self) -> float:
+        """Seconds since the snapshot in use was loaded (0 when none is loaded yet)."""
+        snapshot = self._current
+        return 0.0 if snapshot is None else self._clock() - snapshot.loaded_at
+
     def drop(self) -> None:
         """Forget the snapshot: this process just changed the catalogue."""
         self._generation += 1

@@ -22,6 +22,11 @@ class ServerStats:
         self._errors: Counter[str] = Counter()
         self._connections = 0
 
+    @property
+    def connections(self) -> int:
+        """Connections open just now."""
+        return self._connections
+
     def uptime_s(self) -> int:
         """Whole seconds since the process started serving."""
         return int(self._clock() - self._started)
@@ -80,8 +85,7 @@ class DatabaseProbe:
 
     def _run(self) -> None:
         try:
-            self._check()
-            ok = True
+            ok = self._check() is not False  # a check may also answer "reachable, not ready"
         except Exception:  # noqa: BLE001 - any failure of the trivial query means "not healthy"
             ok = False
         with self._lock:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import notice_texts
 import rules
 from engine import DuplicateKeyError, Row, Tx
 from errors import UsernameTakenError
-from store_base import StoreBase
+from store_base import NOBODY_KEY, StoreBase
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,21 @@ class LoginStart:
 class AccountStore(StoreBase):
     """Members and admins, their sessions, and the record the login throttle reads."""
 
-    def create_user(self, username: str, password_hash: str, now: int, role: str = "member") -> Row:
+    def create_user(
+        self,
+        username: str,
+        password_hash: str,
+        now: int,
+        role: str = "member",
+        email: str | None = None,
+    ) -> Row:
         """A new user; username_taken if the name exists ignoring case."""
 
         def work(tx: Tx) -> Row:
             user_id = self._insert_user(tx, username, password_hash, role, now)
-            return {"id": user_id, "username": username, "role": role}
+            if email is not None:
+                tx.run("UPDATE users SET email = ? WHERE id = ?", (email, user_id))
+            return {"id": user_id, "username": username, "role": role, "email": email}
 
         try:
             return self.database.write(work)
@@ -102,8 +112,9 @@ class AccountStore(StoreBase):
                 (username_key, address, since, attempt_id),
             )
             user = tx.row(
-                "SELECT id, username, role, password_hash FROM users WHERE username_key = ?",
-                (username_key,),
+                "SELECT id, username, role, email, must_change_password, password_hash FROM users"
+                " WHERE username_key = ? AND username_key <> ?",
+                (username_key, NOBODY_KEY),
             )
             return LoginStart(
                 attempt_id,
@@ -119,7 +130,8 @@ class AccountStore(StoreBase):
                 failures_by_address=[r["failed_at"] for r in failures if r["address"] == address],
             )
 
-        return self.database.write(work)
+        # Alone: a wrong password ends the request, and its failure must stay recorded.
+        return self.database.write(work, alone=True)
 
     def finish_login(
         self,
@@ -153,11 +165,15 @@ class AccountStore(StoreBase):
                 return None
             tx.run("DELETE FROM login_failures WHERE username_key = ?", (username_key,))
             if end_sessions:
-                tx.run("DELETE FROM sessions WHERE user_id = ?", (attempt.user["id"],))
+                user_id = attempt.user["id"]
+                tx.run("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+                tx.run("UPDATE users SET must_change_password = 0 WHERE id = ?", (user_id,))
+                self._password_changed(tx, user_id, attempt.user["username"], now)
             self._insert_session(tx, attempt.user["id"], token_hash, now, expires_at)
             return expires_at
 
-        return self.database.write(work)
+        # Forgetting a try (no token) stands alone; a login's session joins a keyed write.
+        return self.database.write(work, alone=token_hash is None)
 
     def create_session(self, user_id: int, token_hash: str, now: int) -> int:
         """Store a session by the hash of its token; returns its expiry."""
@@ -183,7 +199,8 @@ class AccountStore(StoreBase):
         """
         return self.database.read(
             lambda tx: tx.row(
-                f"{tx.causal if causal else ''}SELECT u.id, u.username, u.role, s.expires_at"
+                f"{tx.causal if causal else ''}SELECT u.id, u.username, u.role, u.email,"
+                " u.must_change_password, s.expires_at"
                 " FROM sessions s JOIN users u ON u.id = s.user_id"
                 " WHERE s.token_hash = ? AND s.expires_at > ?",
                 (token_hash, now),
@@ -195,3 +212,56 @@ class AccountStore(StoreBase):
         self.database.write(
             lambda tx: tx.run("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
         )
+
+    def set_email(self, user_id: int, email: str | None) -> Row:
+        """Give the member an email address for notices, or take it away (None)."""
+
+        def work(tx: Tx) -> Row:
+            tx.run("UPDATE users SET email = ? WHERE id = ?", (email, user_id))
+            found = tx.row("SELECT id, username, role, email FROM users WHERE id = ?", (user_id,))
+            assert found is not None
+            return found
+
+        return self.database.write(work)
+
+    def reset_password(self, username_key: str, password_hash: str, now: int) -> Row | None:
+        """Give a member a temporary password they must change, ending every session; None if
+        no such member."""
+
+        def work(tx: Tx) -> Row | None:
+            user = self._member_by_key(tx, username_key)
+            if user is None:
+                return None
+            tx.run(
+                "UPDATE users SET password_hash = ?, must_change_password = 1,"
+                " version = version + 1 WHERE id = ?",
+                (password_hash, user["id"]),
+            )
+            tx.run("DELETE FROM sessions WHERE user_id = ?", (user["id"],))
+            self._password_changed(tx, user["id"], user["username"], now)
+            return user
+
+        return self.database.write(work)
+
+    def _password_changed(self, tx: Tx, user_id: int, username: str, now: int) -> None:
+        # The version just written tells one change from the next: a notice for each.
+        version = tx.value("SELECT version FROM users WHERE id = ?", (user_id,))
+        text = notice_texts.password_changed(username, now)
+        self._notify(tx, user_id, "password_changed", f"{user_id}:{version}", text, now)
+
+    def _member_by_key(self, tx: Tx, username_key: str) -> Row | None:
+        return tx.row(
+            f"SELECT id, username, role, email FROM users WHERE username_key = ?"
+            f" AND username_key <> ?{tx.lock}",
+            (username_key, NOBODY_KEY),
+        )
+
+    def account(self, user_id: int) -> Row:
+        """What is held about a member's account itself (for my_data)."""
+        found = self.database.read(
+            lambda tx: tx.row(
+                "SELECT id, username, role, email, created_at FROM users WHERE id = ?", (user_id,)
+            )
+        )
+        assert found is not None
+        return found

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import notice_texts
 import rules
 from engine import DuplicateKeyError, Row, Tx, placeholders
 from errors import ConflictError, NotFoundError, UnavailableError
@@ -24,7 +25,7 @@ class LendingStore(StoreBase):
         # Every word must appear somewhere in the title or authors, as Open Library matches.
         words = query_key.split() if query_key else []
         where = " AND ".join(["1 = 1"] + ["b.search_key LIKE ? ESCAPE '!'"] * len(words))
-        params: list[Any] = [f"%{_escape_like(word)}%" for word in words]
+        params: list[Any] = [f"%{escape_like(word)}%" for word in words]
 
         def work(tx: Tx) -> tuple[list[Row], int]:
             total = tx.value(f"SELECT COUNT(*) FROM lending_books b WHERE {where}", params)
@@ -112,7 +113,7 @@ class LendingStore(StoreBase):
 
         def work(tx: Tx) -> Row:
             # Lock order everywhere: the member (their cap on active loans), then the book.
-            self._claim_member(tx, user_id)
+            self._claim_active_member(tx, user_id)
             book = self._lock_book(tx, book_id)
             self._settle_holds(tx, book_id, now)
             if tx.value(
@@ -156,21 +157,26 @@ class LendingStore(StoreBase):
     def return_loan(self, user_id: int, loan_id: int, now: int) -> Row:
         """End a loan; the copy goes to the first member waiting, if any."""
 
-        def work(tx: Tx) -> Row:
-            loan = self._lock_active_loan(tx, user_id, loan_id)
-            tx.run(
-                "UPDATE loans SET returned_at = ?, active_user_id = NULL WHERE id = ?",
-                (now, loan_id),
-            )
-            self._settle_holds(tx, loan["book_id"], now)
-            return self._loan(tx, loan_id)
+        return self.database.write(lambda tx: self._end_loan(tx, user_id, loan_id, now))
 
-        return self.database.write(work)
+    def checkin(self, loan_id: int, now: int) -> Row:
+        """The desk takes back any member's loan, as return_loan does for the member's own."""
+        return self.database.write(lambda tx: self._end_loan(tx, None, loan_id, now))
+
+    def _end_loan(self, tx: Tx, user_id: int | None, loan_id: int, now: int) -> Row:
+        loan = self._lock_active_loan(tx, user_id, loan_id)
+        tx.run(
+            "UPDATE loans SET returned_at = ?, active_user_id = NULL WHERE id = ?",
+            (now, loan_id),
+        )
+        self._settle_holds(tx, loan["book_id"], now)
+        return self._loan(tx, loan_id)
 
     def renew_loan(self, user_id: int, loan_id: int, now: int) -> Row:
         """Extend a loan unless another member is waiting or it was renewed twice."""
 
         def work(tx: Tx) -> Row:
+            self._claim_active_member(tx, user_id)
             loan = self._lock_active_loan(tx, user_id, loan_id)
             self._settle_holds(tx, loan["book_id"], now)
             waiting = tx.value(
@@ -205,6 +211,7 @@ class LendingStore(StoreBase):
         """Join a book's queue; only when no copy is free to borrow."""
 
         def work(tx: Tx) -> Row:
+            self._claim_active_member(tx, user_id)
             book = self._lock_book(tx, book_id)
             self._settle_holds(tx, book_id, now)
             if tx.value(
@@ -293,8 +300,9 @@ class LendingStore(StoreBase):
             raise NotFoundError(f"No book numbered {book_id}.", {"book_id": book_id})
         return book
 
-    def _lock_active_loan(self, tx: Tx, user_id: int, loan_id: int) -> Row:
-        """This member's unreturned loan, read under its book's lock."""
+    def _lock_active_loan(self, tx: Tx, user_id: int | None, loan_id: int) -> Row:
+        """This member's (or, with no member, anyone's) unreturned loan, read under its book's
+        lock."""
         columns = "book_id, due_at, returned_at, renewals"
         self._lock_book(tx, self._owned(tx, "loans", loan_id, user_id, columns)["book_id"])
         # Read again under the book's lock: under READ COMMITTED the first read may predate
@@ -314,8 +322,29 @@ class LendingStore(StoreBase):
         )
         return rules.free_copies(copies, int(on_loan), int(kept))
 
-    def _settle_holds(self, tx: Tx, book_id: int, now: int) -> None:
-        """Expire reservations not collected in time, then keep free copies for the queue."""
+    def settle_lapsed_holds(self, now: int) -> int:
+        """Pass on every copy whose reservation lapsed; the count of holds made ready."""
+
+        def work(tx: Tx) -> int:
+            books = [
+                r["book_id"]
+                for r in tx.rows(
+                    "SELECT DISTINCT book_id FROM holds WHERE ended_at IS NULL"
+                    " AND ready_until IS NOT NULL AND ready_until <= ? ORDER BY book_id",
+                    (now,),
+                )
+            ]
+            made = 0
+            for book_id in books:
+                self._lock_book(tx, book_id)
+                made += self._settle_holds(tx, book_id, now)
+            return made
+
+        return self.database.write(work)
+
+    def _settle_holds(self, tx: Tx, book_id: int, now: int) -> int:
+        """Expire reservations not collected in time, then keep free copies for the queue;
+        the count of holds made ready (each with its hold_ready notice)."""
         tx.run(
             "UPDATE holds SET ended_at = ?, end_reason = 'expired', active_user_id = NULL"
             " WHERE book_id = ? AND ended_at IS NULL AND ready_until IS NOT NULL AND ready_until <= ?",
@@ -324,15 +353,19 @@ class LendingStore(StoreBase):
         copies = tx.value("SELECT copies FROM lending_books WHERE id = ?", (book_id,))
         free = self._free_copies(tx, book_id, int(copies), now)
         if free <= 0:
-            return
+            return 0
         waiting = tx.rows(
-            "SELECT id FROM holds WHERE book_id = ? AND ended_at IS NULL AND ready_until IS NULL"
-            " ORDER BY id LIMIT ?",
+            "SELECT h.id, h.user_id, b.title FROM holds h JOIN lending_books b ON b.id = h.book_id"
+            " WHERE h.book_id = ? AND h.ended_at IS NULL AND h.ready_until IS NULL"
+            " ORDER BY h.id LIMIT ?",
             (book_id, free),
         )
         ready_until = rules.to_seconds(rules.from_seconds(now) + self.config.lending.hold_kept_for)
         for hold in waiting:
             tx.run("UPDATE holds SET ready_until = ? WHERE id = ?", (ready_until, hold["id"]))
+            text = notice_texts.hold_ready(hold["id"], book_id, hold["title"], ready_until)
+            self._notify(tx, hold["user_id"], "hold_ready", str(hold["id"]), text, now)
+        return len(waiting)
 
     def _loan(self, tx: Tx, loan_id: int) -> Row:
         found = tx.row(f"{_LOAN_SELECT} WHERE l.id = ?", (loan_id,))
@@ -351,7 +384,8 @@ class LendingStore(StoreBase):
         return [{**r, "position": int(r["position"])} for r in found]
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
+    """text for a LIKE pattern with ESCAPE '!': its %, _ and ! match only themselves."""
     return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import notice_texts
 import rules
 from engine import Row, Tx, placeholders
 from errors import ConflictError, NotFoundError
@@ -141,7 +142,7 @@ class ShopStore(StoreBase):
             # The customer's row first: their concurrent orders queue here (or, on another
             # Galera node, fail certification and are retried), so the per-customer total
             # read below cannot change before this order commits.
-            self._claim_member(tx, user_id)
+            self._claim_active_member(tx, user_id)
             already = {
                 r["book_number"]: int(r["copies"])
                 for r in tx.rows(
@@ -194,6 +195,13 @@ class ShopStore(StoreBase):
                      book["price_pence"]),
                 )  # fmt: skip
             assert order_id is not None
+            receipt = notice_texts.order_placed(
+                order_id,
+                pricing.total_pence,
+                copies=sum(quantity for _, quantity, _, _ in lines),
+                backordered=sum(backordered for _, _, _, backordered in lines),
+            )
+            self._notify(tx, user_id, "order_placed", str(order_id), receipt, now)
             return self._orders(tx, "o.id = ?", (order_id,))[0]
 
         return self.database.write(work)
@@ -270,7 +278,7 @@ class ShopStore(StoreBase):
             order["lines"].append({k: v for k, v in r.items() if k not in order_columns})
         return list(orders.values())
 
-    def restock(self, number: int, quantity: int) -> Row:
+    def restock(self, number: int, quantity: int, now: int) -> Row:
         """Supply outstanding back orders oldest first, then add the rest to stock."""
 
         def work(tx: Tx) -> Row:
@@ -282,14 +290,16 @@ class ShopStore(StoreBase):
             if book is None:
                 raise NotFoundError(f"No guide book numbered {number}.", {"book": number})
             outstanding = tx.rows(
-                "SELECT id, order_id, backorder_outstanding FROM order_lines"
-                " WHERE book_number = ? AND backorder_outstanding > 0"
-                f" ORDER BY order_id, id{tx.lock}",
+                "SELECT l.id, l.order_id, o.user_id, l.backorder_outstanding FROM order_lines l"
+                " JOIN orders o ON o.id = l.order_id"
+                " WHERE l.book_number = ? AND l.backorder_outstanding > 0"
+                f" ORDER BY l.order_id, l.id{tx.lock}",
                 (number,),
             )
             fills, left = rules.allocate_restock(
                 quantity, [(r["id"], r["backorder_outstanding"]) for r in outstanding]
             )
+            line_of = {r["id"]: r for r in outstanding}
             order_of = {r["id"]: r["order_id"] for r in outstanding}
             for line_id, copies in fills:
                 tx.run(
@@ -297,6 +307,13 @@ class ShopStore(StoreBase):
                     " WHERE id = ?",
                     (copies, line_id),
                 )
+                line = line_of[line_id]
+                text = notice_texts.backorder_filled(
+                    line["order_id"], number, book["title"], copies
+                )
+                # One notice per supply: the copies still owed after it tell the fills apart.
+                cause = f"{line_id}:{line['backorder_outstanding'] - copies}"
+                self._notify(tx, line["user_id"], "backorder_filled", cause, text, now)
             tx.run("UPDATE shop_books SET in_stock = in_stock + ? WHERE number = ?", (left, number))
             return {
                 "book": {**book, "in_stock": book["in_stock"] + left},

@@ -247,7 +247,7 @@ def seeded_store(url: str, pool_size: int) -> Iterator[Store]:
     store = seed.open_store(url, StoreConfig(pool=PoolConfig(pool_size=pool_size)))
     try:
         for book in store.shop_books():
-            store.restock(book["number"], PLENTY)
+            store.restock(book["number"], PLENTY, int(time.time()))
         yield store
     finally:
         store.close()

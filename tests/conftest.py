@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mysql.connector
 import pytest
+from hypothesis import settings
 
 import seed
 from db import Store, StoreConfig
@@ -18,9 +19,14 @@ from tests.fake_openlibrary import FakeOpenLibrary
 from tests.wire import ServerProcess
 
 DEFAULT_TEST_MYSQL = "mysql://root@127.0.0.1:3306/"
+# scripts/mutate (mutmut) selects this profile: the same examples for every mutant, so a mutant
+# is killed by a test and never by chance, and no deadline, since mutmut slows every call.
+settings.register_profile("mutation", derandomize=True, deadline=None)
+
 TABLES_CHILD_FIRST = (
-    "holds", "loans", "lending_books", "order_lines", "orders", "walks", "shop_books",
-    "login_failures", "sessions", "users", "schema_version",
+    "notices", "idempotency_keys", "holds", "loans", "lending_books", "order_lines", "orders",
+    "walks", "shop_books", "login_failures", "login_names", "sessions", "users",
+    "schema_version",
 )  # fmt: skip
 
 

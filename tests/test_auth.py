@@ -34,6 +34,7 @@ def test_register_then_login_then_whoami(backend_server: ServerProcess) -> None:
             "id": registered["user"]["id"],
             "username": "Walker_1",
             "role": "member",
+            "email": None,  # PROTOCOL.md 1.2: login and whoami carry the email, null when none
         }
         assert client.call("whoami")["user"]["username"] == "Walker_1"
 

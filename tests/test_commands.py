@@ -187,6 +187,23 @@ def test_every_command_answers_with_the_keys_of_its_shape(commands: Commands, st
     member("return", loan_id=loans[0]["id"])
     assert member("cancel_backorder", order_id=order["id"], book=number)["refund_pence"] > 0
     admin("restock", book=number, quantity=1)
+    # 1.2: notices, the desk, members' own data.
+    member("set_email", email="shape.member@example.org")
+    notices = member("notices")["notices"]
+    assert {n["kind"] for n in notices} >= {"order_placed"}
+    member("mark_read", ids=[notices[0]["id"]])
+    admin("sweep_notices")
+    admin("members", query="shape")
+    admin("member", username="shape_member")
+    admin("block_member", username="shape_other", reason="Lost two books.")
+    admin("unblock_member", username="shape_other")
+    desk_loan = admin("lend", username="shape_other", book_id=book_id)["loan"]
+    admin("checkin", loan_id=desk_loan["id"])
+    member("my_data")
     member("change_password", old_password=password, new_password=password + "!")
+    temporary = admin("reset_password", username="shape_member")["temporary_password"]
+    member("login", username="shape_member", password=temporary)
+    member("change_password", old_password=temporary, new_password=password)
     member("logout")
+    other("delete_account", password=password)
     assert member.seen | admin.seen | other.seen == COMMANDS.keys()

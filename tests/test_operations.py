@@ -22,6 +22,7 @@ def test_health_needs_no_login_and_reports_the_database(server: ServerProcess) -
     assert health["status"] == "ok" and health["database"] is True
     assert isinstance(health["uptime_s"], int) and health["uptime_s"] >= 0
     assert health["version"] == client_version(server)
+    assert server.process is not None and health["pid"] == server.process.pid
 
 
 def client_version(server: ServerProcess) -> str:

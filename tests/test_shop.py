@@ -314,7 +314,7 @@ def test_store_sells_stock_then_back_orders_and_restock_fills_oldest_first(store
     ]
 
     # Oldest order first; the rest goes to stock only when every back order is supplied.
-    restocked = store.restock(102, LIMIT - left + 1)
+    restocked = store.restock(102, LIMIT - left + 1, now)
     assert restocked == {
         "book": {"number": 102, "title": "Lincolnshire Wolds", "in_stock": 0},
         "backorders_filled": [
@@ -322,7 +322,7 @@ def test_store_sells_stock_then_back_orders_and_restock_fills_oldest_first(store
             {"order_id": third_order["id"], "quantity": 1},
         ],
     }
-    restocked = store.restock(102, 4)
+    restocked = store.restock(102, 4, now)
     assert restocked["backorders_filled"] == [{"order_id": third_order["id"], "quantity": 1}]
     assert restocked["book"]["in_stock"] == 3
     assert store.outstanding_backorders() == []
@@ -331,7 +331,7 @@ def test_store_sells_stock_then_back_orders_and_restock_fills_oldest_first(store
         0,
     ]
     with pytest.raises(DomainError) as caught:
-        store.restock(999, 1)
+        store.restock(999, 1, now)
     assert wire_error(caught.value).code == "not_found"
 
 

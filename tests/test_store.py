@@ -245,7 +245,8 @@ def test_a_dropped_mysql_connection_is_replaced(mysql_url: str) -> None:
 
 
 def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
-    """A database made before the version and cancelled columns existed gains them, keeping its data."""
+    """A database made before the version, cancelled and 1.2 columns existed gains them, keeping
+    its data."""
     store = seed.open_store(db_url)
     user = store.create_user("early", "hash", NOW)
     store.place_order(user["id"], {101: 2}, NOW)
@@ -255,6 +256,8 @@ def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     cursor = connection.cursor()
     for table in ("users", "shop_books", "lending_books"):
         cursor.execute(f"ALTER TABLE {table} DROP COLUMN version")
+    for column in ("email", "blocked_reason", "must_change_password"):
+        cursor.execute(f"ALTER TABLE users DROP COLUMN {column}")
     _drop_backorder_cancelled(backend, cursor)
     cursor.execute("UPDATE schema_version SET version = 1 WHERE id = 1")
     connection.commit()
@@ -263,13 +266,13 @@ def test_a_version_1_database_is_upgraded_in_place(db_url: str) -> None:
     upgraded = seed.open_store(db_url)
     again = seed.open_store(db_url)  # a second start finds nothing left to do
     try:
-        assert upgraded.schema_version() == migrations.SCHEMA_VERSION == 3
+        assert upgraded.schema_version() == migrations.SCHEMA_VERSION == 4
         [old_order] = upgraded.orders_for(user["id"])
         assert [line["backorder_cancelled"] for line in old_order["lines"]] == [0]
         assert len(upgraded.shop_books()) == 7
         upgraded.place_order(user["id"], {101: 1}, NOW + 1)  # writes the new columns
         assert len(again.orders_for(user["id"])) == 2
-        upgraded.restock(101, 1)
+        upgraded.restock(101, 1, NOW + 2)
     finally:
         upgraded.close()
         again.close()

@@ -190,6 +190,15 @@ class WireClient:
         protocol.decode_reply(line)  # every answer must be a response the clients can read
         return json.loads(line)
 
+    def keyed(self, cmd: str, key: str, **args: Any) -> dict[str, Any]:
+        """Send one request with an idempotency key and return the whole response."""
+        self.next_id += 1
+        request = {"id": self.next_id, "cmd": cmd, "args": args, "idempotency_key": key}
+        self.send_raw((json.dumps(request) + "\n").encode())
+        response = self.read()
+        assert response["id"] == self.next_id, response
+        return response
+
     def request(self, cmd: str, **args: Any) -> dict[str, Any]:
         """Send one request and return the whole response."""
         request_id = self.send(cmd, **args)
