@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 from hypothesis import given
@@ -82,6 +82,12 @@ def test_match_key_keeps_words_apart() -> None:
     assert rules.match_key("Peak District") != rules.match_key("PeakDistrict")
 
 
+def test_book_search_key_joins_title_and_authors_as_match_keys() -> None:
+    key = rules.book_search_key("The  Hobbit", ["J. R. R. TOLKIEN", "Alan\nLee"])
+    assert key == "the hobbit | j. r. r. tolkien | alan lee"
+    assert rules.book_search_key("Dune", []) == "dune"
+
+
 # Usernames ----------------------------------------------------------------------------------
 
 
@@ -98,6 +104,8 @@ def test_valid_usernames_are_returned_as_given(username: str) -> None:
     [
         ("ab", "3 to 32"),
         ("a" * 33, "3 to 32"),
+        ("a" * 31 + "!", "only"),  # 32 long: the length is fine, the character is not
+        ("ab!", "only"),  # 3 long, likewise
         ("", "3 to 32"),
         (" abc", "only"),
         ("abc ", "only"),
@@ -119,6 +127,19 @@ def test_invalid_usernames_are_bad_requests_naming_username(username: str, reaso
     assert "username" in caught.value.message
     assert reason in caught.value.message
     assert caught.value.details == {"argument": "username"}
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        ("ab", "The username must be 3 to 32 characters long."),
+        ("jo smith", "The username may use only the letters A-Z, digits, '_', '.' and '-'."),
+    ],
+)
+def test_username_messages_are_whole_sentences(username: str, message: str) -> None:
+    with pytest.raises(DomainError) as caught:
+        rules.validate_username(username)
+    assert caught.value.message == message
 
 
 @pytest.mark.parametrize(("a", "b"), [("Alice", "alice"), ("ALICE", "alice"), ("a.B-c", "A.b-C")])
@@ -171,6 +192,66 @@ def test_weak_passwords(password: str, expected: str) -> None:
     assert caught.value.message.endswith(".")
 
 
+@pytest.mark.parametrize(
+    ("password", "message", "details"),
+    [
+        ("a" * 7, "The password must be at least 8 characters long.", {"min_length": 8}),
+        ("x" * 1025, "The password must be at most 1024 characters long.", {"max_length": 1024}),
+        (" " * 8, "The password must not be only spaces.", {}),
+    ],
+)
+def test_weak_password_messages_and_details(password: str, message: str, details: dict) -> None:
+    # A client shows the message as it is and reads the limit from the details.
+    with pytest.raises(DomainError) as caught:
+        rules.validate_password(password)
+    assert (caught.value.message, caught.value.details) == (message, details)
+
+
+# Email addresses ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "ann@example.org",
+        "a@.",  # 3 characters: the shortest the rule allows
+        "Ann.Smith+walks@mail.example.co.uk",
+        "x@" + "d" * 248 + ".org",  # 254 characters exactly
+        "jos\u00e9@example.org",
+    ],
+)
+def test_acceptable_email_addresses_are_returned_as_given(email: str) -> None:
+    assert rules.validate_email(email) == email
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "",
+        "a@",
+        "x@" + "d" * 249 + ".org",  # 255 characters
+        "ann.example.org",  # no @
+        "@example.org",  # no name before it
+        "ann@example@org.uk",  # two @
+        "ann@localhost",  # no dot after it
+        "ann smith@example.org",
+        "ann@example.org\nBcc: eve@example.org",  # a second header line
+        "ann@example.org\r",
+        "ann\t@example.org",
+        "ann\u00a0@example.org",  # a no-break space
+    ],
+)
+def test_unusable_email_addresses_are_bad_requests_naming_email(email: str) -> None:
+    with pytest.raises(DomainError) as caught:
+        rules.validate_email(email)
+    assert wire_error(caught.value).code == BAD_REQUEST
+    assert caught.value.message == (
+        "The email address must be like name@example.org: one @, a name before it, a domain"
+        " with a dot after it, no spaces, and at most 254 characters."
+    )
+    assert caught.value.details == {"argument": "email"}
+
+
 # Difficulty ---------------------------------------------------------------------------------
 
 
@@ -197,6 +278,7 @@ def test_bad_difficulty_lists_the_valid_ones(value: str) -> None:
     assert wire_error(error).code == BAD_REQUEST
     assert "difficulty" in error.message
     assert all(name in error.message for name in ("easy", "medium", "hard"))
+    assert error.message == "The difficulty must be easy, medium or hard."
     assert error.details == {"argument": "difficulty", "allowed": ["easy", "medium", "hard"]}
 
 
@@ -355,6 +437,8 @@ def test_seconds_and_datetimes_convert_both_ways_in_utc() -> None:
         rules.to_seconds(datetime(2023, 11, 14, 22, 13, 20, 999_999, tzinfo=UTC)) == 1_700_000_000
     )
     assert rules.to_seconds(rules.from_seconds(-1)) == -1
+    # Before 1970 too, the part of a second is dropped towards the past, not towards 0.
+    assert rules.to_seconds(datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC)) == -1
     with pytest.raises(ValueError, match="aware"):
         rules.to_seconds(datetime(2023, 11, 14))  # naive: no time zone
 
@@ -408,6 +492,9 @@ def test_within_copy_limits(requested: dict[int, int], already: dict[int, int]) 
             {},
             {"book": 104, "limit": 8, "allowed": 8, "scope": "order"},
         ),
+        # The first book is within every limit: the next one is still checked.
+        ({101: 1, 102: 4}, {102: 5}, {"book": 102, "limit": 8, "allowed": 3, "scope": "customer"}),
+        ({101: 1, 102: 9}, {}, {"book": 102, "limit": 8, "allowed": 8, "scope": "order"}),
         # Several breaches: the lowest book number is reported, whatever the request order.
         (
             {107: 9, 102: 1, 103: 20},
@@ -424,6 +511,23 @@ def test_copy_limits_broken(
     assert wire_error(caught.value).code == LIMIT_EXCEEDED
     assert caught.value.details == details
     assert str(details["book"]) in caught.value.message
+
+
+def test_copy_limit_messages_are_whole_sentences() -> None:
+    with pytest.raises(DomainError) as caught:
+        rules.check_copy_limits({101: 9}, {101: 3})
+    assert caught.value.message == (
+        "At most 8 copies of book 101 can be bought in one order; you may order 5 copies more."
+    )
+    with pytest.raises(DomainError) as caught:
+        rules.check_copy_limits({101: 4}, {101: 5})
+    assert caught.value.message == (
+        "You have already ordered 5 copies of book 101 and each customer may have at most 8,"
+        " so you may order 3 copies more."
+    )
+    with pytest.raises(DomainError) as caught:
+        rules.check_copy_limits({101: 8}, {101: 1})
+    assert caught.value.message.startswith("You have already ordered 1 copy of book 101 ")
 
 
 @pytest.mark.parametrize(
@@ -559,6 +663,31 @@ def test_lending_dates_refuse_naive_datetimes() -> None:
         rules.renewed_due_date(NOW, naive)
     with pytest.raises(ValueError, match="timezone-aware"):
         rules.days_overdue(naive, NOW)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        rules.renewed_due_date(naive, NOW)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        rules.days_overdue(NOW, naive)
+
+
+class _NoOffset(tzinfo):
+    """A time zone that does not know its offset: as good as none."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "moment", [datetime(2024, 3, 10, 12, 0), datetime(2024, 3, 10, 12, 0, tzinfo=_NoOffset())]
+)
+def test_a_datetime_without_an_offset_is_refused_everywhere(moment: datetime) -> None:
+    message = "datetimes must be timezone-aware (UTC)"
+    with pytest.raises(ValueError) as caught:
+        rules.to_seconds(moment)
+    assert str(caught.value) == message
+    with pytest.raises(ValueError, match="timezone-aware"):
+        rules.retry_after_s([], moment, 5, WINDOW)  # the clock itself
+    with pytest.raises(ValueError, match="timezone-aware"):
+        rules.retry_after_s([NOW, moment], NOW, 5, WINDOW)  # one failure's time
 
 
 @pytest.mark.parametrize("active_loans", [0, 1, 4])
@@ -572,6 +701,10 @@ def test_cannot_borrow_at_the_cap(active_loans: int) -> None:
         rules.check_can_borrow(active_loans)
     assert wire_error(caught.value).code == LIMIT_EXCEEDED
     assert caught.value.details == {"limit": 5, "allowed": 0, "scope": "active_loans"}
+    assert caught.value.message == (
+        "You already have 5 books on loan, the most a member may have at once; return one to"
+        " borrow another."
+    )
 
 
 @pytest.mark.parametrize("renewals", [0, 1])
@@ -595,6 +728,12 @@ def test_cannot_renew(renewals: int, held: bool, code: str, details: dict[str, o
         rules.check_can_renew(renewals, held)
     assert wire_error(caught.value).code == code
     assert caught.value.details == details
+
+
+def test_renewals_used_up_says_so() -> None:
+    with pytest.raises(DomainError) as caught:
+        rules.check_can_renew(2, held_by_others=False)
+    assert caught.value.message == "This loan has already been renewed 2 times, the most allowed."
 
 
 def test_renewal_blocked_by_a_hold_says_why() -> None:
@@ -661,16 +800,22 @@ def _ago(*seconds: float) -> list[datetime]:
         (_ago(900, 1, 2, 3, 4), 5, None),  # exactly a window old: already gone
         (_ago(0), 1, 900),
         ([NOW + timedelta(seconds=30)], 1, 930),  # a clock running ahead still counts
+        # A microsecond past a whole second is another second: never too early.
+        ([NOW - WINDOW + timedelta(seconds=1, microseconds=1)], 1, 2),
+        ([NOW - WINDOW + timedelta(seconds=1)], 1, 1),
     ],
 )
 def test_retry_after(failures: list[datetime], limit: int, expected: int | None) -> None:
-    assert rules.retry_after_s(failures, NOW, limit, WINDOW) == expected
+    wait = rules.retry_after_s(failures, NOW, limit, WINDOW)
+    assert wait == expected
+    assert wait is None or type(wait) is int  # sent as a JSON integer (Retry-After style)
 
 
 @pytest.mark.parametrize(("limit", "window"), [(0, WINDOW), (5, timedelta(0))])
 def test_retry_after_refuses_nonsense_settings(limit: int, window: timedelta) -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError) as caught:
         rules.retry_after_s([], NOW, limit, window)
+    assert str(caught.value) == "the limit and the window must be positive"
 
 
 @given(
