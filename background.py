@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import mailer
+import workers
 from db import Store
 from metrics import Metrics
 from outbox import MailSender
@@ -93,7 +94,8 @@ def start_metrics(
         lambda: counts["failed"],
     )
     count_notices()
-    host, port = metrics.serve(config.metrics_host, config.metrics_port)
+    # One port per process: worker K of --workers serves its own numbers on the port + K - 1.
+    host, port = metrics.serve(config.metrics_host, config.metrics_port + workers.number() - 1)
     log.info("metrics on http://%s:%d/metrics", host, port)
     job = Periodic(count_notices, NOTICE_COUNTS_EVERY_S, "waymark-metrics")
     job.start()

@@ -172,8 +172,14 @@ class ServerConfig:
     anonymise_after_days: int = _setting(
         0, "N", "days after its return that a loan is unlinked from its member (0: never)"
     )
+    workers: int = _setting(
+        1, "N", "server processes sharing the port (SO_REUSEPORT), each with its own threads"
+    )
     metrics_port: int = _setting(
-        0, "N", "serve Prometheus metrics at http://HOST:N/metrics (0: off)"
+        0,
+        "N",
+        "serve Prometheus metrics at http://HOST:N/metrics (0: off); worker K of --workers"
+        " uses N+K-1",
     )
     metrics_host: str = _setting(
         "127.0.0.1", "HOST", "address the metrics endpoint listens on (plain HTTP: keep it private)"
