@@ -129,14 +129,8 @@ def _read(
     admin_only: bool = False,
     token: bool = False,
 ) -> Command:
-    return Command(
-        args,
-        needs_login or admin_only,
-        admin_only,
-        safe_to_repeat=True,
-        returns_token=token,
-        result=result,
-    )
+    """A command that changes nothing a client could double: safe to send again."""
+    return _command(result, args, needs_login, admin_only, safe=True, token=token)
 
 
 def _write(
@@ -147,15 +141,21 @@ def _write(
     catalogue: bool = False,
     token: bool = False,
 ) -> Command:
-    return Command(
-        args,
-        needs_login or admin_only,
-        admin_only,
-        False,
-        changes_catalogue=catalogue,
-        returns_token=token,
-        result=result,
-    )
+    """A write: not safe to send again without an idempotency key (when it needs a login)."""
+    return _command(result, args, needs_login, admin_only, False, catalogue, token)
+
+
+def _command(
+    result: str,
+    args: tuple[Arg, ...],
+    needs_login: bool,
+    admin_only: bool,
+    safe: bool,
+    catalogue: bool = False,
+    token: bool = False,
+) -> Command:
+    # An admin-only command needs a login whatever the caller said.
+    return Command(args, needs_login or admin_only, admin_only, safe, catalogue, token, result)
 
 
 COMMANDS: dict[str, Command] = {

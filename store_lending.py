@@ -112,14 +112,7 @@ class LendingStore(StoreBase):
         """Lend a copy: the member's kept copy if a hold is ready, else a free one."""
 
         def work(tx: Tx) -> Row:
-            # Lock order everywhere: the member (their cap on active loans), then the book.
-            self._claim_active_member(tx, user_id)
-            book = self._lock_book(tx, book_id)
-            self._settle_holds(tx, book_id, now)
-            if tx.value(
-                "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
-            ):
-                raise ConflictError(f"You already have {book['title']!r} on loan.")
+            book = self._take_up(tx, user_id, book_id, now)
             active = tx.value(
                 "SELECT COUNT(*) FROM loans WHERE user_id = ? AND returned_at IS NULL", (user_id,)
             )
@@ -211,13 +204,7 @@ class LendingStore(StoreBase):
         """Join a book's queue; only when no copy is free to borrow."""
 
         def work(tx: Tx) -> Row:
-            self._claim_active_member(tx, user_id)
-            book = self._lock_book(tx, book_id)
-            self._settle_holds(tx, book_id, now)
-            if tx.value(
-                "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
-            ):
-                raise ConflictError(f"You already have {book['title']!r} on loan.")
+            book = self._take_up(tx, user_id, book_id, now)
             if tx.value(
                 "SELECT id FROM holds WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
             ):
@@ -286,6 +273,18 @@ class LendingStore(StoreBase):
             )
         )
         return [_decode_loan(r) for r in found]
+
+    def _take_up(self, tx: Tx, user_id: int, book_id: int, now: int) -> Row:
+        """The start of a borrow or a hold: the member (not blocked), then the book, locked in
+        that order everywhere; its queue settled; ConflictError if they have it out already."""
+        self._claim_active_member(tx, user_id)
+        book = self._lock_book(tx, book_id)
+        self._settle_holds(tx, book_id, now)
+        if tx.value(
+            "SELECT id FROM loans WHERE book_id = ? AND active_user_id = ?", (book_id, user_id)
+        ):
+            raise ConflictError(f"You already have {book['title']!r} on loan.")
+        return book
 
     def _lock_book(self, tx: Tx, book_id: int) -> Row:
         """Write (and so lock) a lending book's row: it serialises its loans and queue.
