@@ -234,6 +234,39 @@ def change_password_args(
     return {"old_password": old, "new_password": new}
 
 
+class DeclinedError(ClientError):
+    """The person said no when asked to confirm: nothing was done (exit code 1)."""
+
+
+def delete_account_args(
+    connection: Connection,
+    options: argparse.Namespace,
+    environ: Mapping[str, str],
+    streams: Streams,
+) -> JsonDict:
+    """Log in (with --user, by the password) or resume, read the password, and have the
+    deletion confirmed: by --yes, or by typing yes at a terminal."""
+    if options.user:
+        password = read_password(environ, streams, twice=False)
+        user = connection.call("login", username=options.user, password=password)["user"]
+    else:
+        authenticate(connection, options, environ, streams)
+        user = connection.call("whoami")["user"]
+        password = read_password(environ, streams, twice=False)
+    if options.yes:
+        return {"password": password}
+    if not streams.stdin.isatty():
+        raise UsageError("delete-account asks to confirm at a terminal; add --yes in a script.")
+    print(sentences.DELETION_WARNING, file=streams.stderr)
+    print(
+        f"Delete the account {user['username']} for ever? Type yes: ", end="", file=streams.stderr
+    )
+    streams.stderr.flush()
+    if streams.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise DeclinedError("Nothing was deleted.")
+    return {"password": password}
+
+
 def authenticate(
     connection: Connection,
     options: argparse.Namespace,
@@ -271,13 +304,20 @@ def run_subcommand(
             if cmd in ("register", "login"):
                 if not options.user:
                     raise UsageError(f"'{cmd}' needs --user NAME.")
-                args = {"username": options.user}
+                args = {**args, "username": options.user}
                 args["password"] = read_password(environ, streams, twice=cmd == "register")
             elif cmd == "change_password":
                 args = change_password_args(connection, options, environ, streams)
+            elif cmd == "delete_account":
+                args = delete_account_args(connection, options, environ, streams)
             elif COMMANDS[cmd].needs_login:
                 authenticate(connection, options, environ, streams)
             result = connection.call(cmd, **args)
+            if subcommand.then is not None:
+                result = subcommand.then(connection, options, result)
+        except DeclinedError as declined:
+            print(declined, file=streams.stderr)
+            return EXIT_SERVER_ERROR
         except UsageError:
             raise  # main() reports it with the usage line
         except ClientError as error:

@@ -23,6 +23,8 @@ from protocol import (
     BAD_REQUEST,
     BOOK_REF,
     COMMANDS,
+    CONFLICT,
+    FORBIDDEN,
     INT,
     LIST,
     STR,
@@ -83,14 +85,24 @@ _MUST_BE = {
     "key": "must be an Open Library work key such as /works/OL45804W",
     "min_distance": "must be a number of miles, no more than the longest distance",
     "query": "must be words to search for",
+    "email": "must be an address like name@example.org (one @, a domain with a dot, no spaces)",
 }
 _IDS = 2**31  # an upper bound this large only keeps a number an id: not worth saying
 
 
 def sentence_refused(error: ServerError) -> str:
     """The server's refusal as the person should read it: a bad_request about an argument is
-    said from details["argument"] and the command's row of the table; others as they come."""
-    name = error.details.get("argument")
+    said from details["argument"] and the command's row of the table; a blocked member, a
+    temporary password and an account that cannot be deleted yet from their details; others
+    as they come."""
+    details = error.details
+    if error.code == FORBIDDEN and details.get("blocked"):
+        return sentences.sentence_blocked(error.cmd, details.get("reason"))
+    if error.code == FORBIDDEN and details.get("must_change_password"):
+        return sentences.CHOOSE_NEW_FIRST_SCRIPT
+    if error.code == CONFLICT and "active_loans" in details:
+        return sentences.sentence_cannot_delete(details)
+    name = details.get("argument")
     if error.code != BAD_REQUEST or not isinstance(name, str):
         return error.message
     return sentence_must_be(error.cmd, name, sentences.argument_name)
@@ -114,11 +126,11 @@ def sentence_must_be(cmd: str, name: object, name_of: Callable[[str], str]) -> s
 def _must_be(arg: Arg) -> str:
     low, high = arg.minimum, arg.maximum
     if arg.kind == STR:
-        return (
-            "must be text"
-            if not arg.max_length
-            else f"must be at most {arg.max_length} characters long"
-        )
+        if not arg.max_length:
+            return "must be text"
+        if arg.min_length:
+            return f"must be {arg.min_length} to {arg.max_length} characters long"
+        return f"must be at most {arg.max_length} characters long"
     if arg.kind == BOOK_REF:
         return "must be a guide book's number or its title"
     if arg.kind == LIST:
@@ -212,6 +224,14 @@ def check_username(text: str) -> str:
     """A username the server's rule accepts (taken or not, only the server knows)."""
     try:
         return rules.validate_username(text)
+    except DomainError as error:
+        raise ValueError(error.message) from None
+
+
+def check_email(text: str) -> str:
+    """An email address the server's rule accepts."""
+    try:
+        return rules.validate_email(text.strip())
     except DomainError as error:
         raise ValueError(error.message) from None
 

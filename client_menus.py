@@ -1,5 +1,6 @@
-"""The interactive menus for people: the session, accounts and admin; the shop's and the
-library's choices live in client_shop.py and client_library.py."""
+"""The interactive menus for people: the session, logging in and admin; the shop's, the
+library's, the member's own account's and the desk's choices live in client_shop.py,
+client_library.py, client_account.py and client_desk.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 
 import client_sentences as sentences
 import client_views as views
+from client_account import AccountMenus
 from client_basket import Basket
 from client_checks import (
     check_moment,
@@ -24,12 +26,14 @@ from client_checks import (
     sentence_refused,
     until_sent,
 )
+from client_desk import DeskMenus
 from client_library import LibraryMenus
 from client_link import EXIT_OK, EXIT_SERVER_ERROR, ClientError, Connection, JsonDict, ServerError
 from client_prompts import GoBack
 from client_shop import BOOK_NUMBER, ShopMenus
-from protocol import BAD_REQUEST, UNAUTHORIZED, USERNAME_TAKEN, WEAK_PASSWORD
+from protocol import BAD_REQUEST, FORBIDDEN, UNAUTHORIZED, USERNAME_TAKEN, WEAK_PASSWORD
 
+EMAIL_PROMPT = "Email address for the library's messages (Enter for none): "
 USERNAME_HELP = "A username has 3 to 32 letters A-Z, digits, '_', '.' or '-'; q goes back."
 
 
@@ -41,7 +45,7 @@ class MenuItem:
     action: Callable[[], None]
 
 
-class App(ShopMenus, LibraryMenus):
+class App(ShopMenus, LibraryMenus, AccountMenus, DeskMenus):
     """The menu-driven session. Input, output and the password prompt are passed in so that
     tests can script a whole session; every failure is shown as a sentence, never a traceback.
     Whether a login is remembered is the connection's to know (it owns the token).
@@ -58,6 +62,8 @@ class App(ShopMenus, LibraryMenus):
         self.connection = connection
         self.user: JsonDict | None = None
         self.basket = Basket()
+        # A login with a temporary password: nothing but a new password until it is chosen.
+        self.must_change_password = False
 
     # The session
 
@@ -108,6 +114,12 @@ class App(ShopMenus, LibraryMenus):
                 MenuItem("Register", self.register),
                 MenuItem("Log in", self.log_in),
             ]
+        if self.must_change_password:
+            return [
+                MenuItem("Choose a new password (the library gave you a temporary one)",
+                         self.choose_new_password),
+                MenuItem("Log out", self.log_out),
+            ]  # fmt: skip
         basket = (
             f" (basket: {views.plural(self.basket.copies, 'copy', 'copies')})"
             if self.basket
@@ -125,6 +137,8 @@ class App(ShopMenus, LibraryMenus):
             MenuItem("My holds (borrow a kept copy, or cancel)", self.show_holds),
             MenuItem("Loan history", self.show_history),
             MenuItem("Change my password", self.change_password),
+            MenuItem(self.messages_label(), self.show_messages),
+            MenuItem("My account: email, my data, delete", self.my_account),
         ]
         if self.user.get("role") == "admin":
             items += [
@@ -133,6 +147,7 @@ class App(ShopMenus, LibraryMenus):
                 MenuItem("Back orders (admin)", self.show_backorders),
                 MenuItem("Overdue loans (admin)", self.show_overdue),
                 MenuItem("Sales (admin)", self.show_sales),
+                MenuItem("Members: find, lend, check in, reset, block (admin)", self.members_menu),
             ]
         return [*items, MenuItem("Log out", self.log_out)]
 
@@ -156,6 +171,10 @@ class App(ShopMenus, LibraryMenus):
             self.connection.close()
             self.warn("\nCancelled.")
         except ServerError as error:
+            if error.code == FORBIDDEN and error.details.get("must_change_password"):
+                self.must_change_password = True  # the menu now offers nothing else
+                self.warn(sentences.CHOOSE_NEW_FIRST)
+                return
             self.warn(sentence_refused(error))
             if error.code == UNAUTHORIZED and self.user is not None:
                 self.end_session()
@@ -193,21 +212,28 @@ class App(ShopMenus, LibraryMenus):
             return
         self.user = result["user"]
         self.say(f"Welcome back, {self.user['username']}.")
+        if self.note_must_change(result):
+            self.choose_new_password()
 
     def register(self) -> None:
         """Create an account, then log in with it. The name's form and the password's rules
         are checked as they are typed; a taken name is asked again, not the password."""
         username = self.ask_username("Choose a username (3-32 letters, digits, _ . -): ")
         password = self.ask_new_password()
+        email = self.ask_email(EMAIL_PROMPT, optional=True)
         while True:
             try:
-                self.connection.call("register", username=username, password=password)
+                optional = {"email": email} if email else {}
+                self.connection.call("register", username=username, password=password, **optional)
                 break
             except ServerError as error:
                 sentence = sentence_refused(error)
                 if error.code == WEAK_PASSWORD or error.details.get("argument") == "password":
                     self.warn(sentence)
                     password = self.ask_new_password()
+                elif error.details.get("argument") == "email":
+                    self.warn(sentence)
+                    email = self.ask_email(EMAIL_PROMPT, optional=True)
                 elif error.code in (USERNAME_TAKEN, BAD_REQUEST):
                     self.warn(sentence)
                     username = self.ask_username("Choose another username: ")
@@ -236,6 +262,8 @@ class App(ShopMenus, LibraryMenus):
         self.say(f"Welcome, {self.user['username']}!")
         if (remembered_in := self.connection.remembered_in) is not None:
             self.say(f"Your login is remembered in {remembered_in}.")
+        if self.note_must_change(result):
+            self.choose_new_password(password)
 
     def log_out(self) -> None:
         """End the session here and on the server, after a warning when the basket is full."""
@@ -251,11 +279,13 @@ class App(ShopMenus, LibraryMenus):
         old = self.ask_secret("Old password: ", "Type the password you log in with; q goes back.")
         new = self.ask_new_password("New password (at least 8 characters): ")
         self.connection.call("change_password", old_password=old, new_password=new)
+        self.must_change_password = False
         self.say("Your password is changed; any other session of yours has ended.")
 
     def end_session(self) -> None:
         """Forget the user, their basket and any saved token."""
         self.user = None
+        self.must_change_password = False
         self.connection.forget_session()
         self.basket.clear()
 

@@ -171,23 +171,32 @@ class Prompts:
             self.warn(f"{number} is out of range; enter a number from {low} to {high}.")
         return None
 
-    def confirm(self, question: str) -> bool:
-        """Yes or no; Enter means yes."""
-        help_text = "Type y for yes or n for no (Enter means yes); q goes back."
+    def confirm(self, question: str, default: bool = True) -> bool:
+        """Yes or no; Enter means default (yes, unless the step cannot be undone)."""
+        enter = "yes" if default else "no"
+        help_text = f"Type y for yes or n for no (Enter means {enter}); q goes back."
         while True:
-            answer = self.ask(f"{question} [Y/n] ", help_text).lower()
-            if answer in ("", "y", "yes"):
+            answer = self.ask(f"{question} {'[Y/n]' if default else '[y/N]'} ", help_text).lower()
+            if answer in ("y", "yes") or (default and not answer):
                 return True
-            if answer in ("n", "no"):
+            if answer in ("n", "no") or not answer:
                 return False
             self.warn("Please answer y or n.")
 
     def show_pages(
-        self, rows: Sequence[Row], shown_for: Callable[[Sequence[Row]], views.Shown], noun: str
+        self,
+        rows: Sequence[Row],
+        shown_for: Callable[[Sequence[Row]], views.Shown],
+        noun: str,
+        seen: Callable[[Sequence[Row]], None] | None = None,
     ) -> None:
-        """Show a long list PAGE_ROWS rows at a time; n shows the next page, Enter stops."""
+        """Show a long list PAGE_ROWS rows at a time; n shows the next page, Enter stops. seen
+        is told of each page once it is on the screen."""
         for start in range(0, len(rows), PAGE_ROWS):
-            self.show_all(shown_for(rows[start : start + PAGE_ROWS]))
+            page = rows[start : start + PAGE_ROWS]
+            self.show_all(shown_for(page))
+            if seen is not None:
+                seen(page)
             left = len(rows) - start - PAGE_ROWS
             if left <= 0:
                 return

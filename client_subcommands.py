@@ -7,9 +7,11 @@ import argparse
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import client_checks as checks
+import client_datafile as datafile
 import client_sentences as sentences
 import client_views as views
 import rules
@@ -186,16 +188,91 @@ def _area_advice(connection: Connection, args: JsonDict, result: JsonDict) -> li
 
 def _logged_in(result: JsonDict) -> views.Shown:
     user = result["user"]
-    return [f"Logged in as {user['username']} ({user.get('role', 'member')})."]
+    email = f", {views.clean_text(user['email'])}" if user.get("email") else ""
+    shown = [f"Logged in as {user['username']} ({user.get('role', 'member')}{email})."]
+    if result.get("must_change_password"):
+        shown.append(sentences.CHOOSE_NEW_FIRST_SCRIPT)
+    return shown
+
+
+# The 1.2 subcommands: messages, the member's own account, and the desk ------------------------
+
+
+def _email(options: argparse.Namespace) -> JsonDict:
+    # One of ADDRESS and --remove: an address to set, or null to take it off.
+    if options.remove == (options.email is not None):
+        raise UsageError("Give an email ADDRESS to set, or --remove to take yours off; not both.")
+    return {"email": None if options.remove else options.email}
+
+
+def _messages(options: argparse.Namespace) -> JsonDict:
+    return {"unread_only": True} if options.unread else {}
+
+
+def _mark_shown_read(
+    connection: Connection, options: argparse.Namespace, result: JsonDict
+) -> JsonDict:
+    # --mark-read: the messages listed that were new are marked read, and counted.
+    if not options.mark_read:
+        return result
+    new = [notice["id"] for notice in result["notices"] if not notice.get("read")]
+    unread = connection.call("mark_read", ids=new)["unread"] if new else result["unread"]
+    return {**result, "unread": unread, "marked_read": len(new)}
+
+
+def _messages_shown(result: JsonDict) -> views.Shown:
+    notices = result["notices"]
+    shown: list[str] = views.notices_shown(notices) or ["No messages."]
+    if "marked_read" in result:
+        shown.append(f"({views.plural(result['marked_read'], 'message')} marked read.)")
+    elif unread := result["unread"]:
+        shown.append(f"({views.plural(unread, 'new message')}; --mark-read marks them read.)")
+    return shown
+
+
+def _data_file(options: argparse.Namespace) -> JsonDict:
+    # The file is checked before anything is asked of the server, and never replaced.
+    if options.out is not None:
+        datafile.check_writable(Path(options.out))
+    return {}
+
+
+def _save_data(connection: Connection, options: argparse.Namespace, result: JsonDict) -> JsonDict:
+    path = Path(options.out or datafile.default_name(result["user"]["username"]))
+    written = datafile.write_data(path, result)
+    return {"file": str(written), **datafile.counts(result)}
+
+
+def _forget_login(
+    connection: Connection, options: argparse.Namespace, result: JsonDict
+) -> JsonDict:
+    connection.forget_session()  # the account and its sessions are gone
+    return result
+
+
+def _member_page(options: argparse.Namespace) -> JsonDict:
+    return _query(required=False)(options) | _given("offset")(options)
+
+
+def _members_shown(result: JsonDict) -> views.Shown:
+    members = result["members"]
+    if not members:
+        return ["No members match."]
+    return [
+        views.members_table(members, numbered=False),
+        f"{len(members)} of {views.plural(result['total'], 'member')}.",
+    ]
 
 
 @dataclass(frozen=True)
 class Subcommand:
     """One subcommand: its help, its arguments, the request it sends and how it shows the result.
 
-    keep picks what is printed of the result, as JSON too; show turns that into tables and
-    sentences for a person, after any heading naming what was asked. advise may ask the server
-    more (with the request's args) to add advice, such as the area a typo meant.
+    then finishes the work with the result (more requests, or a file written); what it returns
+    is the result from then on. keep picks what is printed of the result, as JSON too; show
+    turns that into tables and sentences for a person, after any heading naming what was asked.
+    advise may ask the server more (with the request's args) to add advice, such as the area a
+    typo meant.
     """
 
     name: str
@@ -207,6 +284,7 @@ class Subcommand:
     keep: Callable[[JsonDict], JsonDict] = lambda result: result
     heading: Callable[[argparse.Namespace], str] | None = None
     advise: Callable[[Connection, JsonDict, JsonDict], list[str]] | None = None
+    then: Callable[[Connection, argparse.Namespace, JsonDict], JsonDict] | None = None
 
 
 def _by_id(
@@ -218,6 +296,8 @@ def _by_id(
 
 
 _NUMBER = argument_type(_whole_number)
+_EMAIL = argument_type(checks.check_email)
+_NAME = _arg("username", metavar="NAME", help="the member's username")
 _MOMENT = argument_type(checks.check_moment)
 _LIMIT = _arg("--limit", type=_NUMBER)
 _WALK_FILTERS = (
@@ -237,6 +317,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         Subcommand(
             "register", "Create an account for --user.", "register",
             lambda r: [f"Registered {r['user']['username']}."],
+            arguments=(_arg("--email", type=_EMAIL, metavar="ADDRESS",
+                            help="where the library may email your messages"),),
+            args=_given("email"),
         ),
         Subcommand(
             "login", "Log in as --user (with --json, prints the token).", "login", _logged_in
@@ -378,6 +461,90 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 _arg("copies", type=_NUMBER),
             ),
             args=_given("key", "copies"),
+        ),
+        Subcommand(
+            "messages", "List my messages from the library, newest first.", "notices",
+            _messages_shown,
+            arguments=(
+                _arg("--unread", action="store_true", help="only the messages not yet read"),
+                _arg("--mark-read", action="store_true", help="mark the new ones listed as read"),
+                _LIMIT,
+            ),
+            args=lambda o: _messages(o) | _given("limit")(o),
+            then=_mark_shown_read,
+        ),
+        Subcommand(
+            "set-email", "Set the address my messages are emailed to, or --remove it.",
+            "set_email", lambda r: [sentences.sentence_email(r["user"])],
+            arguments=(
+                _arg("email", nargs="?", type=_EMAIL, metavar="ADDRESS"),
+                _arg("--remove", action="store_true", help="take my email address off"),
+            ),
+            args=_email,
+        ),
+        Subcommand(
+            "my-data", "Save everything the library holds about me as a JSON file.", "my_data",
+            lambda r: [sentences.sentence_data_saved(r["file"], r)],
+            arguments=(
+                _arg("--out", metavar="FILE",
+                     help="the file to write (never replaced); default "
+                          "waymark-data-USERNAME-DATE.json here"),
+            ),
+            args=_data_file,
+            then=_save_data,
+        ),
+        Subcommand(
+            "delete-account",
+            "Delete my account (password from WAYMARK_PASSWORD, stdin or a prompt).",
+            "delete_account", lambda r: [sentences.ACCOUNT_DELETED],
+            arguments=(_arg("--yes", action="store_true", help="do not ask to confirm"),),
+            then=_forget_login,
+        ),
+        Subcommand(
+            "members", "Find members by part of their username (admin).", "members",
+            _members_shown,
+            arguments=(_arg("query", nargs="*"), _LIMIT,
+                       _arg("--offset", type=argument_type(_offset))),
+            args=_member_page,
+        ),
+        Subcommand(
+            "member", "One member's loans, holds and orders (admin).", "member",
+            views.member_shown,
+            arguments=(_NAME,),
+            args=_given("username"),
+        ),
+        Subcommand(
+            "reset-password",
+            "Give a member a temporary password, printed once (admin).", "reset_password",
+            lambda r: sentences.sentences_temporary_password(r["temporary_password"]),
+            arguments=(_NAME,),
+            args=_given("username"),
+            heading=lambda o: sentences.sentence_password_reset(o.username),
+        ),
+        Subcommand(
+            "block", "Block a member from borrowing, renewing, holding and buying (admin).",
+            "block_member", lambda r: [sentences.sentence_blocked_now(r["user"])],
+            arguments=(_NAME, _arg("--reason", required=True, metavar="TEXT",
+                                   help="why: the member is shown it")),
+            args=_given("username", "reason"),
+        ),
+        Subcommand(
+            "unblock", "Let a blocked member borrow and buy again (admin).", "unblock_member",
+            lambda r: [sentences.sentence_blocked_now(r["user"])],
+            arguments=(_NAME,),
+            args=_given("username"),
+        ),
+        Subcommand(
+            "lend", "Lend a library book to a member at the desk (admin).", "lend",
+            lambda r: [sentences.sentence_lent(r["loan"])],
+            arguments=(_NAME, _arg("book_id", type=_NUMBER, metavar="BOOK_ID")),
+            args=_given("username", "book_id"),
+        ),
+        _by_id("checkin", "Check a loan in at the desk, whoever has it (admin).", "checkin",
+               "loan_id", lambda r: [sentences.sentence_checked_in(r["loan"])]),
+        Subcommand(
+            "sweep-notices", "Send the notices due now: reminders, overdue, kept copies (admin).",
+            "sweep_notices", lambda r: [sentences.sentence_sweep(r["created"])],
         ),
     )
 }  # fmt: skip

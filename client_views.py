@@ -78,6 +78,11 @@ def either(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
+def listed(words: Sequence[str]) -> str:
+    """Words that all count, as people write them: '1 loan, 2 holds and 3 orders'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def choices(numbers: Sequence[int]) -> str:
     """Numbers to choose from as people write them: '101 to 107', '4, 9 or 12', '4, 9, … or 30'."""
     ordered = sorted(numbers)
@@ -345,13 +350,13 @@ def loans_table(loans: list[JsonDict], title: str) -> Table:
     return table
 
 
-def holds_table(holds: list[JsonDict], numbered: bool) -> Table:
-    """Holds with their place in the queue."""
+def holds_table(holds: list[JsonDict], numbered: bool, whose: str = "you") -> Table:
+    """Holds with their place in the queue (a copy kept for whose: you, or them at the desk)."""
     table = _table(
         _right("#" if numbered else "Hold"), "Title", _right("Queue position"), "Status", "Placed"
     )
     for index, hold in enumerate(holds):
-        status = f"a copy is kept for you{kept_until(hold)}" if hold.get("ready") else "waiting"
+        status = f"a copy is kept for {whose}{kept_until(hold)}" if hold.get("ready") else "waiting"
         _add_row(
             table, _lead(numbered, index, hold["id"]), hold["book"]["title"], hold["position"],
             status, format_local_time(hold.get("created_at")),
@@ -425,6 +430,78 @@ def sales_title(since: str | None, until: str | None, last_day: bool = True) -> 
     if start == end:
         return f"Sales on {end}"
     return f"Sales from {start} to {end} inclusive" if start else f"Sales up to {end} inclusive"
+
+
+def notices_shown(notices: Sequence[JsonDict]) -> list[str]:
+    """Messages as people read them: when, NEW when unread, the subject, then the body."""
+    shown = []
+    for notice in notices:
+        new = "NEW  " if not notice.get("read") else ""
+        shown += [
+            f"{format_local_time(notice.get('created_at'))}  {new}{clean_text(notice['subject'])}",
+            f"    {clean_text(notice['body'])}",
+        ]
+    return shown
+
+
+def members_table(members: list[JsonDict], numbered: bool) -> Table:
+    """Members as the desk sees them: their email, loans, and whether they are blocked."""
+    table = _table(
+        *([_right("#")] if numbered else []), "Username", "Role", "Email", _right("On loan"),
+        _right("Overdue"), "Blocked",
+    )  # fmt: skip
+    for index, member in enumerate(members):
+        _add_row(
+            table, *([index + 1] if numbered else []), member["username"], member["role"],
+            member.get("email") or "", member["active_loans"], member["overdue_loans"],
+            blocked_text(member),
+        )  # fmt: skip
+    return table
+
+
+def blocked_text(member: Mapping[str, Any]) -> str:
+    """'' for a member who is not blocked, else 'yes' with the reason when it is known."""
+    if not member.get("blocked"):
+        return ""
+    reason = member.get("blocked_reason")
+    return f"yes: {clean_text(reason)}" if reason else "yes"
+
+
+def orders_summary_table(orders: list[JsonDict]) -> Table:
+    """Orders one line each: when, how many copies, how many still awaited, and the total."""
+    table = _table(
+        _right("Order"), "Placed", _right("Copies"), _right("Awaited"), _right("Total"),
+        title="Orders",
+    )  # fmt: skip
+    for order in orders:
+        counts = [copies_of(line) for line in order["lines"]]
+        _add_row(
+            table, order["id"], format_local_time(order.get("created_at")),
+            sum(sent + awaited for sent, awaited, _ in counts),
+            sum(awaited for _, awaited, _ in counts), format_money(order["total_pence"]),
+        )  # fmt: skip
+    return table
+
+
+def member_shown(found: JsonDict) -> list[Table | str]:
+    """One member's file at the desk: who they are, then their loans, holds and orders."""
+    user = found["user"]
+    email = clean_text(user.get("email") or "no email")
+    shown: list[Table | str] = [
+        f"{clean_text(user['username'])} ({user['role']}, {email}): "
+        f"{plural(user['active_loans'], 'book')} on loan, {user['overdue_loans']} overdue."
+    ]
+    if user.get("blocked"):
+        reason = user.get("blocked_reason")
+        shown.append(f"BLOCKED: {clean_text(reason)}" if reason else "BLOCKED")
+    loans, holds, orders = found["loans"], found["holds"], found["orders"]
+    on_loan = active_loans(loans)
+    shown.append(loans_table(on_loan, title="On loan") if on_loan else "No books on loan.")
+    if returned := len(loans) - len(on_loan):
+        shown.append(f"({plural(returned, 'loan')} returned earlier.)")
+    shown.append(holds_table(holds, numbered=False, whose="them") if holds else "No holds.")
+    shown.append(orders_summary_table(orders) if orders else "No orders.")
+    return shown
 
 
 # Printing ------------------------------------------------------------------------------------

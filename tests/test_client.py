@@ -563,6 +563,7 @@ class FakeConnection(Connection):
             "logout": {},
             "orders": {"orders": []},
             "holds": {"holds": []},
+            "notices": {"notices": [], "unread": 0},
             "guide_books": {"books": [dataclasses.asdict(book) for book in guide_books_in(WALKS)]},
             **answers,
         }
@@ -624,9 +625,10 @@ def run_menu(connection: Connection, answers: Sequence[Any], passwords: Sequence
 MENU_OUT = {"find": "1", "recommend": "2", "search books": "3", "register": "5", "log in": "6"}
 MENU_IN = {"find": "1", "recommend": "2", "buy": "3", "orders": "4", "cancel back order": "5",
            "search books": "6", "borrow": "7", "loans": "8", "return": "9", "renew": "10", "holds": "11",
-           "history": "12", "change password": "13", "log out": "14"}  # fmt: skip
-MENU_ADMIN = {"restock": "14", "add book": "15", "back orders": "16", "overdue": "17",
-              "sales": "18", "log out": "19"}  # fmt: skip
+           "history": "12", "change password": "13", "messages": "14", "my account": "15",
+           "log out": "16"}  # fmt: skip
+MENU_ADMIN = {"restock": "16", "add book": "17", "back orders": "18", "overdue": "19",
+              "sales": "20", "members": "21", "log out": "22"}  # fmt: skip
 
 
 def test_register_asks_for_the_password_twice_and_logs_in() -> None:
@@ -635,7 +637,7 @@ def test_register_asks_for_the_password_twice_and_logs_in() -> None:
     connection = FakeConnection({"register": [taken, weak, {"user": {"id": 1, "username": "ann"}}]})
     transcript = run_menu(
         connection,
-        [MENU_OUT["register"], "bob", "ann", "0"],
+        [MENU_OUT["register"], "bob", "", "ann", "0"],
         ["secret-one", "secret-two", "short", "long enough", "long enough",
          "longer still", "longer still"],
     )  # fmt: skip
@@ -1081,7 +1083,7 @@ def test_a_whole_menu_session_against_the_real_server(server: ServerProcess) -> 
         transcript = run_menu(
             connection,
             [
-                MENU_OUT["register"], "walker",
+                MENU_OUT["register"], "walker", "",  # no email
                 MENU_IN["log out"],
                 MENU_OUT["log in"], "walker",
                 MENU_IN["find"], "peak", "EASY", "", "",  # then its first walk's book, 1 copy
@@ -1117,7 +1119,7 @@ def test_the_client_resumes_after_the_server_restarts(server: ServerProcess) -> 
         transcript = run_menu(
             connection,
             [
-                MENU_OUT["register"], "walker",
+                MENU_OUT["register"], "walker", "",  # no email
                 MENU_IN["buy"], "1", "101", "2", "0",  # two copies in the basket, then back
                 server.restart,
                 MENU_IN["buy"], "3", "y",  # the basket survived; the order goes through once
@@ -1152,7 +1154,12 @@ def test_a_wrong_certificate_is_refused_with_a_clear_message(
 
 
 def run_client(
-    server: ServerProcess, home: Path, *argv: str, stdin: str = "", password: str | None = None
+    server: ServerProcess,
+    home: Path,
+    *argv: str,
+    stdin: str = "",
+    password: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     environ = {
         key: value
@@ -1175,6 +1182,7 @@ def run_client(
         text=True,
         env=environ,
         timeout=60,
+        cwd=cwd,
     )
 
 

@@ -176,7 +176,7 @@ def test_the_allowance_counts_back_orders_but_not_cancelled_ones() -> None:
 def test_a_malformed_username_is_refused_before_any_password_is_asked() -> None:
     connection = FakeConnection({"register": {"user": {"id": 1, "username": "ann"}}})
     transcript = run_menu(
-        connection, [MENU_OUT["register"], "x", "ann smith", "ann", "0"], ["long enough"] * 2
+        connection, [MENU_OUT["register"], "x", "ann smith", "ann", "", "0"], ["long enough"] * 2
     )
     assert "The username must be 3 to 32 characters long." in transcript
     assert "The username may use only the letters A-Z, digits, '_', '.' and '-'." in transcript

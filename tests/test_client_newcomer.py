@@ -284,7 +284,7 @@ def test_holds_say_until_when_and_loans_say_the_renewals_used() -> None:
 def test_a_too_short_password_is_refused_before_it_is_typed_again() -> None:
     connection = FakeConnection({"register": {"user": USER}})
     transcript = run_menu(
-        connection, [MENU_OUT["register"], "ann", "0"], ["short", "long enough", "long enough"]
+        connection, [MENU_OUT["register"], "ann", "", "0"], ["short", "long enough", "long enough"]
     )
     assert (
         "Password (at least 8 characters): \nThe password must be at least 8 characters long.\n"
