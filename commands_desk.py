@@ -57,7 +57,8 @@ class DeskCommands(Handlers):
 
     def do_checkin(self, session: Session, args: dict[str, Any]) -> dict[str, Any]:
         now = self._now()
-        return {"loan": results.loan(self.store.checkin(args["loan_id"], now), now)}
+        # With the member, as overdue names them: a loan checked in by its number says whose.
+        return {"loan": results.overdue_loan(self.store.checkin(args["loan_id"], now), now)}
 
     def _set_blocked(self, username: str, reason: str | None) -> dict[str, Any]:
         user = self.store.set_blocked(rules.username_key(username), reason, self._now())

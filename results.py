@@ -110,7 +110,7 @@ def loan(r: Row, now: int) -> Row:
 
 
 def overdue_loan(r: Row, now: int) -> Row:
-    """A Loan in the overdue report, with the member who has it."""
+    """A Loan with the member who has it (the overdue report, a check-in at the desk)."""
     return {**loan(r, now), "member": {"id": r["user_id"], "username": r["username"]}}
 
 

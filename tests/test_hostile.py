@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -289,3 +291,113 @@ def test_a_client_initiated_tls_renegotiation_is_refused(shared_server: ServerPr
     assert attempt.returncode != 0
     with shared_server.client() as client:
         assert client.call("hello")
+
+
+# Restored: the 1.1 line and write deadlines (--line-timeout-s, --write-timeout-s) lost their
+# tests when two neighbouring tests were rewritten.
+def trickle(client: WireClient, every_s: float, for_s: float) -> tuple[float, bytes]:
+    """Send an endless line one byte at a time; (seconds until the server closed, what it said)."""
+    started, said = time.monotonic(), b""
+    client.sock.settimeout(every_s)
+    line = b'{"cmd": "hello", "pad": "' + b"x" * 100_000
+    try:
+        for byte in line:
+            if time.monotonic() - started > for_s:
+                break
+            client.send_raw(bytes([byte]))
+            try:
+                chunk = client.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            said += chunk
+    except (OSError, ssl.SSLError):
+        pass
+    return time.monotonic() - started, said
+
+
+def test_a_line_trickled_byte_by_byte_is_cut_off_at_the_line_deadline(tmp_path: Path) -> None:
+    # Every byte used to reset the idle timer: one byte every 2 s stayed for as long as it liked.
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    env = {"WAYMARK_LINE_TIMEOUT_S": "1"}
+    with ServerProcess(
+        tmp_path, db_url=db, extra_args=("--idle-timeout-s", "30"), env=env
+    ) as server:
+        with server.client() as client:
+            seconds, said = trickle(client, every_s=0.25, for_s=15)
+    assert seconds < 4
+    reply = json.loads(said.split(b"\n")[0])
+    assert (reply["id"], reply["error"]["code"]) == (None, "bad_request")
+    assert reply["error"]["details"] == {"line_timeout_s": 1.0}
+
+
+def test_tricklers_cannot_keep_every_connection_slot(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    env = {"WAYMARK_LINE_TIMEOUT_S": "1"}
+    with ServerProcess(
+        tmp_path, db_url=db, extra_args=("--max-connections", "4"), env=env
+    ) as server:
+        tricklers = [server.client() for _ in range(4)]
+        threads = [threading.Thread(target=trickle, args=(t, 0.25, 10)) for t in tricklers]
+        for thread in threads:
+            thread.start()
+        try:
+            # Past the line deadline the slots are free again: a newcomer is served within
+            # seconds (polled, so a busy machine cannot fail it), never turned away for good.
+            deadline, answer = time.monotonic() + 10, None
+            while answer is None and time.monotonic() < deadline:
+                with server.client() as client, contextlib.suppress(ConnectionError):
+                    client.send("hello")
+                    response = client.read()  # server_busy comes with id null, then a close
+                    answer = response["result"] if response["ok"] else None
+                if answer is None:
+                    time.sleep(0.2)
+            assert answer is not None and answer["protocol"] == 1
+        finally:
+            for thread in threads:
+                thread.join(timeout=15)
+            for t in tricklers:
+                t.close()
+
+
+def test_pipelined_slow_requests_do_not_count_against_the_next_line(tmp_path: Path) -> None:
+    # Bcrypt at cost 12 takes a good part of a second; three of them run past the 1 s deadline
+    # while the fourth line, whose first half came in the same write, waits its turn.
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    args = ("--line-timeout-s", "1", "--hash-concurrency", "1")
+    with ServerProcess(
+        tmp_path, db_url=db, extra_args=args, env={"WAYMARK_BCRYPT_COST": "12"}
+    ) as server:
+        with server.client() as client:
+            logins = b"".join(
+                b'{"id": %d, "cmd": "login", "args": {"username": "nobody", "password": "wrong password"}}\n'
+                % n
+                for n in range(3)
+            )
+            client.send_raw(logins + b'{"id": 9, "cmd": ')
+            answers = [client.read() for _ in range(3)]
+            client.send_raw(b'"hello"}\n')
+            assert [a["error"]["code"] for a in answers] == ["invalid_credentials"] * 3
+            assert client.read() == {"id": 9, "ok": True, "result": client.call("hello")}
+
+
+def test_a_client_that_never_reads_is_dropped_within_the_write_timeout(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    with ServerProcess(tmp_path, db_url=db, extra_args=("--write-timeout-s", "1")) as server:
+        raw = socket.create_connection((server.host, server.port), timeout=5)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock = tls.client_context(server.cafile).wrap_socket(raw, server_hostname="localhost")
+        request = (json.dumps({"cmd": "search_walks", "args": {"limit": 200}}) + "\n").encode()
+        sock.settimeout(0.2)
+        first_blocked = None
+        started = time.monotonic()
+        with pytest.raises((ConnectionError, ssl.SSLError, BrokenPipeError)):
+            while time.monotonic() - started < 30:
+                try:
+                    sock.sendall(request)
+                except TimeoutError:
+                    first_blocked = first_blocked or time.monotonic()
+        dropped_after = time.monotonic() - (first_blocked or started)
+        sock.close()
+        assert dropped_after < 1 + 2.0  # the write timeout, plus the server's receive buffer
