@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import command_table
 import protocol
 from protocol import LineDecoder, ProtocolError, decode_request, validate_args
 
@@ -542,7 +543,7 @@ ARG = protocol.Arg("x", protocol.STR)
 def test_reads_are_safe_to_repeat_writes_are_not_and_an_admin_is_logged_in(
     build: str, options: dict, expected: dict
 ) -> None:
-    builder = protocol._read if build == "read" else protocol._write
+    builder = command_table._read if build == "read" else command_table._write
     built = builder("Shape", ARG, **options)
     fields = {
         "needs_login": False,
