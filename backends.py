@@ -1,4 +1,4 @@
-"""The two database engines: what SQLite and MySQL each need said, and what their errors mean.
+"""The two database engines: what SQLite or MySQL each need said, what their errors mean.
 
 Every statement is written once with "?" placeholders; a Backend supplies only what really
 differs (placeholder style, the row-locking clause, DDL details, how a write transaction starts)

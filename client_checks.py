@@ -1,4 +1,4 @@
-"""What people may type, checked where they type it, by the server's own table and rules.
+"""What people may type, checked where they type it, by the server's own table of rules.
 
 The bounds come from protocol.COMMANDS and the name and password rules from rules.py, so the
 client refuses just what the server would, with a sentence and without a round trip. Each

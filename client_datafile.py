@@ -1,5 +1,4 @@
-"""A member's data (my_data) as a JSON file: its default name, and writing it readable by its
-owner alone, never over a file that is already there."""
+"""A member's data (my_data) as a JSON file: its default name, written for its owner alone, never over another file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The librarians' desk in the menus: finding members, one member's file, and what the desk
-does for them (lend, check in, reset a password, block and unblock), and sending notices now."""
+"""The librarians' desk in the menus: members found, helped, blocked or lent to; notices sent now."""
 
 from __future__ import annotations
 

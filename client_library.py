@@ -1,4 +1,4 @@
-"""The library's menus: searching and browsing books, borrowing, holds, loans and returns."""
+"""The library's menus: searching, browsing, borrowing, holds, loans, returns."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""The interactive menus for people: the session, logging in and admin; the shop's, the
-library's, the member's own account's and the desk's choices live in client_shop.py,
-client_library.py, client_account.py and client_desk.py."""
+"""The interactive menus for people: the session's main menu, composed of each area's menus.
+
+Logging in, the admin's choices and the main loop are here; the shop's, the library's, the
+member's own account's and the desk's choices live in client_shop.py, client_library.py,
+client_account.py and client_desk.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Questions for a person at the terminal that forgive mistakes, and what is printed back."""
+"""Questions for a person at the terminal that forgive mistakes, with what is printed back."""
 
 from __future__ import annotations
 

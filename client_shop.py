@@ -1,4 +1,4 @@
-"""The shop's menus: finding walks, the basket of guide books, and placing and listing orders."""
+"""The shop's menus: finding walks, the basket of guide books, placing orders, listing them."""
 
 from __future__ import annotations
 

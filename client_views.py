@@ -1,4 +1,4 @@
-"""How the client shows things to people: safe text, money, times, miles, and tables."""
+"""How the client shows things to people: safe text, money, times, miles, tables."""
 
 from __future__ import annotations
 

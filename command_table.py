@@ -1,4 +1,4 @@
-"""The command table: every command's arguments, who may run it, and what it answers.
+"""The command table: every command's arguments, who may run it, what it answers.
 
 One row per command (PROTOCOL.md's commands and Waymark's additions) holds its whole contract:
 its arguments with their kinds and bounds, whether it needs a login or an admin, whether it is

@@ -1,4 +1,4 @@
-"""What every command handler shares: the connection's Session and the handlers' common state."""
+"""What every command handler shares: the connection's Session, the handlers' common state."""
 
 from __future__ import annotations
 

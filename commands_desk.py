@@ -1,4 +1,4 @@
-"""The desk's command handlers: librarians find, help, block and lend to members."""
+"""The desk's command handlers: librarians find, help, block, lend to members."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Answers encoded once: the wire's compact JSON, and a result that carries its own encoding.
+"""Answers encoded once: the wire's compact JSON, with a result that carries its own encoding.
 
 Below both protocol.py (which writes answers) and snapshot.py (which keeps answers made from
 one snapshot), so neither imports upward to share it.

@@ -1,4 +1,4 @@
-"""The domain's errors: what rules and the store raise, knowing nothing of the wire.
+"""The domain's errors, raised by the rules or the store, knowing nothing of the wire.
 
 Each carries a sentence a person can read and details a program can act on; commands.py maps
 each class (or the nearest class it derives from) to one wire code, in one table. engine.py turns

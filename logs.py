@@ -1,4 +1,4 @@
-"""The server's log output: where it goes, in what format, and how often a repeated fault is told."""
+"""The server's log output: where it goes, in what format, how often a repeated fault is told."""
 
 from __future__ import annotations
 

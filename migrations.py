@@ -1,4 +1,4 @@
-"""The schema's versions: create the tables from schema.sql, and upgrade an older database.
+"""The schema's versions: the tables made from schema.sql, an older database brought up to date.
 
 schema.sql always describes the newest version. A database made at an older version (its
 schema_version row says which) is brought forward by the statements of each later version.

@@ -1,4 +1,4 @@
-"""What each kind of notice says: its subject, its body and its details, from plain facts.
+"""What each kind of notice says (its subject, body, details), from plain facts.
 
 Pure functions over plain values, as rules.py's are: the store calls them inside the
 transaction that makes the notice. No text here ever holds a password or a token.

@@ -1,4 +1,4 @@
-"""Open Library client: book search and work lookup, cached, retried and bounded in time.
+"""Open Library client: book search, work lookup, each cached, retried, bounded in time.
 
 Every failure reaches callers as UpstreamUnavailableError (UpstreamNotFoundError for an unknown work).
 """

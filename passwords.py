@@ -1,4 +1,4 @@
-"""Password and token hashing: bcrypt, bounded so that logins cannot starve other clients."""
+"""Hashing: passwords with bcrypt (bounded, so logins cannot starve other clients), tokens with SHA-256."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Waymark wire protocol, version 1: framing, validation and error codes, with no I/O.
+"""Waymark wire protocol, version 1: framing, validation, error codes, with no I/O.
 
 Feed bytes to a LineDecoder and get lines back; decode each line into a Request; encode
 responses with encode(). Every layer raises ProtocolError, which the server turns into an

@@ -1,4 +1,4 @@
-"""The wire's result shapes: each command's answer, declared, and the rows shaped into them.
+"""The wire's result shapes: each command's answer declared, with the rows shaped into it.
 
 The store answers in plain values (UTC seconds, flat rows); this is where they become ISO-8601
 strings with a Z, nested book objects and the fields each command's answer promises. Each row

@@ -1,4 +1,4 @@
-"""Waymark's business rules: prices, copy limits, stock, loans and login throttling.
+"""Waymark's business rules: prices, copy limits, stock, loans, login throttling.
 
 Pure functions over plain values: no I/O, no SQL, no clock reads (callers pass `now`).
 db.py applies them inside the transaction that reads the numbers they need. A broken rule

@@ -1,4 +1,4 @@
-"""Opens the store and loads the sample catalogue (guide books, walks, lending books) once.
+"""Opens the store, loading the sample catalogue (guide books, walks, lending books) once.
 
 The files live in data/ inside the project (copied from the original shop's export, warts
 and all); shop_import.py cleans them as they are read.

@@ -1,4 +1,4 @@
-"""Waymark server: TLS sockets, a thread per connection, limits and shutdown. Wiring only.
+"""Waymark server: TLS sockets, a thread per connection, limits, shutdown. Wiring only.
 
 python server.py                        serve on 127.0.0.1:7443 with SQLite
 python server.py create-admin NAME      create or promote an admin

@@ -1,4 +1,4 @@
-"""The server's settings: one table of options, and the objects they configure."""
+"""The server's settings: one table of options, with the objects they configure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parsing and cleaning of the shop's CSV exports: guide-book prices and the walks in them.
+"""Reading the shop's CSV exports: guide-book prices, walks, each row cleaned or refused.
 
 Pure functions from CSV text to dataclasses; the caller reads the files and stores the
 results. A file that cannot be used at all (a required column missing, broken quoting)

@@ -1,4 +1,4 @@
-"""This server process's counters and health: connections, requests, error codes, uptime.
+"""This server process's counters: connections, requests, error codes, uptime, database health.
 
 The server records every answer here; the `stats` and `health` commands read it.
 """

@@ -1,4 +1,4 @@
-"""The sweep: time-driven notices, lapsed holds and old loans unlinked, every few minutes.
+"""The sweep: time-driven notices, lapsed holds, old loans unlinked, every few minutes.
 
 Every server runs it; the notices' unique causes make two sweeps at once harmless, so no
 server needs to be the one that sweeps. An admin runs it at once with sweep_notices.

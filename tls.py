@@ -1,4 +1,4 @@
-"""TLS contexts for both ends, and the self-signed leaf certificate made on first start."""
+"""TLS contexts for both ends, with the self-signed leaf certificate made on first start."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""--workers: the first server process starts the others on its port and stops them with it.
+"""--workers: the first server process starts the others on its port, stopping them with it.
 
 Each worker is `server.py` again, with the same options, told the port the first one bound
 (so --port 0 works) and that it is a worker (WAYMARK_WORKER_OF). Every process binds the port
