@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import statistics
 import subprocess
 import time
 import urllib.parse
@@ -100,8 +99,10 @@ def test_a_new_connections_first_answer_is_not_held_back(server: ServerProcess) 
             started = time.perf_counter()
             client.call("hello")
             timings.append(time.perf_counter() - started)
-    # Without TCP_NODELAY the first answer waited for the client's delayed ACK (about 40 ms).
-    assert statistics.median(timings) < 0.02, timings
+    # Without TCP_NODELAY every first answer waited for the client's delayed ACK (about 40 ms):
+    # even the fastest of seven would be over 30 ms, however idle the machine. The fastest, not
+    # the median, so that a machine busy with other work cannot fail it.
+    assert min(timings) < 0.03, timings
 
 
 def test_cert_hosts_name_the_load_balancer_in_a_generated_certificate(tmp_path: Path) -> None:
