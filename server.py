@@ -3,6 +3,8 @@
 python server.py                        serve on 127.0.0.1:7443 with SQLite
 python server.py create-admin NAME      create or promote an admin
 python server.py import-walks FILE.csv  load a shop's walks
+python server.py export FILE            write the whole database as one SQL file (MySQL dialect)
+python server.py import FILE            load such a file into an empty database
 """
 
 from __future__ import annotations
@@ -430,6 +432,16 @@ def build_parser() -> argparse.ArgumentParser:
     walks.add_argument("walks_file", type=Path, metavar="FILE.csv")
     walks.add_argument("--books", type=Path, metavar="BOOKS.csv", help="book numbers and prices")
     add_config_options(walks)
+    exporter = commands.add_parser(
+        "export", help="write the whole database as one SQL file in MySQL's dialect"
+    )
+    exporter.add_argument("file", type=Path, metavar="FILE")
+    add_config_options(exporter)
+    importer = commands.add_parser(
+        "import", help="load a file made by export into an empty database"
+    )
+    importer.add_argument("file", type=Path, metavar="FILE")
+    add_config_options(importer)
     return parser
 
 
@@ -454,6 +466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return server_admin.create_admin(config, options["username"])
         if options["command"] == "import-walks":
             return server_admin.import_walks(config, options["walks_file"], options.get("books"))
+        if options["command"] == "export":
+            return server_admin.export_database(config, options["file"])
+        if options["command"] == "import":
+            return server_admin.import_database(config, options["file"])
         return serve(config)
     except (StartupError, tls.CertificateError) as error:
         log.debug("could not start", exc_info=True)

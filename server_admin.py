@@ -1,4 +1,4 @@
-"""The operator commands create-admin and import-walks, run as python server.py SUBCOMMAND."""
+"""The operator commands create-admin, import-walks, export, import: python server.py SUBCOMMAND."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import dump
 import passwords
 import rules
 import shop_import
-from settings import ServerConfig, open_store
+from engine import Database, PoolConfig, backend_from_url
+from settings import ServerConfig, StartupError, check_database, open_store
 
 
 def read_new_password(prompt_twice: bool) -> str:
@@ -61,3 +63,54 @@ def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None
     for line, reason in report.rejected:
         print(f"  line {line}: {reason}")
     return 1 if report.rejected else 0
+
+
+def export_database(config: ServerConfig, path: Path) -> int:
+    """Write the whole database (--db) to path as one SQL file in MySQL's dialect; 1 with one
+    sentence on standard error when it cannot."""
+    try:
+        database = _open_database(config)
+        try:
+            summary = dump.export(database, path, show_progress=sys.stderr.isatty())
+        finally:
+            database.close()
+    except (dump.DumpError, StartupError) as error:
+        print(f"server.py: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"Exported {_amount(summary)} from the {database.backend.describe()} to {path}{_took(summary)}"
+    )
+    return 0
+
+
+def import_database(config: ServerConfig, path: Path) -> int:
+    """Load a dump made by export into the empty database (--db); 1 with one sentence on
+    standard error when the file or the database will not do, and then nothing is loaded."""
+    try:
+        database = _open_database(config)
+        try:
+            summary = dump.load(database, path, show_progress=sys.stderr.isatty())
+        finally:
+            database.close()
+    except (dump.DumpError, StartupError) as error:
+        print(f"server.py: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"Imported {_amount(summary)} from {path} into the {database.backend.describe()}{_took(summary)}"
+    )
+    return 0
+
+
+def _open_database(config: ServerConfig) -> Database:
+    # Not open_store(): that loads the sample catalogue into an empty database, and an import
+    # needs it empty. Two connections: a dump uses one at a time.
+    check_database(config.db)
+    return Database(backend_from_url(config.db), PoolConfig(pool_size=2))
+
+
+def _amount(summary: dump.Summary) -> str:
+    return f"{summary.tables} tables, {summary.rows:,} rows"
+
+
+def _took(summary: dump.Summary) -> str:
+    return f" in {summary.seconds:.1f} s."
