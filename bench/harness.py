@@ -149,13 +149,18 @@ def server_service(url: str, workdir: Path, cert: Path, key: Path, env: dict[str
     return Service(command, workdir / "server.log", env)
 
 
-def peer_service(url: str, workdir: Path, cert: Path, key: Path, pool_size: int) -> Service:
-    """bench/peer.py (FastAPI under uvicorn) on a free port of 127.0.0.1, on the same database."""
+def peer_service(
+    url: str, workdir: Path, cert: Path, key: Path, pool_size: int, snapshot: bool = False
+) -> Service:
+    """bench/peer.py (FastAPI under uvicorn) on a free port of 127.0.0.1, on the same database;
+    with snapshot, its walk search reads a 1 s snapshot as server.py's does."""
     command = [
         sys.executable, str(BENCH_DIR / "peer.py"),
         "--db", url, "--cert", str(cert), "--key", str(key), "--pool-size", str(pool_size),
     ]  # fmt: skip
-    return Service(command, workdir / "peer.log")
+    if snapshot:
+        command.append("--snapshot")
+    return Service(command, workdir / ("peer-snapshot.log" if snapshot else "peer.log"))
 
 
 @dataclass(frozen=True)

@@ -279,32 +279,38 @@ def suite_report(result: dict[str, Any]) -> str:
     ]
     for database in result["databases"]:
         settings, storm = database["settings"], database["storm"]
-        ceilings = ["waymark/echo", "waymark/peer", "waymark/store"]
+        ceilings = ["waymark/echo", "waymark/peer", "waymark/peer-snapshot", "waymark/store"]
         lines += [
             "",
             f"== {database['db']} ==",
             f"server.py: data in {database['server_data']}; pool_size {settings['pool_size']},"
             f" hash_concurrency {settings['hash_concurrency']}",
-            f"peer: {database['peer']}",
+            f"peer: {database['peer']}; peer-snapshot: {database.get('peer_snapshot')}",
             "",
             "Sweep: each connection is a closed-loop client; search_walks asks for area peak.",
             table(SUITE_HEADERS + SUITE_CPU_HEADERS, suite_rows(database["sweep"])),
             "",
-            "Ratios, Waymark / ceiling: req/s (p99 in brackets).",
+            "Ratios, Waymark / ceiling: req/s (p99 in brackets). peer loads the walks on every"
+            " call; peer-snapshot searches the same 1 s snapshot as Waymark.",
             table(["op", "conns", *ceilings], ratio_rows(database["sweep_ratios"], ceilings)),
             "",
-            "Buying: one copy per order; Waymark / direct Store in the last column.",
+            "Buying: one copy per order; Waymark / the FastAPI peer running the same transaction,"
+            " and Waymark / direct Store, in the last columns.",
             table(
-                SUITE_HEADERS + SUITE_CPU_HEADERS + ["waymark/store"],
+                SUITE_HEADERS + SUITE_CPU_HEADERS + BUY_RATIOS,
                 [
-                    row + [cell]
-                    for row, cell in zip(
+                    row + cells
+                    for row, cells in zip(
                         suite_rows(database["buy"]),
                         buy_ratio_cells(database),
                         strict=True,
                     )
                 ],
             ),
+            "",
+            "Fair peers: Waymark beside FastAPI doing the same work (search_walks: the same 1 s"
+            " snapshot; buy: the same transaction); the ratios are Waymark / peer.",
+            table(FAIR_HEADERS, fair_rows(database.get("fair_peer", []))),
             "",
             f"Login storm: {storm['readers']} clients searching beside {storm['logins']} clients"
             f" logging in non-stop at bcrypt cost {storm['bcrypt_cost']},"
@@ -345,11 +351,37 @@ def suite_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def buy_ratio_cells(database: dict[str, Any]) -> list[str]:
-    """The waymark/store req/s ratio beside each buy row (Waymark's row only)."""
-    by_connections = {r["connections"]: r.get("waymark/store") for r in database["buy_ratios"]}
+BUY_RATIOS = ["waymark/peer-snapshot", "waymark/store"]
+FAIR_HEADERS = [
+    "op", "conns", "waymark req/s", "waymark p99 ms", "peer req/s", "peer p99 ms",
+    "req/s ratio", "p99 ratio",
+]  # fmt: skip
+
+
+def buy_ratio_cells(database: dict[str, Any]) -> list[list[str]]:
+    """The waymark/peer-snapshot and waymark/store req/s ratios beside each buy row (Waymark's
+    row only)."""
+    by_connections = {r["connections"]: r for r in database["buy_ratios"]}
     cells = []
     for row in sorted(database["buy"], key=lambda r: (r["op"], r["connections"])):
-        value = by_connections.get(row["connections"]) if row["target"] == "waymark" else None
-        cells.append(f"{number(value['per_s'], 2)}x" if value else "")
+        found = by_connections.get(row["connections"], {}) if row["target"] == "waymark" else {}
+        values = [found.get(name) for name in BUY_RATIOS]
+        cells.append([f"{number(value['per_s'], 2)}x" if value else "" for value in values])
     return cells
+
+
+def fair_rows(fair: list[dict[str, Any]]) -> list[list[str]]:
+    """Waymark and the peer doing the same work: req/s and p99 of each, and their ratios."""
+    return [
+        [
+            op_name(f["op"]),
+            str(f["connections"]),
+            number(f["waymark_per_s"]),
+            number(f["waymark_p99_ms"], 2),
+            number(f["peer_per_s"]),
+            number(f["peer_p99_ms"], 2),
+            f"{number(f['per_s'], 2)}x",
+            f"{number(f['p99'], 2)}x",
+        ]
+        for f in sorted(fair, key=lambda f: (f["op"] != "search_peak", f["connections"]))
+    ]

@@ -3,8 +3,11 @@
 On each database in turn, one fresh database serves every stage:
   sweep  search_walks (area "peak"), catalogue and list_areas at each connection count, through
          server.py ("waymark") and as direct Store calls ("store"); the search also through the
-         FastAPI peer ("peer") and, as its request line, the TLS echo server ("echo");
-  buy    one copy per order through server.py and as direct Store calls;
+         FastAPI peer loading the walks on every call ("peer"), the FastAPI peer searching the
+         same 1 s snapshot as server.py ("peer-snapshot") and, as its request line, the TLS
+         echo server ("echo");
+  buy    one copy per order through server.py, through the snapshot peer's POST /buy (the same
+         transaction) and as direct Store calls;
   storm  searches alone, then beside clients logging in non-stop, on a server at bcrypt cost 12;
   idle   many TLS connections opened, used once and left silent: the server's RSS and CPU.
 """
@@ -59,6 +62,7 @@ from bench.workload import (
     Accounts,
     EchoWorker,
     LineClient,
+    PeerBuyWorker,
     PeerWorker,
     ServerWorker,
     StoreWorker,
@@ -67,11 +71,14 @@ from db import Store
 
 # What answers each operation of the sweep; "waymark" is the one measured, the rest are ceilings.
 SWEEP_TARGETS = {
-    "search_peak": ("waymark", "peer", "echo", "store"),
+    "search_peak": ("waymark", "peer", "peer-snapshot", "echo", "store"),
     "catalogue": ("waymark", "store"),
     "list_areas": ("waymark", "store"),
 }
-BUY_TARGETS = ("waymark", "store")
+BUY_TARGETS = ("waymark", "peer-snapshot", "store")
+# The peer doing the same work as Waymark: the same snapshot for the search, the same
+# transaction for buy. Its ratios are the fair comparison; "peer" is the database-each-call one.
+FAIR_PEER = "peer-snapshot"
 IDLE_TARGETS = ("waymark", "peer")
 OPENERS = 32  # threads opening the idle connections at once
 FIRST_ANSWERS = 9  # connections opened one at a time, for the time to a first answer
@@ -190,8 +197,11 @@ def measure_database(bench: Bench) -> dict[str, Any]:
         echo = echo_service(bench.workdir, bench.cert, bench.key)
         server = server_service(url, bench.workdir, bench.cert, bench.key, env)
         peer = peer_service(url, bench.workdir, bench.cert, bench.key, settings.pool_size)
-        with started_together(echo, server, peer):
-            services = {"waymark": server, "peer": peer, "echo": echo}
+        fair_peer = peer_service(
+            url, bench.workdir, bench.cert, bench.key, settings.pool_size, snapshot=True
+        )
+        with started_together(echo, server, peer, fair_peer):
+            services = {"waymark": server, "peer": peer, FAIR_PEER: fair_peer, "echo": echo}
             make = client_factory(bench, store, accounts, services)
             sweep = [
                 stage_row(bench, op, target, connections, make, services)
@@ -205,6 +215,7 @@ def measure_database(bench: Bench) -> dict[str, Any]:
                 for target in BUY_TARGETS
             ]
             peer_line = peer.log_line("peer runs")
+            fair_peer_line = fair_peer.log_line("peer runs")
             data_line = server.log_line("data in ")
         storm = login_storm(bench, url, store)
         # Fresh processes, so that the sweep's leftovers do not count as the cost of idling.
@@ -218,31 +229,36 @@ def measure_database(bench: Bench) -> dict[str, Any]:
         "db": describe_db(options.db),
         "server_data": data_line and data_line.split("data in ", 1)[1],
         "peer": peer_line and peer_line.split("peer runs ", 1)[1],
+        "peer_snapshot": fair_peer_line and fair_peer_line.split("peer runs ", 1)[1],
         "settings": asdict(settings),
         "sweep": sweep,
-        "sweep_ratios": ratios(sweep, ("echo", "peer", "store")),
+        "sweep_ratios": ratios(sweep, ("echo", "peer", FAIR_PEER, "store")),
         "buy": buy,
-        "buy_ratios": ratios(buy, ("store",)),
+        "buy_ratios": ratios(buy, (FAIR_PEER, "store")),
+        "fair_peer": fair_comparison(sweep + buy),
         "storm": storm,
         "idle": idle,
     }
 
 
-ClientFactory = Callable[[str], Client]
+ClientFactory = Callable[[str, str], Client]
 
 
 def client_factory(
     bench: Bench, store: Store, accounts: Accounts, services: dict[str, Service]
 ) -> ClientFactory:
-    """Makes one connected client of a target: waymark, peer, echo or store."""
+    """Makes one connected client of a target (waymark, peer, peer-snapshot, echo or store)
+    for an operation."""
     context = bench.client_context()
     nameless = Accounts(None)  # the echo server's clients need names, not members
 
-    def make(target: str) -> Client:
+    def make(target: str, op: str) -> Client:
         if target == "waymark":
             return ServerWorker(LineClient(services["waymark"].port, context), accounts)
-        if target == "peer":
-            return PeerWorker(services["peer"].port, context)
+        if target in ("peer", FAIR_PEER):
+            if op == "buy":
+                return PeerBuyWorker(services[target].port, context, accounts)
+            return PeerWorker(services[target].port, context)
         if target == "echo":
             return EchoWorker(LineClient(services["echo"].port, context), nameless)
         return StoreWorker(store, accounts)
@@ -259,7 +275,7 @@ def stage_row(
     services: dict[str, Service],
 ) -> dict[str, Any]:
     """One stage: `connections` closed-loop clients of one target, all doing op."""
-    clients = [(make(target), {op: 1}) for _ in range(connections)]
+    clients = [(make(target, op), {op: 1}) for _ in range(connections)]
     service = services.get(target) if target != "store" else None
     pid = service.pid if service else None
     result = run_stage(f"{op_label(op)} {target}", clients, bench.options, pid, bench.bar)
@@ -287,6 +303,31 @@ def ratios(rows: list[dict[str, Any]], ceilings: tuple[str, ...]) -> list[dict[s
                     "p99": quotient(waymark["p99_ms"], other["p99_ms"]),
                 }
         out.append(row)
+    return out
+
+
+def fair_comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Waymark beside the peer doing the same work, per operation and connection count: both
+    req/s and p99, and Waymark ÷ peer for each."""
+    found = {(r["op"], r["connections"], r["target"]): r["overall"] for r in rows}
+    out = []
+    for (op, connections, target), waymark in found.items():
+        peer = found.get((op, connections, FAIR_PEER))
+        if target != "waymark" or peer is None:
+            continue
+        out.append(
+            {
+                "op": op,
+                "connections": connections,
+                "peer": FAIR_PEER,
+                "waymark_per_s": waymark["per_s"],
+                "waymark_p99_ms": waymark["p99_ms"],
+                "peer_per_s": peer["per_s"],
+                "peer_p99_ms": peer["p99_ms"],
+                "per_s": quotient(waymark["per_s"], peer["per_s"]),
+                "p99": quotient(waymark["p99_ms"], peer["p99_ms"]),
+            }
+        )
     return out
 
 

@@ -27,6 +27,7 @@ from protocol import decode_reply
 PASSWORD = "bench password"  # noqa: S105 - every bench member's password
 PEAK = "peak"  # the area of the search that Waymark and the FastAPI peer both answer
 PEER_SEARCH = f"/walks?area={PEAK}"
+PEER_BUY = "/buy"
 AREAS = sorted({walk.area for walk in seed.walks().walks})
 BOOKS = [book.number for book in seed.shop_books()]
 CATALOGUE_QUERIES = sorted({book["title"].split()[-1].lower() for book in seed.lending_books()})
@@ -275,8 +276,8 @@ class StoreWorker(Worker):
         return self.store.finish_login(attempt, key, hash_token(secrets.token_urlsafe(32)), now)
 
 
-class PeerWorker:
-    """Sends the walk search to the FastAPI peer over one keep-alive HTTPS connection."""
+class PeerConnection:
+    """One keep-alive HTTPS connection to the FastAPI peer; every call must succeed on it."""
 
     def __init__(self, port: int, context: ssl.SSLContext):
         self.connection = http.client.HTTPSConnection(
@@ -284,22 +285,56 @@ class PeerWorker:
         )
         self.connection.connect()
 
-    def prepare(self, op: str, rng: random.Random) -> Request:
-        if op != "search_peak":
-            raise ValueError(f"the peer answers only search_peak, not {op!r}")
-        return self.search
-
-    def search(self) -> None:
-        """One GET that must succeed on the connection already open."""
+    def call(self, method: str, path: str, body: bytes | None = None) -> None:
+        """One request on the connection already open; BenchError unless it answers 200."""
         # http.client silently reconnects a closed connection; a keep-alive that broke is an
         # error here, since each reconnect would add a handshake to the timing.
         if self.connection.sock is None:
             raise BenchError("the peer closed the keep-alive connection")
-        self.connection.request("GET", PEER_SEARCH)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        self.connection.request(method, path, body, headers)
         response = self.connection.getresponse()
-        body = response.read()
+        answer = response.read()
         if response.status != 200:
-            raise BenchError(f"HTTP {response.status}: {body[:200]!r}")
+            raise BenchError(f"HTTP {response.status}: {answer[:200]!r}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PeerWorker:
+    """Sends the walk search to the FastAPI peer over one keep-alive HTTPS connection."""
+
+    def __init__(self, port: int, context: ssl.SSLContext):
+        self.connection = PeerConnection(port, context)
+
+    def prepare(self, op: str, rng: random.Random) -> Request:
+        if op != "search_peak":
+            raise ValueError(f"this peer client sends only search_peak, not {op!r}")
+        return self.search
+
+    def search(self) -> None:
+        """One GET that must succeed."""
+        self.connection.call("GET", PEER_SEARCH)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PeerBuyWorker(Worker):
+    """Sends buys to the FastAPI peer, as ServerWorker sends them to server.py: the same
+    random book per order and a new bench member every 56 orders (untimed). The peer logs in
+    no one, so the member's id goes in the body instead of a session."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, accounts: Accounts):
+        self.connection = PeerConnection(port, context)
+        super().__init__(accounts)
+
+    def bind(self, cmd: str, args: dict[str, Any]) -> Request:
+        if cmd != "buy":
+            raise ValueError(f"this peer client sends only buy, not {cmd!r}")
+        body = json.dumps({"user_id": self.account.user_id, **args}, separators=(",", ":"))
+        return functools.partial(self.connection.call, "POST", PEER_BUY, body.encode())
 
     def close(self) -> None:
         self.connection.close()

@@ -44,7 +44,15 @@ def test_smoke_runs_every_stage_on_both_backends_without_errors(
     assert [d["db"].split(":")[0] for d in databases] == ["sqlite (temporary file)", "mysql"]
     for database in databases:
         targets = {(row["op"], row["target"]) for row in database["sweep"]}
-        assert {("search_peak", t) for t in ("waymark", "peer", "echo", "store")} <= targets
+        searchers = ("waymark", "peer", "peer-snapshot", "echo", "store")
+        assert {("search_peak", t) for t in searchers} <= targets
+        buyers = {row["target"] for row in database["buy"]}
+        assert buyers == {"waymark", "peer-snapshot", "store"}
+        # Waymark beside the peer doing the same work: the search and buy, with both p99s.
+        fair = {(f["op"], f["connections"]): f for f in database["fair_peer"]}
+        assert {op for op, _ in fair} == {"search_peak", "buy"}
+        for f in fair.values():
+            assert f["per_s"] and f["p99"] and f["waymark_p99_ms"] and f["peer_p99_ms"], f
         for row in database["sweep"] + database["buy"]:
             assert row["overall"]["errors"] == 0, row["first_error"]
             assert row["overall"]["requests"] > 0, row
