@@ -60,7 +60,13 @@ class PermanentMailError(Exception):
 
 
 class TemporaryMailError(Exception):
-    """The relay could not be reached or asked to try later: send again after a pause."""
+    """The relay could not be reached, or refused this server (its login, its sender): send
+    again after a pause. Every message would fare the same just now."""
+
+
+class MessageDeferredError(TemporaryMailError):
+    """The relay put off this one message (a 4xx for its recipient or its data): send it
+    again after a pause; the others need not wait."""
 
 
 def message_id(notice_id: int, sender: str) -> str:
@@ -76,7 +82,8 @@ def compose(
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = subject
+    # One line: a title with a line break must neither fail the message nor add a header.
+    message["Subject"] = " ".join(subject.split())
     message["Date"] = format_datetime(created) if created.tzinfo else formatdate(usegmt=True)
     message["Message-ID"] = message_id(notice_id, sender)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to a notice
@@ -103,18 +110,29 @@ def send(relay: MailRelay, message: EmailMessage, timeout_s: float = 30.0) -> No
                 client.starttls(context=context)  # raises if the relay does not offer it
             if relay.user:
                 client.login(relay.user, relay.password)
-            client.send_message(message)
+            _send_one(client, message)
+    except (PermanentMailError, TemporaryMailError):
+        raise
+    except (OSError, smtplib.SMTPException) as error:
+        # The relay itself: unreachable, gone, refusing this server's login or sender. A
+        # relay that fails is tried again for 24 hours (PROTOCOL.md), whatever its code.
+        raise TemporaryMailError(f"The relay did not serve us: {type(error).__name__}.") from None
+
+
+def _send_one(client: smtplib.SMTP, message: EmailMessage) -> None:
+    """Hand one message over a connected client; sort what the relay says of this message."""
+    try:
+        client.send_message(message)
     except smtplib.SMTPRecipientsRefused as error:
         codes = [code for code, _ in error.recipients.values()]
         raise _by_code(min(codes), "The relay refused the recipient.") from None
-    except smtplib.SMTPResponseException as error:
+    except smtplib.SMTPDataError as error:
         raise _by_code(error.smtp_code, f"The relay answered {error.smtp_code}.") from None
-    except (OSError, smtplib.SMTPException) as error:
-        raise TemporaryMailError(
-            f"The relay could not be reached: {type(error).__name__}."
-        ) from None
+    except smtplib.SMTPNotSupportedError:
+        # An address only SMTPUTF8 can carry, to a relay without it: it never will.
+        raise PermanentMailError("The relay cannot take this address (no SMTPUTF8).") from None
 
 
 def _by_code(code: int, text: str) -> Exception:
-    # 5xx is final (no such mailbox, message refused); 4xx asks to try again later.
-    return PermanentMailError(text) if 500 <= code < 600 else TemporaryMailError(text)
+    # 5xx is final (no such mailbox, message refused); 4xx asks to try this one again later.
+    return PermanentMailError(text) if 500 <= code < 600 else MessageDeferredError(text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import mailer
 import rules
@@ -60,32 +61,41 @@ class MailSender:
         accepted = 0
         claimed = self.store.claim_mail(now, max(int(self.lease_s), 1), BATCH)
         for position, notice in enumerate(claimed):
-            message = mailer.compose(
-                notice["id"],
-                self.sender,
-                notice["email"],
-                notice["subject"],
-                notice["body"],
-                rules.from_seconds(notice["created_at"]),
-            )
             try:
+                message = mailer.compose(
+                    notice["id"],
+                    self.sender,
+                    notice["email"],
+                    notice["subject"],
+                    notice["body"],
+                    rules.from_seconds(notice["created_at"]),
+                )
                 mailer.send(self.relay, message)
-            except mailer.PermanentMailError as error:
+            except (mailer.PermanentMailError, ValueError) as error:
+                # Refused for good, or no message can be made of it: it alone fails.
                 log.warning("notice %d could not be emailed: %s", notice["id"], error)
                 self.store.mail_not_sent(notice["id"], None)
                 continue
+            except mailer.MessageDeferredError as error:
+                log.info("the relay put off notice %d (%s); trying it later", notice["id"], error)
+                self._later([notice], now)
+                continue
             except mailer.TemporaryMailError as error:
-                # The relay is down or busy: the rest of the batch would fare the same, so all
-                # of it waits for the next try rather than for the relay's timeout each.
+                # The relay is down or refuses us: the rest of the batch would fare the same,
+                # so all of it waits for the next try rather than for the relay's timeout each.
                 log.info("the relay did not take notice %d (%s); trying later", notice["id"], error)
-                for waiting in claimed[position:]:
-                    retry = next_attempt_at(
-                        waiting["created_at"], waiting["mail_attempts"], now, self.first_pause_s
-                    )
-                    if retry is None:
-                        log.warning("notice %d was not emailed in 24 hours", waiting["id"])
-                    self.store.mail_not_sent(waiting["id"], retry)
+                self._later(claimed[position:], now)
                 break
             self.store.mail_sent(notice["id"], int(self.clock()))
             accepted += 1
         return accepted
+
+    def _later(self, notices: list[dict[str, Any]], now: int) -> None:
+        """Put these notices off until their next try, or fail them past 24 hours."""
+        for notice in notices:
+            retry = next_attempt_at(
+                notice["created_at"], notice["mail_attempts"], now, self.first_pause_s
+            )
+            if retry is None:
+                log.warning("notice %s was not emailed in 24 hours", notice["id"])
+            self.store.mail_not_sent(notice["id"], retry)
