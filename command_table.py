@@ -79,35 +79,23 @@ _BOOK = Arg("book", BOOK_REF, True, minimum=-_ID, maximum=_ID)
 _ORDER_ITEM = (_BOOK, Arg("quantity", INT, True, minimum=1, maximum=1000))
 
 
-def _read(
-    result: str,
-    *args: Arg,
-    needs_login: bool = False,
-    admin_only: bool = False,
-    token: bool = False,
-) -> Command:
+def _read(result: str, *args: Arg, **options: bool) -> Command:
     """A command that changes nothing a client could double: safe to send again."""
-    return _command(result, args, needs_login, admin_only, safe=True, token=token)
+    return _command(result, args, safe=True, **{"needs_login": False, **options})
 
 
-def _write(
-    result: str,
-    *args: Arg,
-    needs_login: bool = True,
-    admin_only: bool = False,
-    catalogue: bool = False,
-    token: bool = False,
-) -> Command:
+def _write(result: str, *args: Arg, **options: bool) -> Command:
     """A write: not safe to send again without an idempotency key (when it needs a login)."""
-    return _command(result, args, needs_login, admin_only, False, catalogue, token)
+    return _command(result, args, safe=False, **{"needs_login": True, **options})
 
 
 def _command(
     result: str,
     args: tuple[Arg, ...],
-    needs_login: bool,
-    admin_only: bool,
+    *,
     safe: bool,
+    needs_login: bool,
+    admin_only: bool = False,
     catalogue: bool = False,
     token: bool = False,
 ) -> Command:

@@ -42,6 +42,10 @@ def _day(seconds: int) -> str:
     return rules.from_seconds(seconds).strftime("%A %d %B %Y").replace(" 0", " ")
 
 
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def _pounds(pence: int) -> str:
     return f"£{pence // 100}.{pence % 100:02d}"
 
@@ -56,15 +60,15 @@ def order_placed(order_id: int, total_pence: int, copies: int, backordered: int)
     )
     return NoticeText(
         f"Your order {order_id} is confirmed",
-        f"Thank you for your order {order_id}: {copies} guide book"
-        f"{'' if copies == 1 else 's'}, {_pounds(total_pence)} in all.{later}",
+        f"Thank you for your order {order_id}: {_count(copies, 'guide book', 'guide books')},"
+        f" {_pounds(total_pence)} in all.{later}",
         {"order_id": order_id, "total_pence": total_pence},
     )
 
 
 def backorder_filled(order_id: int, number: int, title: str, quantity: int) -> NoticeText:
     """Copies owed on an order line were supplied by a restock."""
-    copies = f"{quantity} cop{'y' if quantity == 1 else 'ies'}"
+    copies = _count(quantity, "copy", "copies")
     return NoticeText(
         f"{title}: back-ordered copies are on their way",
         f"{copies} of {title} that you were waiting for on order {order_id} have arrived and"
@@ -95,7 +99,7 @@ def due_soon(loan_id: int, title: str, due_at: int) -> NoticeText:
 
 def overdue(loan_id: int, title: str, due_at: int, days_overdue: int) -> NoticeText:
     """A loan has reached one of the overdue steps."""
-    days = f"{days_overdue} day{'' if days_overdue == 1 else 's'}"
+    days = _count(days_overdue, "day", "days")
     return NoticeText(
         f"{title} is {days} overdue",
         f"Your loan of {title} was due back on {_day(due_at)} and is now {days} overdue."

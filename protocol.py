@@ -252,12 +252,15 @@ def validate_fields(spec: tuple[Arg, ...], values: dict[str, Any]) -> dict[str, 
         value = values.get(arg.name)
         if value is None:
             if arg.required:
-                raise ProtocolError(
-                    BAD_REQUEST, f"The argument '{arg.name}' is required.", {"argument": arg.name}
-                )
+                raise _refused(arg, "is required")
             continue
         clean[arg.name] = _check(arg, value)
     return clean
+
+
+def _refused(arg: Arg, what: str) -> ProtocolError:
+    """The bad_request that names an argument: "The argument 'x' <what>."."""
+    return ProtocolError(BAD_REQUEST, f"The argument '{arg.name}' {what}.", {"argument": arg.name})
 
 
 def _check(arg: Arg, value: Any) -> Any:
@@ -278,43 +281,24 @@ def _check(arg: Arg, value: Any) -> Any:
     else:
         kind_ok, wanted = isinstance(value, list), "a list"
     if not kind_ok:
-        raise ProtocolError(
-            BAD_REQUEST, f"The argument '{arg.name}' must be {wanted}.", {"argument": arg.name}
-        )
+        raise _refused(arg, f"must be {wanted}")
     if isinstance(value, str):
         if len(value) < arg.min_length:
-            raise ProtocolError(
-                BAD_REQUEST,
-                f"The argument '{arg.name}' must not be empty."
+            raise _refused(
+                arg,
+                "must not be empty"
                 if arg.min_length == 1
-                else f"The argument '{arg.name}' must be at least {arg.min_length} characters.",
-                {"argument": arg.name},
+                else f"must be at least {arg.min_length} characters",
             )
         if arg.max_length is not None and len(value) > arg.max_length:
-            raise ProtocolError(
-                BAD_REQUEST,
-                f"The argument '{arg.name}' is longer than {arg.max_length} characters.",
-                {"argument": arg.name},
-            )
+            raise _refused(arg, f"is longer than {arg.max_length} characters")
         if "\x00" in value:
-            raise ProtocolError(
-                BAD_REQUEST,
-                f"The argument '{arg.name}' contains a NUL character.",
-                {"argument": arg.name},
-            )
+            raise _refused(arg, "contains a NUL character")
     if _is_number(value):
         if arg.minimum is not None and value < arg.minimum:
-            raise ProtocolError(
-                BAD_REQUEST,
-                f"The argument '{arg.name}' must be at least {_number(arg.minimum)}.",
-                {"argument": arg.name},
-            )
+            raise _refused(arg, f"must be at least {_number(arg.minimum)}")
         if arg.maximum is not None and value > arg.maximum:
-            raise ProtocolError(
-                BAD_REQUEST,
-                f"The argument '{arg.name}' must be at most {_number(arg.maximum)}.",
-                {"argument": arg.name},
-            )
+            raise _refused(arg, f"must be at most {_number(arg.maximum)}")
     if isinstance(value, list):
         return _check_list(arg, value)
     return value
@@ -322,19 +306,14 @@ def _check(arg: Arg, value: Any) -> Any:
 
 def _check_list(arg: Arg, values: list[Any]) -> list[Any]:
     if arg.minimum is not None and len(values) < arg.minimum:
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"The argument '{arg.name}' must list at least {_number(arg.minimum)} entries."
+        raise _refused(
+            arg,
+            f"must list at least {_number(arg.minimum)} entries"
             if arg.minimum > 1
-            else f"The argument '{arg.name}' must not be empty.",
-            {"argument": arg.name},
+            else "must not be empty",
         )
     if arg.maximum is not None and len(values) > arg.maximum:
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"The argument '{arg.name}' may list at most {_number(arg.maximum)} entries.",
-            {"argument": arg.name},
-        )
+        raise _refused(arg, f"may list at most {_number(arg.maximum)} entries")
     if arg.each is not None:
         return [_check(arg.each, value) for value in values]
     if not arg.items:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dump
@@ -68,36 +69,32 @@ def import_walks(config: ServerConfig, walks_file: Path, books_file: Path | None
 def export_database(config: ServerConfig, path: Path) -> int:
     """Write the whole database (--db) to path as one SQL file in MySQL's dialect; 1 with one
     sentence on standard error when it cannot."""
-    try:
-        database = _open_database(config)
-        try:
-            summary = dump.export(database, path, show_progress=sys.stderr.isatty())
-        finally:
-            database.close()
-    except (dump.DumpError, StartupError) as error:
-        print(f"server.py: {error}", file=sys.stderr)
-        return 1
-    print(
-        f"Exported {_amount(summary)} from the {database.backend.describe()} to {path}{_took(summary)}"
-    )
-    return 0
+    return _dump_step(config, dump.export, path, "Exported {amount} from the {db} to {path}")
 
 
 def import_database(config: ServerConfig, path: Path) -> int:
     """Load a dump made by export into the empty database (--db); 1 with one sentence on
     standard error when the file or the database will not do, and then nothing is loaded."""
+    return _dump_step(config, dump.load, path, "Imported {amount} from {path} into the {db}")
+
+
+def _dump_step(
+    config: ServerConfig,
+    step: Callable[..., dump.Summary],
+    path: Path,
+    done: str,
+) -> int:
     try:
         database = _open_database(config)
         try:
-            summary = dump.load(database, path, show_progress=sys.stderr.isatty())
+            summary = step(database, path, show_progress=sys.stderr.isatty())
         finally:
             database.close()
     except (dump.DumpError, StartupError) as error:
         print(f"server.py: {error}", file=sys.stderr)
         return 1
-    print(
-        f"Imported {_amount(summary)} from {path} into the {database.backend.describe()}{_took(summary)}"
-    )
+    amount, db = _amount(summary), database.backend.describe()
+    print(done.format(amount=amount, db=db, path=path) + _took(summary))
     return 0
 
 
