@@ -71,6 +71,12 @@ _CREDENTIALS = (
     Arg("username", STR, True, max_length=64),
     Arg("password", STR, True, max_length=4096),
 )
+_WALK_FILTERS = (
+    Arg("area", STR, max_length=200),
+    Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
+    Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
+    Arg("difficulty", STR, max_length=50),
+)
 _USERNAME = Arg("username", STR, True, max_length=64)
 _EMAIL = Arg("email", STR, max_length=254)  # rules.validate_email says what else it must be
 MAX_ORDER_ITEMS = 50
@@ -128,21 +134,10 @@ COMMANDS: dict[str, Command] = {
     "list_areas": _read(
         "Areas",
     ),
-    "search_walks": _read(
-        "WalkPage",
-        Arg("area", STR, max_length=200),
-        Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
-        Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
-        Arg("difficulty", STR, max_length=50),
-        *_PAGING,
-    ),
+    "search_walks": _read("WalkPage", *_WALK_FILTERS, *_PAGING),
+    # The filters mean what they mean for search_walks (PROTOCOL.md 1.1).
     "recommend_books": _read(
-        "Recommendations",
-        Arg("area", STR, max_length=200),
-        Arg("min_distance", NUMBER, minimum=0, maximum=10_000),
-        Arg("max_distance", NUMBER, minimum=0, maximum=10_000),
-        Arg("difficulty", STR, max_length=50),
-        Arg("limit", INT, minimum=1, maximum=50),
+        "Recommendations", *_WALK_FILTERS, Arg("limit", INT, minimum=1, maximum=50)
     ),
     "guide_books": _read(
         "GuideBooks",
