@@ -87,16 +87,18 @@ class AccountStore(StoreBase):
             # every node of a cluster, and each reads the failures the one before it wrote. An
             # inserted failure row alone serialises nothing: under MySQL's snapshot reads (and
             # across Galera nodes) parallel guesses each saw too few and got bcrypt.
-            claimed, _ = tx.run(
-                "UPDATE login_names SET attempts = attempts + 1 WHERE username_key = ?",
-                (username_key,),
-            )
+            claim = "UPDATE login_names SET attempts = attempts + 1 WHERE username_key = ?"
+            claimed, _ = tx.run(claim, (username_key,))
             if not claimed:
+                # A name never tried: make its row, then write it. An insert that another try
+                # beat would write nothing, and a try that writes no row serialises nothing
+                # (on Galera two such tries certify side by side: six got bcrypt, not five).
                 tx.run(
                     f"{self.database.backend.insert_ignore} INTO login_names"
-                    " (username_key, attempts) VALUES (?, 1)",
+                    " (username_key, attempts) VALUES (?, 0)",
                     (username_key,),
                 )
+                tx.run(claim, (username_key,))
             tx.run("DELETE FROM login_failures WHERE failed_at < ?", (now - keep_s,))
             _, attempt_id = tx.run(
                 "INSERT INTO login_failures (username_key, address, failed_at) VALUES (?, ?, ?)",
@@ -105,8 +107,10 @@ class AccountStore(StoreBase):
             assert attempt_id is not None
             since = now - keep_s
             # Earlier failures in the window, this attempt left out: (username, address) pairs.
+            # Causal on a Galera node: first apply every write the cluster committed before,
+            # so a try that another node just counted is seen here (read-your-writes).
             failures = tx.rows(
-                "SELECT username_key, address, failed_at FROM login_failures"
+                f"{tx.causal}SELECT username_key, address, failed_at FROM login_failures"
                 " WHERE (username_key = ? OR address = ?) AND failed_at >= ? AND id <> ?"
                 " ORDER BY failed_at",
                 (username_key, address, since, attempt_id),

@@ -554,11 +554,9 @@ STOP_ROUNDS = int(os.environ.get("WAYMARK_STOP_ROUNDS", "12"))
 def _flood(address: tuple[str, int], flooding: threading.Event) -> None:
     """Open connections that send three bytes of a ClientHello and then nothing, until told."""
     while flooding.is_set():
-        with contextlib.suppress(OSError):
-            raw = socket.create_connection(address, timeout=1)
+        with contextlib.suppress(OSError), socket.create_connection(address, timeout=1) as raw:
             raw.sendall(b"\x16\x03\x01")
             time.sleep(0.001)
-            raw.close()
 
 
 def test_a_stop_never_hangs_while_the_accept_loop_cuts_handshakes(tmp_path: Path) -> None:
