@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import getpass
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from client_link import (
     DEFAULT_CAFILE,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DEFAULT_RETRY_S,
     DEFAULT_TOKEN_FILE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -53,10 +55,12 @@ class Settings:
     cafile: Path
     remember: bool
     token_file: TokenFile
+    # How long a request whose connection broke is tried again (Connection.retry_s).
+    retry_s: float = DEFAULT_RETRY_S
 
 
 def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """The settings; UsageError for a bad port or a missing pinned certificate."""
+    """The settings; UsageError for a bad port or retry time, or a missing pinned certificate."""
     host = options.host or environ.get("WAYMARK_HOST") or DEFAULT_HOST
     port = options.port
     if port is None:
@@ -64,6 +68,12 @@ def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) ->
             port = port_number(environ.get("WAYMARK_PORT") or str(DEFAULT_PORT))
         except ValueError as error:
             raise UsageError(f"WAYMARK_PORT={error}") from None
+    retry_s = options.retry_s
+    if retry_s is None:
+        try:
+            retry_s = seconds(environ.get("WAYMARK_RETRY_S") or f"{DEFAULT_RETRY_S:g}")
+        except ValueError as error:
+            raise UsageError(f"WAYMARK_RETRY_S={error}") from None
     cafile = Path(options.cafile or environ.get("WAYMARK_CAFILE") or DEFAULT_CAFILE).expanduser()
     if not cafile.is_file():
         raise UsageError(
@@ -72,7 +82,19 @@ def resolve_settings(options: argparse.Namespace, environ: Mapping[str, str]) ->
         )
     token_path = Path(environ.get("WAYMARK_TOKEN_FILE") or DEFAULT_TOKEN_FILE).expanduser()
     server = f"{host}:{port}"
-    return Settings(host, port, cafile, options.remember, TokenFile(token_path, server))
+    token_file = TokenFile(token_path, server)
+    return Settings(host, port, cafile, options.remember, token_file, retry_s)
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more (0: never try again after a broken connection)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{text!r} is not a number of seconds, 0 or more.")
+    return value
 
 
 def connect(settings: Settings, on_reconnect: Callable[[str], None] | None = None) -> Connection:
@@ -84,6 +106,7 @@ def connect(settings: Settings, on_reconnect: Callable[[str], None] | None = Non
         on_reconnect=on_reconnect,
         token_file=settings.token_file,
         remember=settings.remember,
+        retry_s=settings.retry_s,
     )
 
 
@@ -96,6 +119,9 @@ def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
         help=f"server port [WAYMARK_PORT, default {DEFAULT_PORT}]")  # fmt: skip
     add("--cafile", default=default,
         help="the server's pinned certificate [WAYMARK_CAFILE, default certs/server.crt]")  # fmt: skip
+    add("--retry-s", type=argument_type(seconds), default=default, metavar="SECONDS",
+        help="when the connection breaks, keep trying to reconnect and send the request again "
+        f"for this long [WAYMARK_RETRY_S, default {DEFAULT_RETRY_S:g}]")  # fmt: skip
     add("--user", default=default, help="log in as USER (password from WAYMARK_PASSWORD or stdin)")
     flag = False if default is None else default
     add("--remember", action="store_true", default=flag,

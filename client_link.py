@@ -1,16 +1,19 @@
 """The client's link to a Waymark server: verified TLS, framing, reconnect, resume, the token.
 
-Dropped connections: Connection reconnects and resumes the session with its token. A request
-that changes nothing (a read) is then sent once more. A request that changes something (buy,
-borrow, return, ...) is never sent twice: when the connection breaks after it went out, nobody
-knows whether the server carried it out, so the client reconnects, resumes, and raises
-AnswerLostError telling the person to check their orders or loans. An idle connection the
-server has already closed (a restart between two requests) is noticed before sending and
-replaced, so that common case loses nothing, writes included.
+Dropped connections: Connection reconnects and resumes the session with its token, then sends
+the request again, for as long as retry_s (30 s by default) while the server cannot be reached,
+pausing longer between tries. A read is simply sent again. A write that needs a login (buy,
+borrow, return, ...) carries an idempotency key, made once per call and sent again with it, so
+the server does it at most once and answers a repeat with the stored answer. A write without a
+key (register) is never sent twice: when the connection breaks after it went out, nobody knows
+whether the server carried it out, and AnswerLostError says so; a keyed write raises it only
+when the server stayed out of reach for retry_s, or the session could not be resumed. An idle
+connection the server has already closed (a restart between two requests) is noticed before
+sending and replaced, so that common case loses nothing, writes included.
 
 The session token has one owner, Connection: it keeps the token in memory to resume after a
 reconnect and, only when asked to remember, in a 0600 file (TokenFile) for the next run.
-Which commands return a token, and which may be sent again, is read from protocol.COMMANDS.
+Which commands return a token, take a key or may be sent again is read from protocol.COMMANDS.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import contextlib
 import itertools
 import json
 import os
+import random
+import secrets
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ from protocol import (
     LINE_TOO_LONG,
     SERVER_BUSY,
     UNAUTHORIZED,
+    UNAVAILABLE,
     LineDecoder,
     ProtocolError,
     Reply,
@@ -43,6 +50,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7443
 DEFAULT_CAFILE = Path(__file__).resolve().parent / "certs" / "server.crt"
 DEFAULT_TIMEOUT_S = 30.0
+# How long a request whose connection broke is tried again while the server cannot be reached.
+DEFAULT_RETRY_S = 30.0
+# The pauses between those tries double from the first to the longest (each shortened by up to
+# a half at random, so that the clients of a server that went away do not all come back at one
+# instant). The first try is at once: behind a load balancer another server is usually there.
+FIRST_PAUSE_S = 0.1
+LONGEST_PAUSE_S = 4.0
 DEFAULT_TOKEN_FILE = Path("~/.waymark-token")
 # Replies (a long history, 200 walks) may be far larger than the server's request-line limit.
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -50,6 +64,18 @@ MAX_REPLY_BYTES = 16 * 1024 * 1024
 OUTCOME_UNKNOWN = (
     "The connection broke before the server answered, so it is not known whether that was "
     "done; check your orders or loans before trying again."
+)
+SESSION_ENDED = (
+    "The connection broke before the server answered, and your session could not be resumed "
+    "afterwards, so it is not known whether that was done; log in again and check before "
+    "trying again."
+)
+# A command whose answer is a new session (change_password) ends the old one when it is done.
+NEW_SESSION_ENDED = (
+    "The connection broke before the server answered, and your session could not be resumed "
+    "afterwards, most likely because the change was made: a new password ends the old "
+    "session. Log in again with the new password; if it is refused, the change was not made "
+    "and the old one still works."
 )
 
 JsonDict = dict[str, Any]
@@ -88,9 +114,15 @@ class ConnectionFailedError(ClientError):
 
 
 class AnswerLostError(ConnectionFailedError):
-    """A write went out but the link broke before its answer came, so whether the server did
-    it is not known; it must not be resent blindly. (Not errors.OutcomeUnknownError, the
-    server's own doubt about a database commit, which reaches a client as unavailable.)"""
+    """A write went out but the link broke before its answer came, and sending it again could
+    not settle whether the server did it (no key, the server out of reach for retry_s, or the
+    session ended). (Not errors.OutcomeUnknownError, the server's own doubt about a database
+    commit, which reaches a client as unavailable.)"""
+
+
+class _UnreachableError(ConnectionFailedError):
+    """The server could not be reached, or the new connection broke at once: worth another try
+    (a certificate that is not the pinned one is a ConnectionFailedError, never tried again)."""
 
 
 class _LinkLostError(Exception):
@@ -108,7 +140,10 @@ class Connection:
     """A verified TLS connection to the server, re-established on demand, holding the token.
 
     call() raises ServerError for an error answer, ConnectionFailedError when the server cannot
-    be reached, and AnswerLostError when a write's answer was lost. The token of a command
+    be reached (at once when it never could be; after retry_s seconds of trying again when an
+    open connection broke), and AnswerLostError when whether a write was done is not known
+    (see the module's docstring). A replayed answer (a write sent again with its key) is the
+    answer, as if it had come the first time. The token of a command
     whose row in protocol.COMMANDS says it returns one is kept in memory to resume after a
     reconnect; with remember (and a token_file), a new session's token is also saved there for
     the next run, and a remembered session's new token (change_password) replaces it there.
@@ -123,11 +158,13 @@ class Connection:
         on_reconnect: Callable[[str], None] | None = None,
         token_file: TokenFile | None = None,
         remember: bool = False,
+        retry_s: float = DEFAULT_RETRY_S,
     ):
         self.host = host
         self.port = port
         self.cafile = Path(cafile)
         self.timeout = timeout
+        self.retry_s = retry_s
         self.on_reconnect = on_reconnect
         self.token_file = token_file
         self.remember = remember
@@ -198,42 +235,117 @@ class Connection:
 
     def _request(self, cmd: str, args: Mapping[str, Any]) -> Reply:
         # The one way a request reaches the server (tests replace it with scripted replies).
+        key = _new_key() if _takes_key(cmd) else None
         if self._sock is not None and self._is_stale():
+            # Closed while idle: nothing was sent, so any request may go on a new connection.
             self.close()
+            self._reopen(_Retries(self.retry_s))
         if self._sock is None:
             self._open()
+        had_session = self.token is not None
         try:
-            return self._exchange(cmd, args)
+            return self._exchange(cmd, args, key)
         except _LinkLostError as lost:
             self.close()
-            return self._recover(cmd, args, lost)
+            return self._recover(cmd, args, key, lost, had_session)
 
-    def _recover(self, cmd: str, args: Mapping[str, Any], lost: _LinkLostError) -> Reply:
-        # A read is resent once on a new connection; a write never is.
-        if lost.timed_out:
-            sentence = (
-                f"The server at {self.address} did not answer within {self.timeout:g} seconds."
-            )
+    def _recover(
+        self,
+        cmd: str,
+        args: Mapping[str, Any],
+        key: str | None,
+        lost: _LinkLostError,
+        had_session: bool,
+    ) -> Reply:
+        # After a broken connection: a read, or a write with its key, is sent again on a new
+        # connection until it is answered or retry_s has passed; a write without a key never is.
+        if lost.timed_out and key is None:
             if _safe_to_repeat(cmd):
-                raise ConnectionFailedError(sentence)
-            raise AnswerLostError(f"{sentence} {OUTCOME_UNKNOWN}")
-        if not _safe_to_repeat(cmd):
+                raise ConnectionFailedError(self._no_answer())
+            raise AnswerLostError(f"{self._no_answer()} {OUTCOME_UNKNOWN}")
+        if key is None and not _safe_to_repeat(cmd):
             try:
                 self._open()
             except ConnectionFailedError as error:
                 raise AnswerLostError(f"{OUTCOME_UNKNOWN} {error}") from None
             raise AnswerLostError(OUTCOME_UNKNOWN)
-        self._open()
-        try:
-            return self._exchange(cmd, args)
-        except _LinkLostError:
-            self.close()
-            raise ConnectionFailedError(
-                f"The connection to {self.address} broke twice in a row; try again later."
-            ) from None
+        retries = _Retries(self.retry_s)
+        while True:
+            try:
+                if self._sock is None:
+                    self._reopen(retries)
+                if key is not None and had_session and self.token is None:
+                    # The key belongs to the session's member: without the session it cannot
+                    # find the first answer, and a request sent without one would be refused.
+                    ended = COMMANDS[cmd].returns_token
+                    raise AnswerLostError(NEW_SESSION_ENDED if ended else SESSION_ENDED)
+                reply = self._exchange(cmd, args, key)
+            except _LinkLostError as again:
+                self.close()
+                if again.timed_out and key is None:
+                    raise ConnectionFailedError(self._no_answer()) from None
+                if retries.over():
+                    raise self._given_up(key) from None
+                retries.pause()
+                continue
+            except ConnectionFailedError as error:
+                if key is None or isinstance(error, AnswerLostError):
+                    raise
+                if isinstance(error, _UnreachableError):
+                    raise self._given_up(key) from None
+                raise AnswerLostError(f"{OUTCOME_UNKNOWN} {error}") from None
+            except ServerError as error:  # resuming was refused for another reason
+                if key is None:
+                    raise
+                raise AnswerLostError(f"{OUTCOME_UNKNOWN} {error}") from None
+            if reply.ok or not _inconclusive(reply, key):
+                return reply
+            if reply.code == SERVER_BUSY:
+                self.close()
+            if retries.over():
+                if key is None:
+                    return reply
+                raise AnswerLostError(f"{OUTCOME_UNKNOWN} {reply.message}")
+            retries.pause()
 
-    def _open(self) -> None:
-        self._sock = self._connect()
+    def _no_answer(self) -> str:
+        return f"The server at {self.address} did not answer within {self.timeout:g} seconds."
+
+    def _given_up(self, key: str | None) -> ConnectionFailedError:
+        sentence = (
+            f"The server at {self.address} could not be reached again within "
+            f"{self.retry_s:g} seconds."
+        )
+        if key is None:
+            return ConnectionFailedError(f"{sentence} Try again later.")
+        return AnswerLostError(f"{OUTCOME_UNKNOWN} {sentence}")
+
+    def _reopen(self, retries: _Retries) -> None:
+        # A connection broke: connect again until the server answers or the time is up (the
+        # last ConnectionFailedError). Trying again is announced once, if the first try fails.
+        announced = False
+        while True:
+            try:
+                self._open(retries.connect_timeout(self.timeout))
+                return
+            except _UnreachableError:
+                self.close()
+                if retries.over():
+                    raise
+            except ServerError as error:  # a busy server, or its database, while resuming
+                self.close()
+                if error.code not in (SERVER_BUSY, UNAVAILABLE) or retries.over():
+                    raise
+            if not announced and self.on_reconnect is not None:
+                self.on_reconnect(
+                    "The server cannot be reached just now; trying again for up to "
+                    f"{self.retry_s:g} seconds."
+                )
+                announced = True
+            retries.pause()
+
+    def _open(self, connect_timeout: float | None = None) -> None:
+        self._sock = self._connect(connect_timeout)
         self._decoder = LineDecoder(MAX_REPLY_BYTES)
         self._lines.clear()
         had_session = self.token is not None
@@ -247,20 +359,25 @@ class Connection:
                 self.on_reconnect("Reconnected to the server.")
         self._connected_before = True
 
-    def _connect(self) -> ssl.SSLSocket:
+    def _connect(self, connect_timeout: float | None = None) -> ssl.SSLSocket:
+        # connect_timeout bounds the TCP connect and the handshake; the requests get timeout.
         context = self._tls_context()
         try:
-            raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            raw = socket.create_connection(
+                (self.host, self.port), timeout=connect_timeout or self.timeout
+            )
         except socket.gaierror:
-            raise ConnectionFailedError(
+            raise _UnreachableError(
                 f"Cannot find the Waymark server's host {self.host!r}; check --host."
             ) from None
         except OSError:
-            raise ConnectionFailedError(
+            raise _UnreachableError(
                 f"Cannot reach the Waymark server at {self.address}; is it running?"
             ) from None
         try:
-            return context.wrap_socket(raw, server_hostname=self.host)
+            sock = context.wrap_socket(raw, server_hostname=self.host)
+            sock.settimeout(self.timeout)
+            return sock
         except ssl.SSLCertVerificationError as error:
             raw.close()
             raise ConnectionFailedError(
@@ -269,7 +386,7 @@ class Connection:
             ) from None
         except OSError as error:
             raw.close()
-            raise ConnectionFailedError(
+            raise _UnreachableError(
                 f"Could not set up a secure connection to {self.address}: {_reason(error)}."
             ) from None
 
@@ -289,7 +406,7 @@ class Connection:
             reply = self._exchange("resume", {"token": self.token})
         except _LinkLostError:
             self.close()
-            raise ConnectionFailedError(
+            raise _UnreachableError(
                 f"The connection to {self.address} broke as soon as it was made; try again later."
             ) from None
         try:
@@ -319,12 +436,15 @@ class Connection:
                 sock.settimeout(self.timeout)
         return True
 
-    def _exchange(self, cmd: str, args: Mapping[str, Any]) -> Reply:
+    def _exchange(self, cmd: str, args: Mapping[str, Any], key: str | None = None) -> Reply:
         sock = self._sock
         assert sock is not None
         request_id = next(self._ids)
+        request: JsonDict = {"id": request_id, "cmd": cmd, "args": dict(args)}
+        if key is not None:
+            request["idempotency_key"] = key
         try:
-            sock.sendall(encode({"id": request_id, "cmd": cmd, "args": dict(args)}))
+            sock.sendall(encode(request))
             line = self._read_line(sock)
         except TimeoutError:
             raise _LinkLostError(timed_out=True) from None
@@ -433,6 +553,49 @@ class TokenFile:
 
 def _safe_to_repeat(cmd: str) -> bool:
     # protocol.COMMANDS says which commands change nothing, or may harmlessly run twice; every
-    # other command is a write and is never resent after a broken connection.
+    # other command is a write, sent again after a broken connection only with its key.
     command = COMMANDS.get(cmd)
     return command is not None and command.safe_to_repeat
+
+
+def _takes_key(cmd: str) -> bool:
+    command = COMMANDS.get(cmd)
+    return command is not None and command.takes_idempotency_key
+
+
+def _new_key() -> str:
+    # 24 characters of [A-Za-z0-9_-] (protocol.IDEMPOTENCY_KEY), 144 random bits: one per call.
+    return secrets.token_urlsafe(18)
+
+
+def _inconclusive(reply: Reply, key: str | None) -> bool:
+    # An answer that settles nothing, to a request sent again after a broken connection: a busy
+    # server (it closes the connection), or, for a keyed write, a database that could not say.
+    return reply.code == SERVER_BUSY or (key is not None and reply.code == UNAVAILABLE)
+
+
+class _Retries:
+    """The time left to try again after a broken connection, and the pause before each try."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+        self._pauses = _pauses()
+
+    def over(self) -> bool:
+        """True once the time for trying again is up."""
+        return time.monotonic() >= self.deadline
+
+    def pause(self) -> None:
+        """Sleep before the next try, never past the deadline (the last try is at it)."""
+        time.sleep(max(min(next(self._pauses), self.deadline - time.monotonic()), 0))
+
+    def connect_timeout(self, timeout: float) -> float:
+        """How long one try may wait to connect: never much past the deadline."""
+        return max(min(timeout, self.deadline - time.monotonic()), 1.0)
+
+
+def _pauses() -> Iterator[float]:
+    pause = FIRST_PAUSE_S
+    while True:
+        yield random.uniform(pause / 2, pause)
+        pause = min(pause * 2, LONGEST_PAUSE_S)

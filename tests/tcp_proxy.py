@@ -1,4 +1,5 @@
-"""A loopback TCP proxy in front of a real server, which a test can cut and restore."""
+"""A loopback TCP proxy in front of a real server, which a test can cut and restore, or have
+lose the next answer the server sends."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:port to a target; cut() drops every link and refuses new ones."""
+    """Forwards 127.0.0.1:port to a target; cut() drops every link and refuses new ones, and
+    drop_next_answer() loses the next bytes the target sends, then drops their link."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -16,6 +18,9 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._links: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._drop: str | None = None  # None, "link" or "all": see drop_next_answer()
+        self.answers_dropped = 0
+        self.accepted = 0  # connections taken and forwarded
         self.restore()
 
     def __enter__(self) -> TcpProxy:
@@ -47,6 +52,13 @@ class TcpProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def drop_next_answer(self, close_port: bool = False) -> None:
+        """Lose the next bytes any target sends (the answer to a request already on its way,
+        once the TLS handshakes are over), and reset that link; with close_port, cut() it all.
+        The target has done the request: only its answer never arrives."""
+        with self._lock:
+            self._drop = "all" if close_port else "link"
+
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
             try:
@@ -64,13 +76,31 @@ class TcpProxy:
                 sock.settimeout(None)
             with self._lock:
                 self._links |= {client, upstream}
+                self.accepted += 1
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool = False) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if answers and self._take_drop(source, sink):
+                    break
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def _take_drop(self, upstream: socket.socket, client: socket.socket) -> bool:
+        # True when these bytes are the answer to lose: the link is reset, never forwarded.
+        with self._lock:
+            drop, self._drop = self._drop, None
+            if drop is None:
+                return False
+            self.answers_dropped += 1
+        if drop == "all":
+            self.cut()
+        else:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        return True

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -39,7 +41,7 @@ from client_link import (
 )
 from client_menus import App
 from client_views import clean_text, format_local_time, format_money, loan_status, walks_table
-from protocol import Reply
+from protocol import COMMANDS, IDEMPOTENCY_KEY, Reply
 from tests.wire import ServerProcess, make_cert
 
 SOCKET_TIMEOUT_S = 10.0
@@ -199,8 +201,13 @@ def test_settings_come_from_the_environment_then_defaults(tmp_path: Path) -> Non
     settings = client.resolve_settings(parse("hello"), environ)
     assert (settings.host, settings.port, settings.cafile) == ("localhost", 8443, cafile)
     assert settings.token_file == TokenFile(tmp_path / "token", "localhost:8443")
+    assert settings.retry_s == 30
     options = parse("--host", "127.0.0.1", "hello")
     assert client.resolve_settings(options, environ).host == "127.0.0.1"
+    environ["WAYMARK_RETRY_S"] = "5"
+    assert client.resolve_settings(parse("hello"), environ).retry_s == 5
+    assert client.resolve_settings(parse("--retry-s", "0.5", "hello"), environ).retry_s == 0.5
+    assert client.connect(client.resolve_settings(parse("hello"), environ)).retry_s == 5
     next_to_client = Path(client.__file__).resolve().parent / "certs" / "server.crt"
     assert next_to_client == client.DEFAULT_CAFILE
 
@@ -208,6 +215,9 @@ def test_settings_come_from_the_environment_then_defaults(tmp_path: Path) -> Non
 def test_a_bad_port_or_a_missing_certificate_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="WAYMARK_PORT"):
         client.resolve_settings(parse("hello"), {"WAYMARK_PORT": "seventy"})
+    for soon in ("soon", "-1", "nan", "inf"):
+        with pytest.raises(UsageError, match="WAYMARK_RETRY_S='.*' is not a number of seconds"):
+            client.resolve_settings(parse("hello"), {"WAYMARK_RETRY_S": soon})
     with pytest.raises(UsageError, match="does not exist"):
         client.resolve_settings(parse("--cafile", str(tmp_path / "nope.crt"), "hello"), {})
 
@@ -252,6 +262,7 @@ def test_subcommands_map_to_protocol_requests(argv: list[str], sent: tuple[str, 
         ["buy"],
         ["borrow", "abc"],
         ["--port", "99999", "hello"],
+        ["--retry-s", "never", "hello"],
         ["no-such-command"],
     ],
 )
@@ -427,19 +438,203 @@ def test_a_read_is_resent_once_after_a_drop_with_the_session_resumed(
     assert notes == ["Reconnected to the server and resumed your session."]
 
 
-def test_a_write_is_never_resent_after_a_drop(scripted: Callable[..., ScriptedServer]) -> None:
+def test_a_write_without_a_key_is_never_resent_after_a_drop(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        return DROP if request["cmd"] == "register" else ok({"server": "waymark"})
+
+    assert not COMMANDS["register"].takes_idempotency_key  # no login, so no member to key by
+    server = scripted(answer)
+    with connect(server) as connection:
+        with pytest.raises(AnswerLostError, match="check your orders"):
+            connection.call("register", username="ann", password="walking-boots")
+        connection.call("hello")
+    assert commands_sent(server) == [(1, "register"), (2, "hello")]
+    assert "idempotency_key" not in server.requests[0][1]
+
+
+def keys_sent(server: ScriptedServer, cmd: str) -> list[str | None]:
+    return [
+        request.get("idempotency_key") for _, request in server.requests if request["cmd"] == cmd
+    ]
+
+
+def test_every_write_that_takes_a_key_carries_a_new_one_and_reads_none(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    server = scripted(answer_with_session)
+    with connect(server) as connection:
+        connection.call("login", username="ann", password="pw")
+        for _ in range(2):
+            connection.call("buy", items=[{"book": 101, "quantity": 1}])
+        connection.call("borrow", book_id=3)
+        connection.call("orders")
+    buys = keys_sent(server, "buy")
+    assert all(isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key) for key in buys), buys
+    assert len(set(buys + keys_sent(server, "borrow"))) == 3
+    assert keys_sent(server, "login") == keys_sent(server, "orders") == [None]
+
+
+def test_a_write_whose_answer_was_lost_is_resent_with_its_key(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    order = {"order": {"id": 12, "total_pence": 1299}}
+
     def answer(number: int, request: dict[str, Any]) -> Any:
         if request["cmd"] == "buy":
-            return DROP
+            # The server did it the first time; the answer is lost, then replayed.
+            return DROP if number == 1 else {**ok(order), "replayed": True}
+        return answer_with_session(number, request)
+
+    notes: list[str] = []
+    server = scripted(answer)
+    with connect(server, on_reconnect=notes.append) as connection:
+        connection.call("login", username="ann", password="pw")
+        assert connection.call("buy", items=[{"book": 101, "quantity": 1}]) == order
+    assert commands_sent(server) == [(1, "login"), (1, "buy"), (2, "resume"), (2, "buy")]
+    first, again = keys_sent(server, "buy")
+    assert first is not None and first == again
+    assert server.requests[1][1]["args"] == server.requests[3][1]["args"]
+    assert notes == ["Reconnected to the server and resumed your session."]
+
+
+def test_a_read_is_sent_again_until_it_is_answered(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        if number < 3 and request["cmd"] == "orders":
+            return DROP  # a server restarting behind a load balancer, twice over
         return answer_with_session(number, request)
 
     server = scripted(answer)
     with connect(server) as connection:
         connection.call("login", username="ann", password="pw")
-        with pytest.raises(AnswerLostError, match="check your orders"):
-            connection.call("buy", items=[{"book": 101, "quantity": 1}])
         assert connection.call("orders") == {"orders": []}
-    assert commands_sent(server) == [(1, "login"), (1, "buy"), (2, "resume"), (2, "orders")]
+    assert commands_sent(server)[-2:] == [(3, "resume"), (3, "orders")]
+
+
+def test_a_write_that_timed_out_or_found_the_database_away_is_sent_again(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    order = {"order": {"id": 12}}
+    away = {"code": "unavailable", "message": "The database is unavailable.", "details": {}}
+
+    buys = itertools.count(1)
+
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        if request["cmd"] != "buy":
+            return answer_with_session(number, request)
+        buy = next(buys)
+        if buy == 1:
+            time.sleep(1.5)  # longer than the client waits for an answer
+            return DROP
+        if buy == 2:
+            return {"ok": False, "error": away}  # cannot say whether the first was done
+        return {**ok(order), "replayed": True}
+
+    server = scripted(answer)
+    with Connection("127.0.0.1", server.port, server.cafile, timeout=1) as connection:
+        connection.call("login", username="ann", password="pw")
+        assert connection.call("buy", items=[{"book": 101, "quantity": 1}]) == order
+    keys = keys_sent(server, "buy")
+    assert len(keys) == 3 and len(set(keys)) == 1, keys
+
+
+def test_a_write_is_tried_again_for_retry_s_then_its_outcome_is_unknown(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        return DROP if request["cmd"] == "buy" else answer_with_session(number, request)
+
+    server = scripted(answer)
+    with connect(server, retry_s=1.5) as connection:
+        connection.call("login", username="ann", password="pw")
+        started = time.monotonic()
+        with pytest.raises(AnswerLostError) as raised:
+            connection.call("buy", items=[{"book": 101, "quantity": 1}])
+        waited = time.monotonic() - started
+    assert 1.5 <= waited < 4, waited
+    assert str(raised.value).startswith(OUTCOME_UNKNOWN)
+    keys = keys_sent(server, "buy")
+    assert len(keys) >= 3 and len(set(keys)) == 1, keys  # tried again and again, one key
+
+
+def test_a_refused_write_is_not_sent_again(scripted: Callable[..., ScriptedServer]) -> None:
+    refused = {"code": "limit_exceeded", "message": "At most 8 copies.", "details": {}}
+
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        if request["cmd"] == "buy":
+            return {"ok": False, "error": refused}
+        return answer_with_session(number, request)
+
+    server = scripted(answer)
+    with connect(server) as connection, pytest.raises(ServerError) as raised:
+        connection.call("login", username="ann", password="pw")
+        connection.call("buy", items=[{"book": 101, "quantity": 9}])
+    assert raised.value.code == "limit_exceeded"
+    assert commands_sent(server) == [(1, "login"), (1, "buy")]
+
+
+def test_a_replayed_new_password_keeps_the_token_it_brings(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        if request["cmd"] == "change_password":
+            return DROP if number == 1 else {**ok({"token": "tok-2"}), "replayed": True}
+        return answer_with_session(number, request)
+
+    server = scripted(answer)
+    with connect(server) as connection:
+        connection.call("login", username="ann", password="pw")
+        connection.call("change_password", old_password="pw", new_password="new-secret-1")
+        assert connection.token == "tok-2"
+    first, again = keys_sent(server, "change_password")
+    assert first is not None and first == again
+
+
+def test_a_session_ended_by_a_lost_new_password_is_said_in_a_sentence(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    expired = {"code": "unauthorized", "message": "Your session has ended.", "details": {}}
+
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        if request["cmd"] == "change_password":
+            return DROP  # done: the old session has ended, but the answer is lost
+        if request["cmd"] == "resume":
+            return {"ok": False, "error": expired}
+        return answer_with_session(number, request)
+
+    notes: list[str] = []
+    server = scripted(answer)
+    with connect(server, on_reconnect=notes.append) as connection:
+        connection.call("login", username="ann", password="pw")
+        with pytest.raises(AnswerLostError) as raised:
+            connection.call("change_password", old_password="pw", new_password="new-secret-1")
+        assert connection.token is None
+    assert "Log in again with the new password" in str(raised.value)
+    assert notes == ["Reconnected, but your session has expired; please log in again."]
+    assert commands_sent(server) == [(1, "login"), (1, "change_password"), (2, "resume")]
+
+
+def test_a_session_ended_after_a_lost_order_is_said_in_a_sentence(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    expired = {"code": "unauthorized", "message": "Your session has ended.", "details": {}}
+
+    def answer(number: int, request: dict[str, Any]) -> Any:
+        if request["cmd"] == "buy":
+            return DROP
+        if request["cmd"] == "resume":
+            return {"ok": False, "error": expired}
+        return answer_with_session(number, request)
+
+    server = scripted(answer)
+    with connect(server) as connection, pytest.raises(AnswerLostError) as raised:
+        connection.call("login", username="ann", password="pw")
+        connection.call("buy", items=[{"book": 101, "quantity": 1}])
+    assert "could not be resumed" in str(raised.value)
+    assert "log in again and check" in str(raised.value)
 
 
 def test_a_connection_closed_while_idle_is_replaced_before_a_write(

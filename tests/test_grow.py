@@ -18,8 +18,8 @@ pytestmark = pytest.mark.cluster
 
 def test_a_sqlite_library_moves_to_galera_and_answers_the_same_on_every_node(
     tmp_path: Path,
-    galera_cluster: GaleraCluster,
-    openlibrary_fake: FakeOpenLibrary,  # noqa: F811
+    galera_cluster: GaleraCluster,  # noqa: F811 - the fixture imported above
+    openlibrary_fake: FakeOpenLibrary,
 ) -> None:
     original = f"sqlite:///{tmp_path / 'waymark.db'}"
     with serve(tmp_path, original, openlibrary_fake) as server:
