@@ -20,19 +20,36 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import os
 import random
 import secrets
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tls
+from client_errors import (
+    AnswerLostError,
+    ClientError,
+    ConnectionFailedError,
+    ServerError,
+    UsageError,
+)
+
+# The client's errors and its token file live in modules of their own; the rest of the client
+# imports them from here, with the link that raises and uses them.
+__all__ = [
+    "AnswerLostError",
+    "ClientError",
+    "Connection",
+    "ConnectionFailedError",
+    "ServerError",
+    "TokenFile",
+    "UsageError",
+]
+from client_token import TokenFile
 from protocol import (
     COMMANDS,
     LINE_TOO_LONG,
@@ -85,39 +102,6 @@ JsonDict = dict[str, Any]
 
 # What a run of the client ends with: a ServerError or ConnectionFailedError is 1, a UsageError 2.
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class ClientError(Exception):
-    """A failure to report to a person; str(error) is one sentence."""
-
-
-class UsageError(ClientError):
-    """The command line or the environment asks for something impossible (exit code 2)."""
-
-
-class ServerError(ClientError):
-    """The server answered ok:false to cmd: its code, its sentence and its details (a
-    bad_request about an argument names it in details["argument"])."""
-
-    def __init__(
-        self, code: str, message: str, details: Mapping[str, Any] | None = None, cmd: str = ""
-    ):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = dict(details or {})
-        self.cmd = cmd
-
-
-class ConnectionFailedError(ClientError):
-    """The server cannot be reached, is not the pinned one, or stopped answering."""
-
-
-class AnswerLostError(ConnectionFailedError):
-    """A write went out but the link broke before its answer came, and sending it again could
-    not settle whether the server did it (no key, the server out of reach for retry_s, or the
-    session ended). (Not errors.OutcomeUnknownError, the server's own doubt about a database
-    commit, which reaches a client as unavailable.)"""
 
 
 class _UnreachableError(ConnectionFailedError):
@@ -506,49 +490,6 @@ class Connection:
 
 def _reason(error: OSError) -> str:
     return str(error.strerror or getattr(error, "reason", None) or error)
-
-
-# Remembered token ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenFile:
-    """A session token kept across runs (only with --remember): a 0600 file naming its server."""
-
-    path: Path
-    server: str
-
-    def load(self) -> str | None:
-        """The token saved for this server, or None; UsageError if others may read the file."""
-        try:
-            mode = self.path.stat().st_mode
-        except FileNotFoundError:
-            return None
-        if mode & 0o077:
-            raise UsageError(
-                f"{self.path} may be read by other users, so it is not used; delete it and "
-                "log in again with --remember."
-            )
-        try:
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(saved, dict) or saved.get("server") != self.server:
-            return None
-        token = saved.get("token")
-        return token if isinstance(token, str) else None
-
-    def save(self, token: str) -> None:
-        """Write the token readable by its owner alone."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        descriptor = os.open(self.path, flags, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), 0o600)  # an existing file keeps its old mode otherwise
-            json.dump({"server": self.server, "token": token}, file)
-
-    def forget(self) -> None:
-        """Delete the saved token, if any."""
-        self.path.unlink(missing_ok=True)
 
 
 def _safe_to_repeat(cmd: str) -> bool:
