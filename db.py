@@ -6,12 +6,12 @@ starts). Each write runs in one transaction that locks the rows its rules read: 
 `SELECT ... FOR UPDATE`, SQLite `BEGIN IMMEDIATE` (one writer at a time). Several server
 processes may share the database, so no invariant relies on a Python lock.
 
-The statements live beside their domain: store_accounts.py (users, sessions, login attempts),
-store_shop.py (walks, guide books, orders, back orders, sales), store_lending.py (lending
-books, loans, holds, overdue loans), store_members.py (the desk: members, blocks, erasing an
-account), store_notices.py (notices, the sweep's notices, the mail outbox) and store_keys.py
+The statements live beside their domain: db_accounts.py (users, sessions, login attempts),
+db_shop.py (walks, guide books, orders, back orders, sales), db_lending.py (lending
+books, loans, holds, overdue loans), db_members.py (the desk: members, blocks, erasing an
+account), db_notices.py (notices, the sweep's notices, the mail outbox) and db_keys.py
 (idempotency keys), over
-store_base.py. This module holds what spans them: opening the database, its schema version
+db_base.py. This module holds what spans them: opening the database, its schema version
 and the first load of the catalogue.
 
 Store methods raise the domain errors of errors.py for outcomes a client must hear about.
@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import migrations
+from db_accounts import AccountStore, LoginStart
+from db_base import StoreConfig
+from db_keys import KeyStore
+from db_members import MemberStore
+from db_notices import NoticeStore
+from db_shop import ShopStore
 from engine import Database, DuplicateKeyError, Tx, backend_from_url
-from store_accounts import AccountStore, LoginStart
-from store_base import StoreConfig
-from store_keys import KeyStore
-from store_members import MemberStore
-from store_notices import NoticeStore
-from store_shop import ShopStore
 
 if TYPE_CHECKING:  # the records the shop's CSV reader makes; the store needs only their fields
     from shop_import import ShopBook, WalkRow

@@ -1,9 +1,9 @@
 """Transactions on a pooled connection: one write at a time or joined, retried when they lose a race.
 
 Database runs work in one transaction on a pooled connection and retries it whole on a deadlock
-(or a Galera certification conflict), a bounded number of times. The backends (backends.py)
+(or a Galera certification conflict), a bounded number of times. The backends (db_backends.py)
 say what their drivers' errors mean; here, and nowhere else, those become domain errors.
-The names of backends.py are re-exported, so the store and tests import the database from here.
+The names of db_backends.py are re-exported, so the store and tests import the database from here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.pool import QueuePool
 
-from backends import (
+from db_backends import (
     Backend,
     ConnectionLostError,
     DuplicateColumnError,

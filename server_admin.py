@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import dump
+import db_dump as dump
 import passwords
 import rules
 import shop_import

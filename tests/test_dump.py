@@ -29,8 +29,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import dump
-import dump_sql
+import db_dump as dump
+import db_dump_sql
 import migrations
 import passwords
 import seed
@@ -407,8 +407,8 @@ def _read_tables(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Every row of a dump as dicts, read with the importer's own reader."""
     found: dict[str, list[dict[str, Any]]] = {t.name: [] for t in dump.schema()}
     with path.open("rb") as stream:
-        for event in dump_sql.read_dump(stream, dump.schema()):
-            if isinstance(event, dump_sql.Rows):
+        for event in db_dump_sql.read_dump(stream, dump.schema()):
+            if isinstance(event, db_dump_sql.Rows):
                 names = [c.name for c in event.columns]
                 found[event.table.name] += [
                     dict(zip(names, row, strict=True)) for row in event.rows

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import notice_texts
+from db_base import StoreBase
 from engine import Row, Tx, placeholders
 from errors import NotFoundError
-from store_base import StoreBase
 
 NOTICE_COLUMNS = "id, kind, created_at, subject, body, details, read_at, mail_state, emailed_at"
 

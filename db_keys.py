@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from db_base import StoreBase
 from engine import RetryJoinedError, Row, Tx
 from errors import RaceLostError
-from store_base import StoreBase
 
 KEY_LIFETIME_S = 24 * 3600  # PROTOCOL.md 1.2: a key is remembered for at least 24 hours
 

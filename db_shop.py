@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import notice_texts
 import rules
+from db_base import StoreBase
 from engine import Row, Tx, placeholders
 from errors import ConflictError, NotFoundError
-from store_base import StoreBase
 
 if TYPE_CHECKING:  # the records the shop's CSV reader makes; the store needs only their fields
     from shop_import import ShopBook, WalkRow

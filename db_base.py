@@ -1,6 +1,6 @@
 """The base of every domain store: the database, the settings, the locks they share.
 
-Each domain module (store_accounts, store_shop, store_lending) holds a mixin over StoreBase;
+Each domain module (db_accounts, db_shop, db_lending) holds a mixin over StoreBase;
 db.py composes them into the one Store. This module imports none of them.
 """
 

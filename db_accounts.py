@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import notice_texts
 import rules
+from db_base import NOBODY_KEY, StoreBase
 from engine import DuplicateKeyError, Row, Tx
 from errors import UsernameTakenError
-from store_base import NOBODY_KEY, StoreBase
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Any
 
 import notice_texts
 import rules
+from db_base import StoreBase
 from engine import DuplicateKeyError, Row, Tx, placeholders
 from errors import ConflictError, NotFoundError, UnavailableError
-from store_base import StoreBase
 
 
 class LendingStore(StoreBase):

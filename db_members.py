@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from db_base import NOBODY_KEY
+from db_lending import LendingStore, escape_like
 from engine import Row, Tx
 from errors import ConflictError
-from store_base import NOBODY_KEY
-from store_lending import LendingStore, escape_like
 
 _MEMBER_SELECT = (
     "SELECT u.id, u.username, u.role, u.email, u.blocked_reason, u.created_at,"

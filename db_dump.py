@@ -3,7 +3,7 @@
 export() writes the schema (schema.sql's CREATE TABLE statements) and every row of every table,
 read in one consistent snapshot, as a file that `mysql DBNAME < FILE` loads into an empty MySQL
 or MariaDB database. load() reads such a file into an empty database of either backend through
-dump_sql's strict reader: the file's text is never run, its values are only bound. Table and
+db_dump_sql's strict reader: the file's text is never run, its values are only bound. Table and
 column names come from schema.sql alone, so a table added there is carried without a change here.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import migrations
-from dump_sql import (
+from db_dump_sql import (
     BATCH_BYTES,
     BATCH_ROWS,
     BEGIN,

@@ -1,6 +1,6 @@
 """The dump's text: schema.sql's tables written as MySQL statements, read back strictly.
 
-dump.py writes and loads dumps; this module knows their text. The reader is for files that
+db_dump.py writes and loads dumps; this module knows their text. The reader is for files that
 may come from anyone: it accepts only the form the writer makes, checks every value against
 its column in schema.sql, and names the line of anything else. Nothing it reads is ever run
 as SQL: table and column names are looked up in the schema, and values are only bound.
