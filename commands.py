@@ -159,6 +159,13 @@ class Commands(AccountCommands, ShopCommands, LendingCommands, NoticeCommands, D
         ).hexdigest()
         for attempt in range(KEYED_TRIES):
             stored = self.store.stored_answer(user_id, key)
+            if stored is not None and not stored["result"]:
+                # Claimed, not yet answered: only a transaction still under way can show that.
+                raise ProtocolError(
+                    CONFLICT,
+                    "A request with that idempotency key is still being done; ask again shortly.",
+                    {"idempotency_key": key, "in_progress": True},
+                )
             if stored is not None:
                 if (stored["cmd"], stored["fingerprint"]) != (request.cmd, fingerprint):
                     raise ProtocolError(

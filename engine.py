@@ -207,7 +207,7 @@ class Database:
             # SQLite has one writer: a write of its own would wait for ever on the block's.
             raise AssertionError("a write alone after a joined block has begun writing")
         for attempt in range(self.config.deadlock_retries + 1):
-            started = False
+            started, began = False, time.monotonic()
             try:
                 with self._write_gate, self.connection() as (connection, tx):
                     tx.run(self.backend.begin_statement)
@@ -217,10 +217,10 @@ class Database:
                         self._commit(connection)
                         return result
                     except BaseException:
-                        _rollback_quietly(connection)
+                        _rollback_or_discard(connection)
                         raise
             except Exception as error:
-                stale = not started and self.backend.classify(error) is ConnectionLostError
+                stale = not started and _dead_at_once(self.backend, error, began)
                 retry = stale or self.backend.is_retryable(error)
                 if retry and attempt < self.config.deadlock_retries:
                     log.debug("transaction retried after %s (attempt %d)", error, attempt + 1)
@@ -265,7 +265,7 @@ class Database:
                     if self.backend.classify(error) is ConnectionLostError:
                         joined.connection.invalidate()
                     else:
-                        _rollback_quietly(joined.connection)
+                        _rollback_or_discard(joined.connection)
                 if isinstance(error, Exception) and self.backend.is_retryable(error):
                     raise RetryJoinedError(str(error)) from error
                 if isinstance(error, Exception) and not isinstance(error, RetryJoinedError):
@@ -324,14 +324,21 @@ class Database:
             raise
 
     def read(self, work: Callable[[Tx], T]) -> T:
-        """Run work on a pooled connection in autocommit mode; once more if the link was dead."""
+        """Run work on a pooled connection in autocommit mode; once more if the link was dead.
+
+        Raises errors.DatabaseUnavailableError when the database cannot answer in time (a lock
+        wait or a causal wait past its limit: on Galera, a node leaving the primary component).
+        """
         for attempt in range(2):
+            began = time.monotonic()
             try:
                 with self.connection() as (_, tx):
                     return work(tx)
             except Exception as error:
-                if attempt == 0 and self.backend.classify(error) is ConnectionLostError:
+                if attempt == 0 and _dead_at_once(self.backend, error, began):
                     continue
+                if self.backend.is_retryable(error):
+                    raise DatabaseUnavailableError() from error
                 self._translate(error)
                 raise
         raise AssertionError("unreachable")
@@ -344,6 +351,18 @@ class Database:
             raise DatabaseUnavailableError() from error
         if kind is not None:
             raise kind(str(error)) from error
+
+
+# A pooled link that the server closed while it sat idle fails on its first use, at once; one
+# that failed after this long timed out (a paused or cut-off node), and another try on a new
+# link would only wait out the deadline again.
+DEAD_AT_ONCE_S = 1.0
+
+
+def _dead_at_once(backend: Backend, error: BaseException, began: float) -> bool:
+    """True for a link found dead as soon as it was used: worth one more try on a new one."""
+    quick = time.monotonic() - began < DEAD_AT_ONCE_S
+    return quick and backend.classify(error) is ConnectionLostError
 
 
 def _backoff_s(attempt: int) -> float:
@@ -362,8 +381,16 @@ def _cursor_of(fairy: Any) -> Any:
     return kept[1]
 
 
-def _rollback_quietly(connection: Any) -> None:
+def _rollback_or_discard(connection: Any) -> None:
+    """Roll back; if even that fails, discard the pooled connection.
+
+    A Galera node out of the primary component refuses ROLLBACK too (1047): returned to the
+    pool, the connection kept its transaction open, and the next request's START TRANSACTION
+    committed it, a write its client had been told was refused. Closing the link makes the
+    server roll it back.
+    """
     try:
         connection.rollback()
-    except Exception:  # noqa: BLE001 - the original error matters more; a dead link rolls back anyway
-        log.debug("rollback failed", exc_info=True)
+    except Exception:  # noqa: BLE001 - the original error matters more than the rollback's
+        log.debug("rollback failed; discarding the connection", exc_info=True)
+        connection.invalidate()
