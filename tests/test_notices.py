@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
@@ -322,20 +322,34 @@ def test_two_servers_sweeping_at_the_same_moment_never_make_a_notice_twice(
     servers = [
         stack.enter_context(ServerProcess(tmp_path, db_url, openlibrary_fake.url)) for _ in range(2)
     ]
+    race_two_sweeps(
+        stack, servers, lambda loan, due: set_due(db_url, loan, due), [db_url], "member"
+    )
+
+
+def race_two_sweeps(
+    stack: ExitStack,
+    servers: list[ServerProcess],
+    set_due_at: Callable[[int, int], None],
+    databases: list[str],
+    prefix: str,
+) -> None:
+    """Three rounds of the two servers sweeping at one barrier, over 10 loans due soon and 10
+    overdue (a new due date or step each round); then each database holds every cause once."""
     desks = [admin(stack, servers[0]), admin(stack, servers[1], create=False)]
     books = lending_books(desks[0])
     loans: list[dict[str, Any]] = []
     for index in range(4):  # 4 members x 5 loans, each book borrowed once
-        client, _ = member(stack, servers[index % 2], f"member{index}")
+        client, _ = member(stack, servers[index % 2], f"{prefix}{index}")
         loans += [borrow(client, b["id"]) for b in books[index * 5 : index * 5 + 5]]
     soon, late = loans[:10], loans[10:]
     now = int(time.time())
 
     for round_, days_late in enumerate((1.5, 7.5, 14.5)):
         for n, loan in enumerate(soon):  # a new due date each round: a new due_soon each
-            set_due(db_url, loan["id"], now + DAY_S + 60 * round_ + n)
+            set_due_at(loan["id"], now + DAY_S + 60 * round_ + n)
         for loan in late:  # the next overdue step each round
-            set_due(db_url, loan["id"], now - int(days_late * DAY_S))
+            set_due_at(loan["id"], now - int(days_late * DAY_S))
         barrier = threading.Barrier(2)
         answers: list[dict[str, Any]] = [{}, {}]
         threads = [
@@ -355,12 +369,15 @@ def test_two_servers_sweeping_at_the_same_moment_never_make_a_notice_twice(
             answers,
         )
 
-    rows = sql(db_url, "SELECT kind, details FROM notices WHERE kind IN ('due_soon', 'overdue')")
-    causes = Counter(
-        (kind, d["loan_id"], d["due_at"] if kind == "due_soon" else d["days_overdue"])
-        for kind, d in ((kind, json.loads(details)) for kind, details in rows)
-    )
-    assert len(causes) == 60 and set(causes.values()) == {1}, causes.most_common(3)
+    for database in databases:
+        rows = sql(
+            database, "SELECT kind, details FROM notices WHERE kind IN ('due_soon', 'overdue')"
+        )
+        causes = Counter(
+            (kind, d["loan_id"], d["due_at"] if kind == "due_soon" else d["days_overdue"])
+            for kind, d in ((kind, json.loads(details)) for kind, details in rows)
+        )
+        assert len(causes) == 60 and set(causes.values()) == {1}, causes.most_common(3)
 
 
 def sweep_at_once(

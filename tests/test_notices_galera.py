@@ -3,15 +3,12 @@ make each notice once, and two mail senders on two nodes send each notice once."
 
 from __future__ import annotations
 
-import json
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,9 +24,9 @@ from tests.test_notices import (
     borrow,
     lending_books,
     member,
+    race_two_sweeps,
     sql,
     stack,  # noqa: F401 - the fixture
-    sweep_at_once,
 )
 from tests.wire import ServerProcess
 
@@ -68,41 +65,10 @@ def test_two_nodes_sweeping_at_the_same_moment_never_make_a_notice_twice(
         stack.enter_context(ServerProcess(tmp_path, url, openlibrary_fake.url))
         for url in node_urls[:2]
     ]
-    desks = [admin(stack, servers[0]), admin(stack, servers[1], create=False)]
-    books = lending_books(desks[0])
-    loans: list[dict[str, Any]] = []
-    for index in range(4):  # 4 members x 5 loans, each book borrowed once
-        client, _ = member(stack, servers[index % 2], f"galera{index}")
-        loans += [borrow(client, b["id"]) for b in books[index * 5 : index * 5 + 5]]
-    soon, late = loans[:10], loans[10:]
-    now = int(time.time())
-    for round_, days_late in enumerate((1.5, 7.5, 14.5)):
-        for n, loan in enumerate(soon):
-            set_due(node_urls[0], loan["id"], now + DAY_S + 60 * round_ + n)
-        for loan in late:
-            set_due(node_urls[0], loan["id"], now - int(days_late * DAY_S))
-        barrier = threading.Barrier(2)
-        answers: list[dict[str, Any]] = [{}, {}]
-        threads = [
-            threading.Thread(target=sweep_at_once, args=(barrier, desks[i], answers, i))
-            for i in range(2)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert all(a.get("ok") for a in answers), answers
-        made: Counter[str] = Counter()
-        for answer in answers:
-            made.update(answer["result"]["created"])
-        assert (made["due_soon"], made["overdue"]) == (10, 10), (round_, answers)
-    for url in node_urls:  # every node has each cause once
-        rows = sql(url, "SELECT kind, details FROM notices WHERE kind IN ('due_soon', 'overdue')")
-        causes = Counter(
-            (kind, d["loan_id"], d["due_at"] if kind == "due_soon" else d["days_overdue"])
-            for kind, d in ((kind, json.loads(details)) for kind, details in rows)
-        )
-        assert len(causes) == 60 and set(causes.values()) == {1}, causes.most_common(3)
+    # Due dates set through node 1 once it has every loan; every node must hold each cause once.
+    race_two_sweeps(
+        stack, servers, lambda loan, due: set_due(node_urls[0], loan, due), node_urls, "galera"
+    )
 
 
 def test_two_senders_on_two_nodes_send_each_notice_once(
