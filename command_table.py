@@ -3,7 +3,8 @@
 One row per command (PROTOCOL.md's commands and Waymark's additions) holds its whole contract:
 its arguments with their kinds and bounds, whether it needs a login or an admin, whether it is
 safe to send again (else it takes an idempotency key), whether it changes the catalogue, whether
-its answer carries a token, and the name of its answer's shape in results.py. protocol.py
+its answer carries a token, the name of its answer's shape in results.py, and whether it waits
+on bcrypt or Open Library (and so runs in the server's pool for slow requests). protocol.py
 validates requests against it; commands.py finds each handler by its name; the client reads it
 for what it may send again and which answers carry a token.
 """
@@ -54,6 +55,9 @@ class Command:
     returns_token: bool = False
     # The name of its answer's shape in results.py (a TypedDict).
     result: str = "Empty"
+    # Waits on bcrypt or on Open Library: answered in a pool of threads of its own, so that a
+    # login storm or a slow upstream cannot hold the threads every other request needs.
+    slow: bool = False
 
     @property
     def takes_idempotency_key(self) -> bool:
@@ -104,9 +108,12 @@ def _command(
     admin_only: bool = False,
     catalogue: bool = False,
     token: bool = False,
+    slow: bool = False,
 ) -> Command:
     # An admin-only command needs a login whatever the caller said.
-    return Command(args, needs_login or admin_only, admin_only, safe, catalogue, token, result)
+    return Command(
+        args, needs_login or admin_only, admin_only, safe, catalogue, token, result, slow
+    )
 
 
 COMMANDS: dict[str, Command] = {
@@ -118,9 +125,9 @@ COMMANDS: dict[str, Command] = {
         "Health",
     ),
     "stats": _read("Stats", admin_only=True),
-    "register": _write("UserAnswer", *_CREDENTIALS, _EMAIL, needs_login=False),
+    "register": _write("UserAnswer", *_CREDENTIALS, _EMAIL, needs_login=False, slow=True),
     # Logging in again, resuming or logging out again leaves the same state: safe to repeat.
-    "login": _read("LoggedIn", *_CREDENTIALS, token=True),
+    "login": _read("LoggedIn", *_CREDENTIALS, token=True, slow=True),
     "resume": _read("LoggedIn", Arg("token", STR, True, max_length=256), token=True),
     "logout": _read("Empty", needs_login=True),
     "whoami": _read("UserAnswer", needs_login=True),
@@ -130,6 +137,7 @@ COMMANDS: dict[str, Command] = {
         Arg("old_password", STR, True, max_length=4096),
         Arg("new_password", STR, True, max_length=4096),
         token=True,
+        slow=True,
     ),
     "list_areas": _read(
         "Areas",
@@ -168,6 +176,7 @@ COMMANDS: dict[str, Command] = {
         "BookSearch",
         Arg("query", STR, True, max_length=200),
         Arg("limit", INT, minimum=1, maximum=100),
+        slow=True,
     ),
     "catalogue": _read("CataloguePage", Arg("query", STR, max_length=200), *_PAGING),
     "add_book": _write(
@@ -176,6 +185,7 @@ COMMANDS: dict[str, Command] = {
         Arg("copies", INT, True, minimum=1, maximum=1000),
         admin_only=True,
         catalogue=True,
+        slow=True,
     ),
     "borrow": _write(
         "LoanAnswer", Arg("book_id", INT, True, minimum=1, maximum=_ID), catalogue=True
@@ -215,7 +225,7 @@ COMMANDS: dict[str, Command] = {
     # Safe to repeat, and so never stored for a retry: each call makes a new temporary
     # password and voids the last, which must never be kept in clear for a replay.
     "reset_password": Command(
-        (_USERNAME,), True, True, safe_to_repeat=True, result="TemporaryPassword"
+        (_USERNAME,), True, True, safe_to_repeat=True, result="TemporaryPassword", slow=True
     ),
     "block_member": _write(
         "UserAnswer",
@@ -239,5 +249,7 @@ COMMANDS: dict[str, Command] = {
     ),
     # -- 1.2: members' own data --
     "my_data": _read("MyData", needs_login=True),
-    "delete_account": _write("Empty", Arg("password", STR, True, max_length=4096), catalogue=True),
+    "delete_account": _write(
+        "Empty", Arg("password", STR, True, max_length=4096), catalogue=True, slow=True
+    ),
 }

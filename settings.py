@@ -102,6 +102,12 @@ class ServerConfig:
     hash_concurrency: int = _setting(
         passwords.default_concurrency(), "N", "password hashes computed at once"
     )
+    request_threads: int = _setting(
+        8, "N", "threads answering requests (the sockets themselves cost none)"
+    )
+    slow_request_threads: int = _setting(
+        16, "N", "threads answering requests that wait on bcrypt or Open Library"
+    )
     pool_size: int = _setting(_STORE.pool.pool_size, "N", "database connections kept open")
     db_timeout_s: float = _setting(
         _STORE.pool.call_timeout_s,
@@ -221,6 +227,9 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
             )
             raise ValueError(f"{_flag(setting.name)} must be {wanted}, not {raw!r}.") from None
     config = ServerConfig(**values)
+    for name in _AT_LEAST_ONE:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{_flag(name)} must be a whole number of 1 or more.")
     if config.log_format not in LOG_FORMATS:
         raise ValueError(f"--log-format must be text or json, not {config.log_format!r}.")
     tls.parse_hosts(config.cert_hosts)  # a ValueError names the entry that is not a host
@@ -230,6 +239,8 @@ def load_config(options: dict[str, Any], environ: dict[str, str]) -> ServerConfi
 
 
 LOG_FORMATS = ("text", "json")
+# With none of these, nothing would ever be answered.
+_AT_LEAST_ONE = ("workers", "request_threads", "slow_request_threads")
 
 
 def _flag(name: str) -> str:
