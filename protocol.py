@@ -352,7 +352,7 @@ def _parse_json_object(line: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ProtocolError(BAD_REQUEST, "The request line is not valid UTF-8.") from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise ProtocolError(BAD_REQUEST, "The request line is not valid JSON.") from None
     if not isinstance(obj, dict):
@@ -373,6 +373,10 @@ def _is_text(value: Any) -> bool:
 def _reject_constant(name: str) -> None:
     # NaN and Infinity are not JSON; Python's parser accepts them unless told not to.
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads(text, parse_constant=...) builds a new decoder for every line.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _is_valid_id(value: Any) -> bool:

@@ -267,6 +267,8 @@ class Reactor:
             self._discard(conn)
         elif phase is Phase.CLOSING:
             self._step_closing(conn)
+        else:  # WORKING: more input while a worker owns the socket, read once it hands it back
+            self._watch(conn, 0)
 
     def _await_line(self, conn: Connection, now: float) -> None:
         conn.phase = Phase.READING
@@ -303,8 +305,10 @@ class Reactor:
         for data in chunks:
             conn.lines.extend(conn.decoder.feed(data))
         if conn.lines:
+            # Still watched for reading: a client waiting for its answer sends nothing, so the
+            # selector stays quiet, and the connection is unwatched only if it does send more
+            # (_on_ready). That saves two selector calls a request.
             conn.phase = Phase.WORKING
-            self._watch(conn, 0)
             self._requests.submit(lambda: self._work(conn, slow=False))
             return
         if conn.line_started is None and conn.decoder.has_partial_line:
