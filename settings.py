@@ -75,7 +75,7 @@ class ServerConfig:
     )
     max_connections: int = _setting(1024, "N", "connections served at once; more get server_busy")
     # Off by default: tests, benches and every client behind one NAT come from one address,
-    # and --max-connections already bounds the threads.
+    # and --max-connections already bounds what connections cost.
     max_connections_per_address: int = _setting(
         0, "N", "connections one client address may hold at once (0: no limit but the total)"
     )
