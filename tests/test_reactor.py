@@ -6,6 +6,7 @@ that worker would stall every other client, and each test shows that it does not
 
 from __future__ import annotations
 
+import json
 import select
 import subprocess
 import sys
@@ -104,3 +105,25 @@ def test_a_reactor_client_sees_every_answer_of_a_pipelined_burst_in_order(
             for start in range(0, len(burst), 777):
                 client.send_raw(burst[start : start + 777])
             assert [client.read()["id"] for _ in range(500)] == list(range(500))
+
+
+def test_pipelined_slow_and_quick_commands_are_answered_in_order(tmp_path: Path) -> None:
+    # register and login go to the slow pool and back; whoami after them must see the login.
+    with ServerProcess(tmp_path, _sqlite(tmp_path), extra_args=ONE_WORKER) as server:
+        with server.client() as client:
+            credentials = {"username": "ann", "password": "walking-boots-1"}
+            requests = [
+                {"id": 1, "cmd": "hello"},
+                {"id": 2, "cmd": "register", "args": credentials},
+                {"id": 3, "cmd": "login", "args": credentials},
+                {"id": 4, "cmd": "whoami"},
+                {"id": 5, "cmd": "search_walks", "args": {"area": "peak"}},
+                {"id": 6, "cmd": "login", "args": {**credentials, "password": "wrong-one-1"}},
+                {"id": 7, "cmd": "whoami"},
+            ]
+            client.send_raw(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+            answers = [client.read() for _ in requests]
+            assert [a["id"] for a in answers] == [1, 2, 3, 4, 5, 6, 7]
+            assert answers[3]["result"]["user"]["username"] == "ann"
+            assert answers[5]["error"]["code"] == "invalid_credentials"
+            assert answers[6]["ok"]  # a failed login leaves the session as it was
