@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mysql.connector
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 import seed
 from db import Store, StoreConfig
@@ -22,6 +22,11 @@ DEFAULT_TEST_MYSQL = "mysql://root@127.0.0.1:3306/"
 # scripts/mutate (mutmut) selects this profile: the same examples for every mutant, so a mutant
 # is killed by a test and never by chance, and no deadline, since mutmut slows every call.
 settings.register_profile("mutation", derandomize=True, deadline=None)
+# Every other run: no per-example deadline and no "too slow" check, since both measure wall
+# time, and a shared, busy machine can make a correct test miss them (a failure by chance).
+# Hypothesis's own --hypothesis-profile option is applied after this and wins over it.
+settings.register_profile("waymark", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("waymark")
 
 TABLES_CHILD_FIRST = (
     "notices", "idempotency_keys", "holds", "loans", "lending_books", "order_lines", "orders",

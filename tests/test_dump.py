@@ -424,7 +424,9 @@ TEXT = st.lists(
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(texts=st.lists(TEXT, min_size=1, max_size=10))
 @example(texts=["".join(AWKWARD), "", " trailing spaces  ", "\\" * 7, "'" * 7])
