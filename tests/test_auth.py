@@ -294,9 +294,14 @@ def test_an_unknown_user_costs_the_same_bcrypt_work_as_a_wrong_password() -> Non
         assert hasher.verify("a wrong one", password_hash) is False
         return time.perf_counter() - started
 
-    existing = min(timed(stored) for _ in range(3))
-    missing = min(timed(None) for _ in range(3))
-    assert 0.5 < missing / existing < 2.0
+    # Interleaved and the fastest of five each, so that a burst of other work on a busy machine
+    # slows both kinds alike instead of all of one kind.
+    existing: list[float] = []
+    missing: list[float] = []
+    for _ in range(5):
+        existing.append(timed(stored))
+        missing.append(timed(None))
+    assert 0.5 < min(missing) / min(existing) < 2.0, (existing, missing)
 
 
 def test_hashing_is_bounded_to_the_configured_concurrency() -> None:
