@@ -50,6 +50,11 @@ def test_another_process_shows_a_change_within_a_second(
         before = _in_stock(browser, 105)
         buyer.call("buy", items=[{"book": 105, "quantity": 1}])
         bought_at = time.monotonic()
-        while _in_stock(browser, 105) != before - 1:
-            assert time.monotonic() - bought_at < 1.5, "the other process lagged over a second"
+        # A stale answer fails the test only when it was asked for well over a second after the
+        # buy: the time an answer takes to come back on a busy machine is no lag of the snapshot.
+        while True:
+            asked_at = time.monotonic()
+            if _in_stock(browser, 105) == before - 1:
+                break
+            assert asked_at - bought_at < 1.5, "the other process lagged over a second"
             time.sleep(0.05)
