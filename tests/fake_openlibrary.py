@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.ports import unused_port
+
 FIXTURES = Path(__file__).with_name("openlibrary_fixtures")
 # "<failure>_once" serves that failure to one request, then the mode turns back to "ok".
 MODES = ("ok", "500", "429", "slow", "trickle", "bad_json", "500_once", "429_once", "slow_once")
@@ -45,10 +47,7 @@ def recorded_search_docs() -> list[dict[str, Any]]:
 
 def refused_url() -> str:
     """Return an http URL on 127.0.0.1 where nothing listens, so connecting is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{unused_port()}"
 
 
 class FakeOpenLibrary:

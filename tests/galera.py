@@ -26,7 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import mysql.connector
 import pytest
+
+from tests.ports import unused_ports
 
 if TYPE_CHECKING:
     from tests.faults import Firewall
@@ -163,20 +164,6 @@ def run_as_account() -> str | None:
     return "mysql"
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct loopback ports that were free a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _give_to(path: Path, account: str | None) -> None:
     if account is not None:
         entry = pwd.getpwnam(account)
@@ -204,7 +191,7 @@ class GaleraCluster:
         directory.mkdir(parents=True, exist_ok=True)
         # The nodes' account must reach its node directories; mkdtemp makes 0700.
         directory.chmod(0o755)
-        ports = free_ports(4 * size)
+        ports = unused_ports(4 * size)
         nodes = []
         for number in range(1, size + 1):
             port, group, ist, sst = ports[4 * (number - 1) : 4 * number]

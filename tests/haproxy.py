@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.ports import unused_port
 from tests.wire import PROJECT_DIR
 
 DEPLOY_CONFIG = PROJECT_DIR / "deploy" / "haproxy.cfg"
@@ -92,9 +93,7 @@ class HAProxy:
         """Check the configuration, start haproxy and wait until its stats socket answers."""
         program = ensure_haproxy()
         if not self.port:
-            with socket.socket() as probe:
-                probe.bind((HOST, 0))
-                self.port = probe.getsockname()[1]
+            self.port = unused_port()
         text = configuration(DEPLOY_CONFIG.read_text(), self.port, self.servers, self.stats_socket)
         self.config_path.write_text(text)
         checked = subprocess.run(

@@ -42,6 +42,7 @@ from client_link import (
 from client_menus import App
 from client_views import clean_text, format_local_time, format_money, loan_status, walks_table
 from protocol import COMMANDS, IDEMPOTENCY_KEY, Reply
+from tests.ports import unused_port
 from tests.wire import ServerProcess, make_cert
 
 SOCKET_TIMEOUT_S = 10.0
@@ -677,8 +678,7 @@ def test_an_expired_session_is_dropped_on_reconnect(
 def test_a_server_that_is_down_gets_a_clear_sentence(tmp_path: Path) -> None:
     cafile, key = tmp_path / "a.crt", tmp_path / "a.key"
     tls.ensure_certificate(cafile, key)
-    with socket.create_server(("127.0.0.1", 0)) as unused:
-        port = unused.getsockname()[1]
+    port = unused_port()
     with (
         Connection("127.0.0.1", port, cafile) as connection,
         pytest.raises(ConnectionFailedError) as raised,
@@ -1100,8 +1100,7 @@ def test_searching_books_shows_which_are_held_and_free() -> None:
 def test_the_menu_says_when_the_server_is_down(tmp_path: Path) -> None:
     cafile = tmp_path / "server.crt"
     tls.ensure_certificate(cafile, tmp_path / "server.key")
-    with socket.create_server(("127.0.0.1", 0)) as unused:
-        port = unused.getsockname()[1]
+    port = unused_port()
     result = subprocess.run(
         [sys.executable, str(CLIENT), "--port", str(port), "--cafile", str(cafile)],
         input="",

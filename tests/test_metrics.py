@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,14 +11,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ports import unused_port
 from tests.wire import ServerProcess, register_and_login
-
-
-def free_port() -> int:
-    """A port free just now on 127.0.0.1 (0 would switch the metrics off)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def metrics_url(server: ServerProcess) -> str:
@@ -50,7 +43,7 @@ def test_metrics_agree_with_stats_and_pass_the_linter(tmp_path: Path) -> None:
     with ServerProcess(
         tmp_path,
         db_url=f"sqlite:///{tmp_path / 'm.db'}",
-        extra_args=("--metrics-port", str(free_port())),
+        extra_args=("--metrics-port", str(unused_port())),
     ) as server:
         server.create_admin("metrician", "correct horse")
         url = metrics_url(server)

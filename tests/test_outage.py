@@ -4,7 +4,6 @@ server carries on when the database is back. Real MySQL behind a loopback proxy 
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from commands import wire_error
 from engine import Database, UnreachableError, backend_from_url
 from errors import DatabaseUnavailableError
 from tests.fake_openlibrary import FakeOpenLibrary
+from tests.ports import unused_port
 from tests.tcp_proxy import TcpProxy
 from tests.wire import ServerProcess, register_and_login
 
@@ -70,9 +70,7 @@ def test_an_unreachable_database_answers_unavailable_and_logs_one_traceback(
 
 
 def test_each_way_a_database_can_be_out_of_reach_is_recognised(tmp_path: Path) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = unused_port()
     refused = Database(backend_from_url(f"mysql://root@127.0.0.1:{port}/waymark"))
     (tmp_path / "a folder").mkdir()  # a database file that is a folder cannot be opened
     unopenable = Database(backend_from_url(f"sqlite:///{tmp_path / 'a folder'}"))

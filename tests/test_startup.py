@@ -16,6 +16,7 @@ import pytest
 
 import seed
 import tls
+from tests.ports import unused_port
 from tests.wire import PROJECT_DIR, TEST_BCRYPT_COST
 
 
@@ -149,9 +150,7 @@ def test_a_bad_db_url_is_refused_naming_the_setting_but_not_the_password(
 
 
 def test_a_database_that_cannot_be_reached_is_named(certs: tuple[Path, Path]) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = unused_port()
     code, stderr = refused_start(
         "--db", f"mysql://root@127.0.0.1:{port}/waymark", "--cert", str(certs[0]),
         "--key", str(certs[1]),
