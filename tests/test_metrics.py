@@ -43,7 +43,7 @@ def test_metrics_agree_with_stats_and_pass_the_linter(tmp_path: Path) -> None:
     with ServerProcess(
         tmp_path,
         db_url=f"sqlite:///{tmp_path / 'm.db'}",
-        extra_args=("--metrics-port", str(unused_port())),
+        extra_args=("--metrics-port", str(unused_port())),  # 0 would switch the metrics off
     ) as server:
         server.create_admin("metrician", "correct horse")
         url = metrics_url(server)
